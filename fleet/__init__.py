@@ -1,0 +1,1 @@
+"""Specialist Fleet: the plain-Python library (no Prefect imports)."""

@@ -1,0 +1,27 @@
+"""One specialist: curate -> fine-tune -> evaluate -> register."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from fleet.settings import Settings
+from fleet.training import training_key
+from tasks import specialist as t
+
+DEFAULT_FLEET_FILE = "deployments/fleet.yaml"
+
+
+@flow(name="specialist", flow_run_name="{name}")
+def specialist_flow(name: str, fleet_file: str = DEFAULT_FLEET_FILE, trigger: str = "manual") -> dict:
+    """Bring one specialist up to date. Nothing is retrained when its data and settings did not change."""
+    settings = Settings().apply()
+    spec = t.load_spec(fleet_file, name)
+    dataset = t.curate(spec, settings)
+    key = training_key(spec, dataset.version)
+    existing = t.find_registered(name, key)
+    if existing is not None:
+        return {"specialist": name, "status": "up-to-date", "dataset_version": dataset.version, **existing}
+    model = t.fine_tune(spec, dataset, settings)
+    report = t.evaluate(spec, dataset, model, settings)
+    reg = t.register(spec, dataset, model, report, trigger, settings)
+    return {"specialist": name, "status": "trained", "dataset_version": dataset.version, "report": report, **reg}

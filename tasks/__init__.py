@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers over ``fleet/`` with retries, logging and artifacts."""

@@ -1,0 +1,107 @@
+"""Shared fixtures. Every test gets its own FLEET_HOME; Prefect's test server starts once per session."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_FLEET = ROOT / "deployments" / "fleet.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto's S3 server on a free loopback port; yields its endpoint URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("moto server did not start")
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def s3_env(moto_server, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    return moto_server
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server for the whole session (it takes 7-15 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+@pytest.fixture
+def fleet_home(tmp_path, monkeypatch):
+    """A fresh FLEET_HOME (MLflow store, object store, runs) for one test."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("FLEET_HOME", str(home))
+    for var in ("MLFLOW_TRACKING_URI", "FLEET_STORE", "FLEET_ARTIFACT_ROOT"):
+        monkeypatch.delenv(var, raising=False)
+    yield home
+    import mlflow
+
+    mlflow.set_tracking_uri(None)
+
+
+TOY_TOPICS = {
+    # the label descriptions are deliberately swapped, so the zero-shot baseline does badly
+    "weather": ("rain and wind", ["It will rain {} tomorrow", "Strong wind expected near {}", "Sunny skies over {} today",
+                                  "Snow is falling in {}", "A storm hits {} tonight"]),
+    "food": ("cooking a meal", ["I cooked pasta in {}", "The best pizza is in {}", "We baked bread at {}",
+                                "Fresh salad served in {}", "Soup recipe from {}"]),
+}
+PLACES = ["Paris", "Oslo", "Lima", "Cairo", "Delhi", "Tokyo", "Quito", "Rome", "Bern", "Accra", "Hanoi", "Perth"]
+
+
+def write_toy_fleet(folder: Path, *, extra_train: str = "", extra_specialists: str = "") -> Path:
+    """A one-specialist fleet on 120 easy, hand-made rows, trained in seconds."""
+    import pandas as pd
+
+    rows = [{"text": t.format(p), "label": lab} for lab, (_, temps) in TOY_TOPICS.items() for t in temps for p in PLACES]
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(folder / "toy.csv", index=False)
+    (folder / "fleet.yaml").write_text(f"""
+defaults:
+  train: {{epochs: 3, batch_size: 8, learning_rate: 2.0e-3, max_length: 16{extra_train}}}
+  gate: {{min_gain_over_baseline: 0.0}}
+specialists:
+  toy:
+    data: {{source: toy.csv}}
+    labels:
+      weather: {TOY_TOPICS['food'][0]}
+      food: {TOY_TOPICS['weather'][0]}
+{extra_specialists}""")
+    return folder / "fleet.yaml"

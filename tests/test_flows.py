@@ -1,0 +1,71 @@
+"""The specialist and fleet flows end to end on tiny data, under Prefect's test harness.
+
+These train the real packaged MiniLM with LoRA on 120 rows: a few seconds each.
+"""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from conftest import write_toy_fleet
+from fleet.results import FleetRunError
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+
+
+def run_fleet(fleet_file, **kw):
+    from flows.fleet import fleet_flow
+
+    return fleet_flow(fleet_file=str(fleet_file), **kw)
+
+
+def test_specialist_path_then_up_to_date_then_worse_challenger(tmp_path, fleet_home):
+    fleet_file = write_toy_fleet(tmp_path / "f")
+    [first] = run_fleet(fleet_file)
+    assert first["status"] == "trained" and first["alias"] == "champion" and first["version"] == "1"
+    assert first["challenger_macro_f1"] > first["baseline_macro_f1"]
+
+    client = MlflowClient()
+    v1 = client.get_model_version_by_alias("toy", "champion")
+    tags = v1.tags
+    assert tags["trigger"] == "manual" and tags["dataset_version"] == first["dataset_version"]
+    assert tags["base_model"] == "minilm-l6" and tags["code_version"] and tags["gate.verdict"] == "promote"
+    assert {"challenger.macro_f1", "baseline.macro_f1", "champion.macro_f1"} <= set(tags)
+    assert "## Evaluation (frozen test split)" in v1.description
+
+    model = mlflow.pyfunc.load_model("models:/toy@champion")
+    pred = model.predict(["It will rain in Madrid tomorrow", "I cooked pasta in Madrid"])
+    assert pred["label"].tolist() == ["weather", "food"]
+    assert all(0.5 < s <= 1.0 for s in pred["score"])
+
+    # nothing changed: nothing is trained or registered again
+    [again] = run_fleet(fleet_file)
+    assert again["status"] == "up-to-date" and again["version"] == "1"
+    assert len(client.search_model_versions("name='toy'")) == 1
+
+    # new settings that train a much worse model: registered, but the champion stays
+    worse = write_toy_fleet(tmp_path / "f", extra_train=", learning_rate: 1.0e-7, epochs: 0.2")
+    [third] = run_fleet(worse, trigger="schedule")
+    assert third["status"] == "trained" and third["alias"] == "challenger" and third["verdict"] == "keep-champion"
+    assert str(client.get_model_version_by_alias("toy", "champion").version) == "1"
+    v2 = client.get_model_version_by_alias("toy", "challenger")
+    assert str(v2.version) == "2" and v2.tags["trigger"] == "schedule" and v2.tags["gate.verdict"] == "keep-champion"
+    assert "vs champion" in v2.tags["gate.reason"]
+
+
+def test_one_failing_specialist_does_not_stop_the_others(tmp_path, fleet_home):
+    extra = """
+  broken:
+    data: {source: toy.csv, label_column: text}
+    labels: [a, b]
+"""
+    fleet_file = write_toy_fleet(tmp_path / "f", extra_specialists=extra)
+    with pytest.raises(FleetRunError) as exc:
+        run_fleet(fleet_file)
+    by_name = {r["specialist"]: r for r in exc.value.results}
+    assert by_name["toy"]["status"] == "trained"
+    assert by_name["broken"]["status"] == "failed" and "has 0 label(s)" in by_name["broken"]["error"]
+    names = [m.name for m in MlflowClient().search_registered_models()]
+    assert names == ["toy"]
