@@ -20,8 +20,9 @@ from rich.table import Table
 
 app = typer.Typer(help="Train, evaluate and register a fleet of specialist models.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
-out = Console()
-err = Console(stderr=True)
+# Piped output (CI logs, `make demo | tee`) gets a wide table rather than rich's 80-column default.
+out = Console() if sys.stdout.isatty() else Console(width=160)
+err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=160)
 
 DEFAULT_FLEET = os.environ.get("FLEET_FILE", "deployments/fleet.yaml")
 FleetOpt = typer.Option(DEFAULT_FLEET, "--fleet", "-f", help="The fleet file (default: $FLEET_FILE or deployments/fleet.yaml).")
@@ -158,6 +159,9 @@ def predict(
     _settings()
     import mlflow
     from mlflow.exceptions import MlflowException
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # keep the output a clean table of predictions
 
     uri = f"models:/{name}/{version}" if version else f"models:/{name}@{alias}"
     try:
@@ -166,7 +170,7 @@ def predict(
         _fail(f"{uri}: cannot load ({exc.message.splitlines()[0]}); train it with `fleet run --only {name}`")
     pred = model.predict(list(texts))
     for text, label, score in zip(texts, pred["label"], pred["score"]):
-        out.print(f"{label}\t{score:.4f}\t{text}", highlight=False, soft_wrap=True)
+        print(f"{label}\t{score:.4f}\t{text}")  # plain TSV, for pipes
 
 
 def main() -> None:  # console-script entry point

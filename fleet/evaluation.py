@@ -47,6 +47,8 @@ class ZeroShotEmbeddingBaseline:
         """Mean-pooled, L2-normalised sentence embeddings (the sentence-transformers recipe)."""
         import torch
 
+        from fleet.modeling import mean_pool
+
         out = []
         with torch.inference_mode():
             for i in range(0, len(texts), batch_size):
@@ -57,9 +59,7 @@ class ZeroShotEmbeddingBaseline:
                     padding=True,
                     return_tensors="pt",
                 )
-                hidden = self.model(**enc).last_hidden_state
-                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                pooled = mean_pool(self.model(**enc).last_hidden_state, enc["attention_mask"])
                 out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
         return np.concatenate(out) if out else np.zeros((0, self.model.config.hidden_size))
 

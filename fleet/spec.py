@@ -43,8 +43,8 @@ class LoraSpec(_Model):
         description="Names of the linear layers that get LoRA adapters.",
     )
     modules_to_save: list[str] = Field(
-        default_factory=lambda: ["pooler"],
-        description="Extra layers trained in full and saved with the adapter (the classifier head always is).",
+        default_factory=list,
+        description="Extra layers trained in full and saved with the model (the classifier head always is).",
     )
 
 
@@ -58,6 +58,14 @@ class TrainSpec(_Model):
         None, gt=0, le=512, description="Token limit per text; chosen from the data (95th percentile) when unset."
     )
     seed: int = Field(42, description="Seed for initialisation, shuffling and dropout.")
+    class_weighting: Literal["balanced", "none"] = Field(
+        "none", description="'balanced' weighs each label's loss by the inverse of its frequency (macro-F1 rewards it)."
+    )
+    linear_probe_init: bool = Field(
+        True,
+        description="Fit the head on frozen embeddings before fine-tuning (LP-FT), so a random head "
+        "does not distort the pretrained features.",
+    )
     lora: LoraSpec = Field(default_factory=LoraSpec)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 import math
 import shutil
 from dataclasses import dataclass
@@ -77,7 +78,7 @@ def training_key(spec: SpecialistSpec, dataset_version: str) -> str:
         "base_model": base_model_id(spec.base_model),
         "labels": list(spec.labels),
         "train": spec.train.model_dump(),
-        "format": 1,  # bump when the way models are trained or stored changes
+        "format": 2,  # bump when the way models are trained or stored changes
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -113,14 +114,10 @@ def fine_tune(
     """
     import torch
     from datasets import Dataset
-    from peft import LoraConfig, TaskType, get_peft_model
-    from transformers import (
-        AutoModelForSequenceClassification,
-        DataCollatorWithPadding,
-        Trainer,
-        TrainingArguments,
-        set_seed,
-    )
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel, DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+
+    from fleet.modeling import MeanPoolClassifier, linear_probe_init, save_classifier
 
     cfg: TrainSpec = spec.train
     run_dir = Path(run_dir)
@@ -130,13 +127,18 @@ def fine_tune(
 
     tokenizer = load_tokenizer(spec.base_model)
     max_length = cfg.max_length or choose_max_length(tokenizer, train_texts)
-    base = resolve_base_model(spec.base_model)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            base, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id
-        )
+        encoder = AutoModel.from_pretrained(resolve_base_model(spec.base_model))
     except OSError as exc:
         raise TrainingError(f"base model {spec.base_model!r}: cannot load it ({exc})") from None
+    weights = None
+    if cfg.class_weighting == "balanced":
+        counts = Counter(train_labels)
+        weights = [len(train_labels) / (len(labels) * counts[lab]) if counts[lab] else 0.0 for lab in labels]
+    model = MeanPoolClassifier(encoder, len(labels), class_weights=weights)
+    if cfg.linear_probe_init:
+        linear_probe_init(model, tokenizer, list(train_texts), [label2id[x] for x in train_labels], max_length,
+                          balanced=cfg.class_weighting == "balanced")
 
     names = {n.split(".")[-1] for n, _ in model.named_modules()} | {n for n, _ in model.named_modules()}
     missing = [m for m in cfg.lora.target_modules if m not in names]
@@ -144,13 +146,17 @@ def fine_tune(
         raise TrainingError(
             f"specialists.{spec.name}.train.lora.target_modules: {', '.join(missing)} not found in {spec.base_model}"
         )
+    unknown = [m for m in cfg.lora.modules_to_save if m not in names]
+    if unknown:
+        raise TrainingError(
+            f"specialists.{spec.name}.train.lora.modules_to_save: {', '.join(unknown)} not found in {spec.base_model}"
+        )
     lora = LoraConfig(
-        task_type=TaskType.SEQ_CLS,
         r=cfg.lora.r,
         lora_alpha=cfg.lora.alpha,
         lora_dropout=cfg.lora.dropout,
         target_modules=list(cfg.lora.target_modules),
-        modules_to_save=[m for m in cfg.lora.modules_to_save if m in names] or None,
+        modules_to_save=["classifier", *cfg.lora.modules_to_save],  # the new head is trained in full
     )
     model = get_peft_model(model, lora)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -178,6 +184,8 @@ def fine_tune(
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=not progress,
         dataloader_num_workers=0,
+        remove_unused_columns=False,
+        label_names=["labels"],
     )
     trainer = Trainer(
         model=model,
@@ -189,14 +197,10 @@ def fine_tune(
     resume = _last_checkpoint(ckpt_dir)
     out = trainer.train(resume_from_checkpoint=resume)
 
-    merged = model.merge_and_unload()
-    merged.config.max_length_hint = max_length
     model_dir = run_dir / "model"
     if model_dir.exists():
         shutil.rmtree(model_dir)
-    merged.save_pretrained(str(model_dir))
-    tokenizer.save_pretrained(str(model_dir))
-    (model_dir / "fleet.json").write_text(json.dumps({"labels": labels, "max_length": max_length}))
+    save_classifier(model.merge_and_unload(), tokenizer, model_dir, labels, max_length)
     return TrainResult(
         model_dir=str(model_dir),
         max_length=max_length,
@@ -214,14 +218,15 @@ class TextClassifier:
 
     def __init__(self, model_dir: str | Path, device: str | None = None):
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from fleet.modeling import load_classifier
 
         model_dir = Path(model_dir)
-        meta = json.loads((model_dir / "fleet.json").read_text())
+        self.model, meta = load_classifier(model_dir)
         self.labels: list[str] = meta["labels"]
         self.max_length: int = int(meta["max_length"])
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        self.model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# Prefect's telemetry heartbeat only adds SQLite lock contention in tests.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 DEMO_FLEET = ROOT / "deployments" / "fleet.yaml"
 
 

@@ -1,0 +1,104 @@
+"""The specialist model: a transformer encoder, mean pooling, and a linear head.
+
+Sentence encoders such as all-MiniLM-L6-v2 were trained with mean pooling; their
+first-token (CLS) output carries little meaning. ``AutoModelForSequenceClassification``
+classifies from that first token, so on small data it learns shortcuts (in SMS
+spam: "has a phone number"). Pooling the way the encoder was trained keeps the
+semantics the base model already has, and the LoRA adapter refines them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+HEAD_FILE = "classifier_head.safetensors"
+META_FILE = "fleet.json"
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The average of the token vectors, ignoring padding."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+class MeanPoolClassifier(nn.Module):
+    """encoder -> mean pooling -> dropout -> linear; returns transformers' usual output."""
+
+    def __init__(self, encoder: nn.Module, num_labels: int, dropout: float = 0.1, class_weights=None):
+        super().__init__()
+        self.encoder = encoder
+        self.config = encoder.config  # the Trainer and peft read it
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(encoder.config.hidden_size, num_labels)
+        # loss weights per label (training only; not saved with the model)
+        self.class_weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **_):
+        kw = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kw["token_type_ids"] = token_type_ids
+        hidden = self.encoder(**kw).last_hidden_state
+        logits = self.classifier(self.dropout(mean_pool(hidden, attention_mask)))
+        loss = None
+        if labels is not None:
+            w = None if self.class_weights is None else self.class_weights.to(logits.device, logits.dtype)
+            loss = nn.functional.cross_entropy(logits, labels, weight=w)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+def save_classifier(model: MeanPoolClassifier, tokenizer, folder: Path, labels: list[str], max_length: int) -> None:
+    """Encoder and tokenizer as transformers folders, the head as safetensors, and the label list."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model.encoder.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.classifier.state_dict().items()}, str(folder / HEAD_FILE))
+    (folder / META_FILE).write_text(json.dumps({"labels": labels, "max_length": max_length, "pooling": "mean"}))
+
+
+def load_classifier(folder: Path) -> tuple[MeanPoolClassifier, dict]:
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    meta = json.loads((folder / META_FILE).read_text())
+    model = MeanPoolClassifier(AutoModel.from_pretrained(str(folder)), len(meta["labels"]))
+    model.classifier.load_state_dict(load_file(str(folder / HEAD_FILE)))
+    return model.eval(), meta
+
+
+def linear_probe_init(
+    model: MeanPoolClassifier, tokenizer, texts: list[str], label_ids: list[int], max_length: int,
+    balanced: bool, batch_size: int = 64,
+) -> None:
+    """Set the head to a logistic regression fitted on the frozen encoder's pooled embeddings (LP-FT)."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    model.eval()
+    feats = []
+    with torch.inference_mode():
+        for i in range(0, len(texts), batch_size):
+            enc = tokenizer(texts[i : i + batch_size], truncation=True, max_length=max_length, padding=True,
+                            return_tensors="pt")
+            feats.append(mean_pool(model.encoder(**enc).last_hidden_state, enc["attention_mask"]).numpy())
+    model.train()
+    x, y = np.concatenate(feats), np.asarray(label_ids)
+    k = model.classifier.out_features
+    lr = LogisticRegression(max_iter=1000, class_weight="balanced" if balanced else None).fit(x, y)
+    coef = np.zeros((k, x.shape[1]), dtype=np.float32)
+    bias = np.full(k, -10.0, dtype=np.float32)  # a label absent from training starts unlikely
+    if len(lr.classes_) == 2:  # sklearn keeps one row for two classes: split it symmetrically
+        a, b = lr.classes_
+        coef[a], coef[b] = -lr.coef_[0] / 2, lr.coef_[0] / 2
+        bias[a], bias[b] = -lr.intercept_[0] / 2, lr.intercept_[0] / 2
+    else:
+        coef[lr.classes_], bias[lr.classes_] = lr.coef_, lr.intercept_
+    with torch.no_grad():
+        model.classifier.weight.copy_(torch.from_numpy(coef))
+        model.classifier.bias.copy_(torch.from_numpy(bias))
