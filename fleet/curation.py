@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
-from fleet.spec import DataSpec, SpecialistSpec, SplitSpec
+from fleet.spec import CurationSpec, DataSpec, SpecialistSpec, SplitSpec
 from fleet.storage import ObjectStore, StorageError, get_json, put_json
 
 SPLITS = ("train", "validation", "test")
@@ -48,6 +48,7 @@ class DatasetVersion:
     source: str
     rows_read: int
     created: bool = field(default=False, metadata={"doc": "False when this version already existed"})
+    changed: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,14 +101,23 @@ def check_source(data: DataSpec) -> None:
         raise CurationError(f"{src}: data file not found")
 
 
+BAD_BYTES = "\U0010fffd"  # private-use sentinel for bytes that do not decode (never valid input text)
+
+
+def _mark_bad_bytes(exc: UnicodeDecodeError):
+    return BAD_BYTES, exc.end
+
+
 def _decode(raw: bytes, encoding: str, source: str) -> str:
+    """Decode; undecodable bytes become BAD_BYTES so that `clean` quarantines their rows ("invalid-encoding")."""
+    import codecs
+
     try:
-        return raw.decode(encoding)
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise CurationError(
-            f"{source}: not valid {encoding} at line {line} (byte {exc.start}); set data.encoding to the file's encoding"
-        ) from None
+        codecs.lookup_error("fleet-mark-bad-bytes")
+    except LookupError:
+        codecs.register_error("fleet-mark-bad-bytes", _mark_bad_bytes)
+    try:
+        return raw.decode(encoding, errors="fleet-mark-bad-bytes")
     except LookupError:
         raise CurationError(f"{source}: unknown encoding {encoding!r} in data.encoding") from None
 
@@ -118,8 +128,8 @@ def _parse_bytes(raw: bytes, fmt: str, data: DataSpec, source: str) -> pd.DataFr
     try:
         if fmt == "parquet":
             return pd.read_parquet(io.BytesIO(raw)).astype(object)
-        text = _decode(raw, data.encoding, source)
         if fmt == "jsonl":
+            text = _decode(raw, data.encoding, source)
             rows = []
             for i, line in enumerate(text.splitlines(), 1):
                 if not line.strip():
@@ -132,17 +142,15 @@ def _parse_bytes(raw: bytes, fmt: str, data: DataSpec, source: str) -> pd.DataFr
                     raise CurationError(f"{source}: line {i} is not a JSON object")
                 rows.append(obj)
             return pd.DataFrame(rows, dtype=object)
-        sep = "\t" if fmt == "tsv" else ","
         return pd.read_csv(
-            io.StringIO(text),
-            sep=sep,
+            io.StringIO(_decode(raw, data.encoding, source)),
+            sep="\t" if fmt == "tsv" else ",",
             header=0 if data.header else None,
             names=None if data.header else data.names,
             dtype=str,
             keep_default_na=False,
             quoting=3 if fmt == "tsv" else 0,  # TSV: quotes are text, not delimiters
             on_bad_lines="error",
-            engine="python",
         )
     except CurationError:
         raise
@@ -223,41 +231,129 @@ def normalize_text(value) -> str:
     return _WS.sub(" ", text).strip()
 
 
-def clean(df: pd.DataFrame, labels: list[str], label_map: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split raw rows into (clean rows, quarantined rows with a ``reason``)."""
+_TOKEN = re.compile(r"\w+")
+QUARANTINE_TEXT_LIMIT = 1000  # characters of a quarantined text kept in the file (the row number points to the rest)
+
+
+class _Quarantine:
+    """Collects removed and changed rows with their rule; counts per rule and keeps a few examples."""
+
+    def __init__(self):
+        self.records: list[dict] = []
+        self.counts: Counter = Counter()
+
+    def add(self, row: int, rule: str, text: str, label: str, action: str = "dropped", detail: str = "") -> None:
+        if len(text) > QUARANTINE_TEXT_LIMIT:
+            text = text[:QUARANTINE_TEXT_LIMIT] + f" ...[{len(text)} characters]"
+        rec = {"row": int(row), "rule": rule, "action": action, "text": text, "label": label}
+        if detail:
+            rec["detail"] = detail
+        self.records.append(rec)
+        self.counts[rule] += 1
+
+    def frame(self) -> pd.DataFrame:
+        cols = ["row", "rule", "action", "text", "label", "detail"]
+        df = pd.DataFrame(sorted(self.records, key=lambda r: (r["row"], r["rule"])), columns=cols)
+        return df.astype({"detail": object}).where(df.notna(), None)
+
+
+def _language_filter(language: str | None):
+    if not language:
+        return None
+    try:
+        import langid
+    except ImportError:
+        raise CurationError("curation.language is set but the `langid` package is not installed (pip install langid)") from None
+    return lambda text: langid.classify(text)[0]
+
+
+def clean(
+    df: pd.DataFrame, labels: list[str], label_map: dict[str, str], rules: CurationSpec | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Apply the curation rules: (kept rows, quarantine with ``rule`` and ``action`` per removed or changed row).
+
+    Rules, in order: invalid encoding, empty text, missing/unknown label (after ``label_map``), PII
+    (redact or drop), length in characters and words, language, exact duplicates, near-duplicates.
+    """
+    from fleet.pii import PiiRedactor
+
+    rules = rules or CurationSpec()
+    q = _Quarantine()
     known = set(labels)
+    redactor = PiiRedactor(rules.pii.kinds, rules.pii.phone_regions) if rules.pii.kinds else None
+    detect = _language_filter(rules.language)
     keep: list[dict] = []
-    quarantine: list[dict] = []
+    redacted: dict = {}
     for text, label, row in zip(df["text"], df["label"], df["row"]):
-        ntext = normalize_text(text)
-        nlabel = normalize_text(label)
-        nlabel = label_map.get(nlabel, nlabel)
-        rec = {"row": int(row), "text": ntext, "label": nlabel}
+        raw_text = "" if text is None or (isinstance(text, float) and text != text) else str(text)
+        if BAD_BYTES in raw_text or BAD_BYTES in str(label):
+            q.add(row, "invalid-encoding", normalize_text(raw_text).replace(BAD_BYTES, "\ufffd"), "")
+            continue
+        ntext = normalize_text(raw_text)
+        raw_label = normalize_text(label)
+        nlabel = label_map.get(raw_label, raw_label)
+        if redactor is not None and ntext:
+            red = redacted.get(ntext)
+            if red is None:  # duplicates are common in raw data: redact each distinct text once
+                red = redacted[ntext] = redactor.redact(ntext)
+            if red.hits:
+                kinds = ",".join(sorted(red.hits))
+                if rules.pii.action == "drop-row":
+                    q.add(row, "pii", red.text, nlabel, detail=kinds)
+                    continue
+                q.add(row, "pii", red.text, nlabel, action="changed", detail=kinds)
+                ntext = red.text
         if not ntext:
-            quarantine.append({**rec, "reason": "empty-text"})
+            q.add(row, "empty-text", ntext, nlabel)
         elif not nlabel:
-            quarantine.append({**rec, "reason": "missing-label"})
+            q.add(row, "missing-label", ntext, nlabel)
         elif nlabel not in known:
-            quarantine.append({**rec, "reason": f"unknown-label: {nlabel}"})
+            q.add(row, "unknown-label", ntext, nlabel, detail=nlabel)
+        elif len(ntext) < rules.min_chars:
+            q.add(row, "too-short", ntext, nlabel, detail=f"{len(ntext)} chars")
+        elif len(ntext) > rules.max_chars:
+            q.add(row, "too-long", ntext, nlabel, detail=f"{len(ntext)} chars")
         else:
-            keep.append(rec)
+            words = len(_TOKEN.findall(ntext))
+            if words < rules.min_tokens:
+                q.add(row, "too-few-tokens", ntext, nlabel, detail=f"{words} words")
+            elif rules.max_tokens is not None and words > rules.max_tokens:
+                q.add(row, "too-many-tokens", ntext, nlabel, detail=f"{words} words")
+            elif detect is not None and (lang := detect(ntext)) != rules.language:
+                q.add(row, "language", ntext, nlabel, detail=lang)
+            else:
+                if nlabel != raw_label:
+                    q.add(row, "label-map", ntext, nlabel, action="changed", detail=f"{raw_label} -> {nlabel}")
+                keep.append({"row": int(row), "text": ntext, "label": nlabel})
 
     # exact duplicates: keep the first copy; a text seen with different labels is ambiguous, so all copies go
     by_text: dict[str, list[dict]] = {}
     for rec in keep:
         by_text.setdefault(rec["text"], []).append(rec)
     kept: list[dict] = []
-    for text, recs in by_text.items():
+    for recs in by_text.values():
         if len({r["label"] for r in recs}) > 1:
-            quarantine += [{**r, "reason": "conflicting-labels"} for r in recs]
+            for r in recs:
+                q.add(r["row"], "conflicting-labels", r["text"], r["label"])
             continue
         kept.append(recs[0])
-        quarantine += [{**r, "reason": f"duplicate-of-row {recs[0]['row']}"} for r in recs[1:]]
+        for r in recs[1:]:
+            q.add(r["row"], "duplicate", r["text"], r["label"], detail=f"of row {recs[0]['row']}")
     kept.sort(key=lambda r: r["row"])
-    quarantine.sort(key=lambda r: r["row"])
-    return pd.DataFrame(kept, columns=["row", "text", "label"]), pd.DataFrame(
-        quarantine, columns=["row", "text", "label", "reason"]
-    )
+
+    nd = rules.near_duplicates
+    if nd.enabled and kept:
+        from fleet.dedup import near_duplicate_groups
+
+        groups = near_duplicate_groups([r["text"] for r in kept], nd.threshold, nd.shingle_size, nd.num_perm, nd.shingle)
+        survivors = []
+        for i, rec in enumerate(kept):
+            if groups[i] == i:
+                survivors.append(rec)
+            else:
+                q.add(rec["row"], "near-duplicate", rec["text"], rec["label"], detail=f"of row {kept[groups[i]]['row']}")
+        kept = survivors
+    return pd.DataFrame(kept, columns=["row", "text", "label"]), q.frame()
 
 
 def stratified_sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
@@ -294,40 +390,103 @@ def _jsonl(df: pd.DataFrame) -> bytes:
     return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in df.to_dict("records")).encode()
 
 
-def curate(spec: SpecialistSpec, store: ObjectStore) -> DatasetVersion:
-    """Load, clean, split and store ``spec``'s data; return the (possibly existing) version."""
-    raw = load_raw(spec.data)
-    labels = list(spec.labels)
-    good, quarantine = clean(raw, labels, spec.data.label_map)
-    if spec.data.max_rows:
-        good = stratified_sample(good, spec.data.max_rows, spec.split.seed)
+class VersionExistsError(CurationError):
+    """A dataset version is immutable: writing it again is refused."""
 
+
+def write_version(store: ObjectStore, prefix: str, files: dict[str, bytes], manifest: dict) -> None:
+    """Write a version's files, then its manifest; refuse if the version already exists.
+
+    Until the manifest lands the version does not exist for readers, so a failure half-way
+    leaves nothing visible, and the next attempt writes the same bytes again.
+    """
+    if store.exists(f"{prefix}/manifest.json"):
+        raise VersionExistsError(f"{store.url}/{prefix}: this dataset version exists and is never overwritten")
+    for name, blob in files.items():
+        store.put_bytes(f"{prefix}/{name}", blob)
+    put_json(store, f"{prefix}/manifest.json", manifest)
+
+
+def _check_labels(good: pd.DataFrame, q: _Quarantine, labels: list[str], rules: CurationSpec, src: str, name: str):
     present = Counter(good["label"])
-    src = spec.data.source
+    few = [lab for lab in labels if present.get(lab, 0) < rules.min_examples_per_label]
+    if few and rules.on_too_few == "drop-label":
+        for rec in good[good["label"].isin(few)].to_dict("records"):
+            q.add(rec["row"], "label-too-rare", rec["text"], rec["label"],
+                  detail=f"{present[rec['label']]} < {rules.min_examples_per_label}")
+        good = good[~good["label"].isin(few)]
+        present = Counter(good["label"])
+        few = []
     if len(present) < 2:
         only = ", ".join(present) or "none"
         raise CurationError(
             f"{src}: after cleaning, the data has {len(present)} label(s) ({only}); "
-            f"specialist {spec.name} needs at least two of {', '.join(labels)}"
+            f"specialist {name} needs at least two of {', '.join(labels)}"
         )
-    few = [f"{lab} ({present.get(lab, 0)})" for lab in labels if present.get(lab, 0) < 3]
     if few:
         raise CurationError(
-            f"{src}: label(s) with fewer than 3 clean examples, too few for train/validation/test: {', '.join(few)}"
+            f"{src}: label(s) with fewer than {rules.min_examples_per_label} clean examples "
+            f"(curation.min_examples_per_label): {', '.join(f'{lab} ({present.get(lab, 0)})' for lab in few)}; "
+            "add data, or set curation.on_too_few: drop-label"
         )
+    return good
 
-    splits = stratified_split(good, spec.split)
-    blobs = {s: _jsonl(splits[s]) for s in SPLITS}
+
+def _remove_leaks(splits: dict[str, pd.DataFrame], rules: CurationSpec, q: _Quarantine) -> dict[str, pd.DataFrame]:
+    """Quarantine validation/test rows that still have a near-twin in train (an exact check after LSH)."""
+    from fleet.dedup import cross_matches
+
+    nd = rules.near_duplicates
+    train = splits["train"]
+    for name in ("validation", "test"):
+        part = splits[name]
+        hits = cross_matches(train["text"].tolist(), part["text"].tolist(), nd.threshold, nd.shingle_size,
+                             nd.num_perm, nd.shingle)
+        for qi, ri, j in hits:
+            rec = part.iloc[qi]
+            q.add(rec["row"], "leakage", rec["text"], rec["label"],
+                  detail=f"{name} text near-twin of train row {train.iloc[ri]['row']} (Jaccard {j:.2f})")
+        if hits:
+            splits[name] = part.drop(part.index[[h[0] for h in hits]]).reset_index(drop=True)
+    return splits
+
+
+def curate(spec: SpecialistSpec, store: ObjectStore) -> DatasetVersion:
+    """Load, clean, split and store ``spec``'s data; return the (possibly existing) version."""
+    from fleet.datacard import build_report, length_histogram_png, report_markdown
+
+    raw = load_raw(spec.data)
+    labels = list(spec.labels)
+    rules = spec.curation
+    src = spec.data.source
+    good, quarantine = clean(raw, labels, spec.data.label_map, rules)
+    bad_enc = int((quarantine["rule"] == "invalid-encoding").sum())
+    if bad_enc > len(raw) / 2:
+        raise CurationError(
+            f"{src}: {bad_enc} of {len(raw)} rows are not valid {spec.data.encoding}; set data.encoding to the file's encoding"
+        )
+    q = _Quarantine()
+    q.records, q.counts = quarantine.to_dict("records"), Counter(quarantine["rule"])
+    good = _check_labels(good, q, labels, rules, src, spec.name)
+    before_sample = len(good)
+    if spec.data.max_rows:
+        good = stratified_sample(good, spec.data.max_rows, spec.split.seed)
+
+    splits = stratified_split(good.reset_index(drop=True), spec.split)
+    if rules.near_duplicates.enabled:
+        splits = _remove_leaks(splits, rules, q)
+    quarantine = q.frame()
+    blobs = {f"{s}.jsonl": _jsonl(splits[s]) for s in SPLITS}
     digest = hashlib.sha256()
     digest.update(json.dumps(labels).encode())
     for s in SPLITS:
-        digest.update(s.encode() + b"\0" + blobs[s])
+        digest.update(s.encode() + b"\0" + blobs[f"{s}.jsonl"])
     version = digest.hexdigest()[:16]
     prefix = f"datasets/{spec.name}/{version}"
 
     counts = {s: len(splits[s]) for s in SPLITS}
     label_counts = {s: dict(sorted(Counter(splits[s]["label"]).items())) for s in SPLITS}
-    reasons = Counter(r.split(":")[0].split(" ")[0] for r in quarantine["reason"])
+    report = build_report(spec, raw, quarantine, splits, version, sampled_out=before_sample - len(good))
     manifest = {
         "specialist": spec.name,
         "version": version,
@@ -336,17 +495,23 @@ def curate(spec: SpecialistSpec, store: ObjectStore) -> DatasetVersion:
         "rows_read": len(raw),
         "counts": counts,
         "label_counts": label_counts,
-        "quarantined": dict(sorted(reasons.items())),
+        "quarantined": report["dropped"],
+        "changed": report["changed"],
+        "sampled_out": report["sampled_out"],
+        "curation": rules.model_dump(),
         "split": spec.split.model_dump(),
-        "max_rows": spec.data.max_rows,
-        "files": [f"{s}.jsonl" for s in SPLITS] + ["quarantine.jsonl"],
+        "files": sorted(blobs) + ["quarantine.jsonl", "report.json", "DATASET.md", "lengths.png"],
     }
     created = False
     if not store.exists(f"{prefix}/manifest.json"):
-        for s in SPLITS:
-            store.put_bytes(f"{prefix}/{s}.jsonl", blobs[s])
-        store.put_bytes(f"{prefix}/quarantine.jsonl", _jsonl(quarantine))
-        put_json(store, f"{prefix}/manifest.json", manifest)  # last: the version becomes visible
+        files = {
+            **blobs,
+            "quarantine.jsonl": _jsonl(quarantine),
+            "report.json": json.dumps(report, indent=2, default=str).encode(),
+            "DATASET.md": report_markdown(report).encode(),
+            "lengths.png": length_histogram_png(report),
+        }
+        write_version(store, prefix, files, manifest)
         created = True
     return DatasetVersion(
         specialist=spec.name,
@@ -358,6 +523,7 @@ def curate(spec: SpecialistSpec, store: ObjectStore) -> DatasetVersion:
         source=src,
         rows_read=len(raw),
         created=created,
+        changed=manifest["changed"],
     )
 
 
@@ -372,3 +538,15 @@ def load_split(store: ObjectStore, specialist: str, version: str, split: str) ->
 
 def load_manifest(store: ObjectStore, specialist: str, version: str) -> dict:
     return get_json(store, f"datasets/{specialist}/{version}/manifest.json")
+
+
+CARD_FILES = ("DATASET.md", "report.json", "lengths.png")
+
+
+def card_files(store: ObjectStore, specialist: str, version: str) -> dict[str, bytes]:
+    """The data card, report and length histogram of a stored version."""
+    return {name: store.get_bytes(f"datasets/{specialist}/{version}/{name}") for name in CARD_FILES}
+
+
+def load_card(store: ObjectStore, specialist: str, version: str) -> str:
+    return store.get_bytes(f"datasets/{specialist}/{version}/DATASET.md").decode()

@@ -11,6 +11,7 @@ passed; otherwise the version gets the ``challenger`` alias and the reason.
 from __future__ import annotations
 
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,6 +180,7 @@ def register(
     trigger: str,
     train_key: str,
     artifact_root: str | None = None,
+    dataset_files: dict[str, bytes] | None = None,
 ) -> Registration:
     """Log the run and the model, register a version, tag it, and move an alias (last)."""
     if trigger not in TRIGGERS:
@@ -210,7 +212,7 @@ def register(
                           "max_length": train["max_length"], "labels": ",".join(spec.labels)})
         for split, df in splits.items():
             ds = mlflow.data.from_pandas(
-                df, source=dataset.uri, name=f"{spec.name}-{split}", targets="label"
+                df[["text", "label"]], source=dataset.uri, name=f"{spec.name}-{split}", targets="label"
             )
             mlflow.log_input(ds, context=split, tags={"dataset_version": dataset.version})
         mlflow.log_metrics({
@@ -220,6 +222,11 @@ def register(
         })
         mlflow.log_dict(report, "evaluation/report.json")
         mlflow.log_dict(dataset.to_dict(), "dataset/manifest.json")
+        if dataset_files:
+            with tempfile.TemporaryDirectory() as tmp:
+                for fname, blob in dataset_files.items():
+                    (Path(tmp) / fname).write_bytes(blob)
+                mlflow.log_artifacts(tmp, "dataset")
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=SpecialistModel(),

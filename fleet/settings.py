@@ -60,6 +60,8 @@ class Settings(BaseSettings):
         os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
         os.environ.setdefault("DO_NOT_TRACK", "1")
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        # The temporary server's first start migrates a new database: on 2 busy cores that can pass 20 s.
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
         import mlflow
 
         mlflow.set_tracking_uri(self.tracking_uri)

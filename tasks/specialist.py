@@ -23,10 +23,15 @@ def load_spec(fleet_file: str, name: str) -> SpecialistSpec:
 
 @task(name="curate", cache_policy=NONE)
 def curate(spec: SpecialistSpec, settings: Settings) -> curation.DatasetVersion:
-    ds = curation.curate(spec, settings.store_handle())
+    store = settings.store_handle()
+    ds = curation.curate(spec, store)
     get_run_logger().info(
-        "dataset %s %s: %s; quarantined %s", ds.version, "written" if ds.created else "already stored",
-        ds.counts, ds.quarantined or "none",
+        "dataset %s %s: %s; quarantined %s; changed %s", ds.version, "written" if ds.created else "already stored",
+        ds.counts, ds.quarantined or "none", ds.changed or "none",
+    )
+    create_markdown_artifact(
+        key=f"{spec.name}-curation", markdown=curation.load_card(store, spec.name, ds.version),
+        description=f"Curation report (data card) of {spec.name} dataset {ds.version}",
     )
     return ds
 
@@ -65,8 +70,10 @@ def register(
 ) -> dict:
     store = settings.store_handle()
     splits = {s: curation.load_split(store, spec.name, dataset.version, s) for s in curation.SPLITS}
+    card = curation.card_files(store, spec.name, dataset.version)
     reg = registry.register(
-        spec, dataset, splits, model["model_dir"], model, report, trigger, model["training_key"], settings.artifacts
+        spec, dataset, splits, model["model_dir"], model, report, trigger, model["training_key"], settings.artifacts,
+        dataset_files=card,
     )
     get_run_logger().info("registered %s version %s as %s (%s)", reg.name, reg.version, reg.alias, reg.verdict)
     return reg.to_dict()

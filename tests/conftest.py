@@ -99,6 +99,7 @@ def write_toy_fleet(folder: Path, *, extra_train: str = "", extra_specialists: s
 defaults:
   train: {{epochs: 3, batch_size: 8, learning_rate: 2.0e-3, max_length: 16{extra_train}}}
   gate: {{min_gain_over_baseline: 0.0}}
+  curation: {{near_duplicates: {{enabled: false}}}}  # the toy rows are templates: near-twins on purpose
 specialists:
   toy:
     data: {{source: toy.csv}}
@@ -107,3 +108,13 @@ specialists:
       food: {TOY_TOPICS['weather'][0]}
 {extra_specialists}""")
     return folder / "fleet.yaml"
+
+
+def sentences(n: int, seed: int = 0, words: int = 8) -> list[str]:
+    """``n`` distinct sentences of random pseudo-words: no two are near-duplicates of each other."""
+    import random
+    import string
+
+    rng = random.Random(seed)
+    return [" ".join("".join(rng.choices(string.ascii_lowercase, k=rng.randint(3, 8))) for _ in range(words))
+            for _ in range(n)]

@@ -8,8 +8,19 @@ import boto3
 import pandas as pd
 import pytest
 
-from fleet.curation import CurationError, clean, curate, load_raw, load_split, normalize_text, stratified_split
+from fleet.curation import (
+    CurationError,
+    VersionExistsError,
+    clean,
+    curate,
+    load_raw,
+    load_split,
+    normalize_text,
+    stratified_split,
+    write_version,
+)
 from fleet.spec import DataSpec, SplitSpec, parse_fleet
+from conftest import sentences
 from fleet.storage import LocalStore, S3Store
 
 
@@ -19,9 +30,8 @@ def spec_for(source: str, **data) -> "SpecialistSpec":  # noqa: F821
 
 
 def rows(n_ham=20, n_spam=10):
-    return [{"text": f"hello friend number {i}", "label": "ham"} for i in range(n_ham)] + [
-        {"text": f"WIN a prize now {i}", "label": "spam"} for i in range(n_spam)
-    ]
+    texts = sentences(n_ham + n_spam)
+    return [{"text": t, "label": "ham" if i < n_ham else "spam"} for i, t in enumerate(texts)]
 
 
 def write_csv(path, records):
@@ -43,16 +53,19 @@ def test_clean_quarantines_each_rule_with_reason():
     })
     good, q = clean(df, ["ham", "spam"], {"Spam": "spam"})
     assert good[["row", "text", "label"]].values.tolist() == [[1, "ok one", "ham"], [8, "Mapped", "spam"]]
-    reasons = dict(zip(q["row"], q["reason"]))
-    assert reasons == {
-        2: "empty-text",
-        3: "missing-label",
-        4: "unknown-label: eggs",
-        5: "duplicate-of-row 1",
-        6: "conflicting-labels",
-        7: "conflicting-labels",
-    }
-    assert len(good) + len(q) == len(df)  # nothing silently lost
+    got = [(r["row"], r["rule"], r["action"]) for r in q.to_dict("records")]
+    assert got == [
+        (2, "empty-text", "dropped"),
+        (3, "missing-label", "dropped"),
+        (4, "unknown-label", "dropped"),
+        (5, "duplicate", "dropped"),
+        (6, "conflicting-labels", "dropped"),
+        (7, "conflicting-labels", "dropped"),
+        (8, "label-map", "changed"),
+    ]
+    assert q[q["row"] == 5]["detail"].item() == "of row 1"
+    dropped = q[q["action"] == "dropped"]
+    assert len(good) + len(dropped) == len(df)  # nothing silently lost
 
 
 def test_split_is_stratified_seeded_and_leak_free():
@@ -71,14 +84,14 @@ def test_split_is_stratified_seeded_and_leak_free():
 
 def test_curated_splits_never_share_a_text(tmp_path):
     # duplicates with the same label would otherwise land in two splits
-    recs = rows(30, 15) + rows(30, 15) + [{"text": "  hello   friend number 3 ", "label": "ham"}]
+    recs = rows(30, 15) + rows(30, 15) + [{"text": "  " + rows(30, 15)[3]["text"].replace(" ", "   ") + " ", "label": "ham"}]
     src = write_csv(tmp_path / "d.csv", recs)
     store = LocalStore(tmp_path / "store")
     ds = curate(spec_for(src), store)
     splits = {s: set(load_split(store, "s", ds.version, s)["text"]) for s in ("train", "validation", "test")}
     assert not (splits["train"] & splits["test"]) and not (splits["train"] & splits["validation"])
     assert sum(ds.counts.values()) == 45
-    assert ds.quarantined == {"duplicate-of-row": 46}
+    assert ds.quarantined == {"duplicate": 46}
 
 
 def test_version_is_content_addressed_and_immutable(tmp_path):
@@ -92,8 +105,10 @@ def test_version_is_content_addressed_and_immutable(tmp_path):
     assert manifest.stat().st_mtime_ns == stamp  # not rewritten
     changed = write_csv(tmp_path / "d.csv", rows(21, 10))
     assert curate(spec_for(changed), store).version != first.version
-    q = store.get_bytes(f"datasets/s/{first.version}/quarantine.jsonl")
-    assert q == b""
+    assert store.get_bytes(f"datasets/s/{first.version}/quarantine.jsonl") == b""
+    with pytest.raises(VersionExistsError, match="never overwritten"):
+        write_version(store, f"datasets/s/{first.version}", {"train.jsonl": b""}, {})
+    assert store.get_bytes(f"datasets/s/{first.version}/train.jsonl") != b""
 
 
 def test_a_version_without_manifest_is_not_visible(tmp_path):
@@ -153,7 +168,10 @@ def test_s3_source_and_store(s3_env, tmp_path):
     store = S3Store("s3://fleet/home")
     ds = curate(spec_for("s3://raw/in/d.jsonl"), store)
     keys = store.list(f"datasets/s/{ds.version}")
-    assert [k.rsplit("/", 1)[1] for k in keys] == ["manifest.json", "quarantine.jsonl", "test.jsonl", "train.jsonl", "validation.jsonl"]
+    assert [k.rsplit("/", 1)[1] for k in keys] == [
+        "DATASET.md", "lengths.png", "manifest.json", "quarantine.jsonl", "report.json",
+        "test.jsonl", "train.jsonl", "validation.jsonl",
+    ]
     assert len(load_split(store, "s", ds.version, "test")) == ds.counts["test"]
     with pytest.raises(CurationError, match="s3://raw/in/missing.jsonl: no such object"):
         load_raw(DataSpec(source="s3://raw/in/missing.jsonl"))
@@ -163,7 +181,7 @@ def test_s3_source_and_store(s3_env, tmp_path):
     "content, kwargs, message",
     [
         (b"", {}, "the file is empty"),
-        (b"text,label\n\xff\xfe bad,ham\n", {}, "not valid utf-8 at line 2"),
+        (b"text,label\n\xff\xfe bad,ham\n", {}, "1 of 1 rows are not valid utf-8"),
         (b"body,label\nhi,ham\n", {}, r"missing column\(s\) text; the file has body, label"),
         (b'text,label\n"unclosed,ham\n', {}, "not a valid csv file"),
     ],
@@ -171,8 +189,10 @@ def test_s3_source_and_store(s3_env, tmp_path):
 def test_bad_files_get_clear_errors(tmp_path, content, kwargs, message):
     path = tmp_path / "d.csv"
     path.write_bytes(content)
+    store = LocalStore(tmp_path / "store")
     with pytest.raises(CurationError, match=message):
-        load_raw(spec_for(str(path), **kwargs).data)
+        curate(spec_for(str(path), **kwargs), store)
+    assert store.list("") == []  # no half-written version
 
 
 def test_bad_jsonl_names_the_line(tmp_path):

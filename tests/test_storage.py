@@ -48,3 +48,79 @@ def test_unreachable_s3_names_the_location(monkeypatch):
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     with pytest.raises(StorageError, match="s3://nowhere"):
         S3Store("s3://nowhere/p").put_bytes("k", b"v")
+
+
+class _Fault:
+    """A botocore before-send hook: answer some PutObject calls with HTTP 503, as a flaky S3 would."""
+
+    def __init__(self, key_part: str, times: int):
+        self.key_part, self.times, self.seen = key_part, times, 0
+
+    def __call__(self, request, **_):
+        from botocore.awsrequest import AWSResponse
+
+        if request.method == "PUT" and self.key_part in request.url and self.seen < self.times:
+            self.seen += 1
+            return AWSResponse(request.url, 503, {}, _Raw(b"<Error><Code>SlowDown</Code></Error>"))
+        return None
+
+
+class _Raw:
+    def __init__(self, body: bytes):
+        self.body = body
+
+    def stream(self, **_):
+        yield self.body
+
+    def read(self, *_):
+        return self.body
+
+
+def _faulty_store(bucket: str, fault: _Fault, max_attempts: int = 3) -> S3Store:
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client("s3", config=Config(retries={"max_attempts": max_attempts, "mode": "standard"}))
+    client.meta.events.register("before-send.s3.PutObject", fault)
+    return S3Store(f"s3://{bucket}/home", client=client)
+
+
+def _toy_spec(tmp_path):
+    import pandas as pd
+
+    from fleet.spec import parse_fleet
+
+    from conftest import sentences
+
+    rows = [{"text": t, "label": ["ham", "spam"][i % 2]} for i, t in enumerate(sentences(60))]
+    pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
+    return parse_fleet({"specialists": {"s": {"data": {"source": str(tmp_path / "d.csv")}, "labels": ["ham", "spam"]}}}).specialists["s"]
+
+
+def test_transient_s3_errors_are_retried(s3_env, tmp_path):
+    from fleet.curation import curate, load_split
+
+    boto3.client("s3").create_bucket(Bucket="flaky")
+    fault = _Fault("train.jsonl", times=2)
+    store = _faulty_store("flaky", fault, max_attempts=3)
+    ds = curate(_toy_spec(tmp_path), store)
+    assert fault.seen == 2 and store.exists(f"datasets/s/{ds.version}/manifest.json")
+    assert len(load_split(store, "s", ds.version, "train")) == ds.counts["train"]
+
+
+def test_a_fault_mid_upload_leaves_no_visible_version(s3_env, tmp_path):
+    from fleet.curation import CurationError, curate, load_split
+
+    boto3.client("s3").create_bucket(Bucket="broken")
+    spec = _toy_spec(tmp_path)
+    fault = _Fault("test.jsonl", times=10**6)  # the third file never uploads
+    with pytest.raises(StorageError, match="upload failed"):
+        curate(spec, _faulty_store("broken", fault))
+    healthy = S3Store("s3://broken/home")
+    written = healthy.list("datasets/s")
+    assert written and not any(k.endswith("manifest.json") for k in written)  # partial files, but no version
+    version = written[0].split("/")[2]
+    with pytest.raises(CurationError, match="no such dataset version"):
+        load_split(healthy, "s", version, "train")
+    ds = curate(spec, healthy)  # the next attempt completes the same version
+    assert ds.version == version and ds.created and len(load_split(healthy, "s", version, "test")) == ds.counts["test"]
