@@ -138,14 +138,54 @@ def status(
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table(title="fleet status")
-    for c in ("specialist", "champion", "macro-F1", "baseline macro-F1", "dataset version", "last trained"):
+    table = Table(title="fleet status: champion vs general baseline (macro-F1, 95% CI; cost per 1,000 predictions)")
+    for c in ("specialist", "champion", "macro-F1", "baseline", "baseline macro-F1", "cost/1k", "baseline cost/1k",
+              "gain (points)", "points per cost", "dataset", "trained"):
         table.add_column(c)
+
+    def f1(v, ci):
+        return "" if v is None else (f"{v:.4f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{v:.4f}")
+
+    def money(v):
+        return "" if v is None else f"{v:.6f}"
+
     for r in rows:
-        f = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
-        table.add_row(r["specialist"], r["champion_version"] or "none", f(r["champion_macro_f1"]),
-                      f(r["baseline_macro_f1"]), r["dataset_version"] or "", r["last_trained"] or "")
+        table.add_row(r["specialist"], r["champion_version"] or "none", f1(r["champion_macro_f1"], r["champion_macro_f1_ci"]),
+                      r["baseline"] or "", f1(r["baseline_macro_f1"], r["baseline_macro_f1_ci"]),
+                      money(r["champion_cost_per_1k"]), money(r["baseline_cost_per_1k"]),
+                      "" if r["gain_points"] is None else f"{r['gain_points']:+.2f}",
+                      "" if r["gain_points_per_cost"] is None else f"{r['gain_points_per_cost']:,.0f}",
+                      r["dataset_version"] or "", r["last_trained"] or "")
     out.print(table)
+
+
+@app.command()
+def promote(name: str = typer.Argument(..., help="The specialist."),
+            version: str = typer.Argument(..., help="The version to make champion.")) -> None:
+    """Make a registered version the champion by hand (recorded in the champion history)."""
+    _settings()
+    from fleet.registry import RegistryError
+    from fleet.registry import promote as do_promote
+
+    try:
+        do_promote(name, version)
+    except RegistryError as exc:
+        _fail(str(exc))
+    out.print(f"{name}: champion is now version {version}")
+
+
+@app.command()
+def rollback(name: str = typer.Argument(..., help="The specialist.")) -> None:
+    """Move the champion back to the previous champion (recorded)."""
+    _settings()
+    from fleet.registry import RegistryError
+    from fleet.registry import rollback as do_rollback
+
+    try:
+        old, new = do_rollback(name)
+    except RegistryError as exc:
+        _fail(str(exc))
+    out.print(f"{name}: champion rolled back from version {old} to version {new}")
 
 
 @app.command()

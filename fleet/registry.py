@@ -10,6 +10,8 @@ passed; otherwise the version gets the ``challenger`` alias and the reason.
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import tempfile
 import time
@@ -202,9 +204,14 @@ def register(
         "gate.reason": "; ".join(decision["reasons"]),
     }
     for role in ("challenger", "champion", "baseline"):
+        c = contenders.get(role) or {}
         for metric in ("accuracy", "macro_f1"):
-            value = (contenders.get(role) or {}).get(metric)
+            value = c.get(metric)
             tags[f"{role}.{metric}"] = "none" if value is None else f"{value:.4f}"
+        ci = c.get("macro_f1_ci")
+        tags[f"{role}.macro_f1_ci"] = "none" if not ci else f"{ci[0]:.4f},{ci[1]:.4f}"
+        tags[f"{role}.cost_per_1k"] = "none" if c.get("cost_per_1k") is None else f"{c['cost_per_1k']:.6g}"
+        tags[f"{role}.model"] = str(c.get("model", "none"))
 
     with mlflow.start_run(experiment_id=exp_id, run_name=f"{spec.name}-{train_key[:8]}") as run:
         mlflow.set_tags({k: v for k, v in tags.items() if k != "gate.reason"})
@@ -215,12 +222,21 @@ def register(
                 df[["text", "label"]], source=dataset.uri, name=f"{spec.name}-{split}", targets="label"
             )
             mlflow.log_input(ds, context=split, tags={"dataset_version": dataset.version})
-        mlflow.log_metrics({
-            "train_loss": train["train_loss"],
-            "train_seconds": train["train_seconds"],
-            **{f"{role}_{m}": contenders[role][m] for role in contenders if contenders[role] for m in ("accuracy", "macro_f1")},
-        })
-        mlflow.log_dict(report, "evaluation/report.json")
+        numbers = {"train_loss": train["train_loss"], "train_seconds": train["train_seconds"]}
+        for role, c in contenders.items():
+            if not c:
+                continue
+            for k in ("accuracy", "macro_f1", "ece", "latency_p50_ms", "latency_p95_ms", "throughput_per_s", "cost_per_1k"):
+                if isinstance(c.get(k), (int, float)):
+                    numbers[f"{role}_{k}"] = c[k]
+            for sl, v in (c.get("slices") or {}).items():
+                if v.get("n"):
+                    numbers[f"{role}_slice_{sl}_macro_f1"] = v["macro_f1"]
+        mlflow.log_metrics({re.sub(r"[^A-Za-z0-9_./ -]", "_", k): float(v) for k, v in numbers.items()})
+        mlflow.log_dict({k: v for k, v in report.items() if k != "plots"}, "evaluation/report.json")
+        mlflow.log_dict(decision_record(spec, dataset, report, trigger), "decision/record.json")
+        for role, png in (report.get("plots") or {}).items():
+            mlflow.log_artifact(png, "evaluation")
         mlflow.log_dict(dataset.to_dict(), "dataset/manifest.json")
         if dataset_files:
             with tempfile.TemporaryDirectory() as tmp:
@@ -246,18 +262,28 @@ def register(
     )
     # The alias moves last, so a failure above leaves the champion where it was.
     alias = CHAMPION if decision["promote"] else CHALLENGER
-    client.set_registered_model_alias(spec.name, alias, version)
+    if alias == CHAMPION:
+        _move_champion(spec.name, version, f"gate: {decision['verdict']}")
+    else:
+        client.set_registered_model_alias(spec.name, alias, version)
     return Registration(spec.name, version, run.info.run_id, alias, decision["verdict"])
 
 
 def fleet_status(names: list[str]) -> list[dict]:
-    """One row per specialist: champion version, its macro-F1, the baseline's, dataset version, when trained."""
+    """The leaderboard: per specialist, champion vs general baseline on macro-F1 (with intervals) and cost.
+
+    ``gain_points_per_cost`` is the champion's lead over the baseline in macro-F1 points divided by
+    the champion's cost per 1,000 predictions: what each unit of serving cost buys.
+    """
     rows = []
     for name in names:
         v = champion_version(name)
+        row = {"specialist": name, "champion_version": None, "champion_macro_f1": None, "champion_macro_f1_ci": None,
+               "baseline": None, "baseline_macro_f1": None, "baseline_macro_f1_ci": None, "champion_cost_per_1k": None,
+               "baseline_cost_per_1k": None, "gain_points": None, "gain_points_per_cost": None,
+               "dataset_version": None, "last_trained": None}
         if v is None:
-            rows.append({"specialist": name, "champion_version": None, "champion_macro_f1": None,
-                         "baseline_macro_f1": None, "dataset_version": None, "last_trained": None})
+            rows.append(row)
             continue
         tags = v.tags or {}
 
@@ -267,17 +293,116 @@ def fleet_status(names: list[str]) -> list[dict]:
             except (KeyError, ValueError):
                 return None
 
-        rows.append({
-            "specialist": name,
+        def ci(key):
+            try:
+                lo, hi = tags[key].split(",")
+                return [float(lo), float(hi)]
+            except (KeyError, ValueError):
+                return None
+
+        # a version's own scores were recorded when it was the challenger
+        row.update({
             "champion_version": str(v.version),
-            "champion_macro_f1": num("challenger.macro_f1"),  # the champion's own score when it was evaluated
+            "champion_macro_f1": num("challenger.macro_f1"),
+            "champion_macro_f1_ci": ci("challenger.macro_f1_ci"),
+            "baseline": tags.get("baseline.model"),
             "baseline_macro_f1": num("baseline.macro_f1"),
+            "baseline_macro_f1_ci": ci("baseline.macro_f1_ci"),
+            "champion_cost_per_1k": num("challenger.cost_per_1k"),
+            "baseline_cost_per_1k": num("baseline.cost_per_1k"),
             "dataset_version": tags.get("dataset_version"),
             "last_trained": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v.creation_timestamp / 1000)),
         })
+        if row["champion_macro_f1"] is not None and row["baseline_macro_f1"] is not None:
+            row["gain_points"] = round(100 * (row["champion_macro_f1"] - row["baseline_macro_f1"]), 2)
+            if row["champion_cost_per_1k"]:
+                row["gain_points_per_cost"] = round(row["gain_points"] / row["champion_cost_per_1k"], 1)
+        rows.append(row)
     return rows
 
 
 def registered_names() -> list[str]:
     return [m.name for m in _client().search_registered_models()]
 
+
+
+def decision_record(spec: SpecialistSpec, dataset: DatasetVersion, report: dict, trigger: str) -> dict:
+    """Everything the gate saw and decided: numbers, thresholds, verdict, reasons."""
+    keep = ("model", "n", "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci", "ece", "per_label", "slices",
+            "latency_p50_ms", "latency_p95_ms", "throughput_per_s", "cpu_seconds_per_1k", "cost_per_1k",
+            "size_bytes", "parameters")
+    return {
+        "specialist": spec.name,
+        "dataset_version": dataset.version,
+        "trigger": trigger,
+        "decided_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "verdict": report["gate"]["verdict"],
+        "promote": report["gate"]["promote"],
+        "reasons": report["gate"]["reasons"],
+        "thresholds": report["gate"]["thresholds"],
+        "contenders": {r: ({k: c[k] for k in keep if k in c} if c else None) for r, c in report["contenders"].items()},
+        "baselines": [{k: b[k] for k in keep if k in b} for b in report.get("baselines", [])],
+        "paired_tests": report.get("paired_tests", {}),
+    }
+
+
+HISTORY_TAG = "champion_history"
+
+
+def _history(name: str) -> list[dict]:
+    tags = _client().get_registered_model(name).tags or {}
+    try:
+        return json.loads(tags.get(HISTORY_TAG, "[]"))
+    except json.JSONDecodeError:
+        return []
+
+
+def _move_champion(name: str, version: str, reason: str) -> None:
+    """Point ``champion`` at ``version`` and append the move to the model's champion history."""
+    client = _client()
+    history = _history(name)
+    history.append({"version": str(version), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "reason": reason})
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history[-50:]))
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+
+
+def _require_model(name: str) -> None:
+    try:
+        _client().get_registered_model(name)
+    except MlflowException:
+        known = ", ".join(registered_names()) or "none"
+        raise RegistryError(f"no specialist {name!r} in the registry (known: {known})") from None
+
+
+def _require_version(name: str, version: str):
+    client = _client()
+    _require_model(name)
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException:
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+        raise RegistryError(f"{name}: no version {version!r} (versions: {', '.join(map(str, versions)) or 'none'})") from None
+
+
+def promote(name: str, version: str, reason: str = "manual promotion") -> str:
+    """Make ``version`` the champion by hand (recorded in the history and on the version)."""
+    _require_version(name, version)
+    _client().set_model_version_tag(name, str(version), "promoted_by", reason)
+    _move_champion(name, str(version), reason)
+    return str(version)
+
+
+def rollback(name: str) -> tuple[str, str]:
+    """Move ``champion`` back to the previous champion; returns (from, to)."""
+    _require_model(name)
+    current = champion_version(name)
+    if current is None:
+        raise RegistryError(f"{name}: has no champion to roll back")
+    previous = [h["version"] for h in _history(name) if h["version"] != str(current.version)]
+    if not previous:
+        raise RegistryError(f"{name}: version {current.version} is the only champion it ever had; nothing to roll back to")
+    target = previous[-1]
+    _require_version(name, target)
+    _client().set_model_version_tag(name, str(current.version), "rolled_back", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    _move_champion(name, target, f"rollback from {current.version}")
+    return str(current.version), target

@@ -56,7 +56,10 @@ def evaluate(spec: SpecialistSpec, dataset: curation.DatasetVersion, model: dict
     if champ is not None:
         dest = settings.runs_dir / spec.name / "champions" / str(champ.version)
         champion = (str(champ.version), registry.download_model_dir(spec.name, str(champ.version), dest))
-    report = evaluation.evaluate_specialist(spec, test, dataset.version, model["model_dir"], model["max_length"], champion)
+    workdir = settings.runs_dir / spec.name / model["training_key"] / "evaluation"
+    report = evaluation.evaluate_specialist(
+        spec, test, dataset.version, model["model_dir"], model["max_length"], champion, workdir
+    )
     create_markdown_artifact(
         key=f"{spec.name}-evaluation", markdown=evaluation.report_markdown(report),
         description=f"Challenger vs champion vs general baseline for {spec.name}",
@@ -82,6 +85,12 @@ def register(
 @task(name="fleet-summary", cache_policy=NONE)
 def publish_summary(results: list[dict]) -> None:
     create_table_artifact(key="fleet-summary", table=results, description="Outcome per specialist of this fleet run")
+    names = [r["specialist"] for r in results]
+    create_table_artifact(
+        key="fleet-leaderboard", table=registry.fleet_status(names),
+        description="Champion vs general baseline: macro-F1 with 95% intervals, cost per 1,000 predictions, "
+        "and macro-F1 points gained per unit of cost",
+    )
 
 
 @task(name="load-fleet", cache_policy=NONE)

@@ -100,6 +100,12 @@ defaults:
   train: {{epochs: 3, batch_size: 8, learning_rate: 2.0e-3, max_length: 16{extra_train}}}
   gate: {{min_gain_over_baseline: 0.0}}
   curation: {{near_duplicates: {{enabled: false}}}}  # the toy rows are templates: near-twins on purpose
+  evaluation:
+    bootstrap_resamples: 200
+    latency_samples: 5
+    slices:
+      - {{name: mentions-rain, regex: "(?i)rain", guarded: true, tolerance: 0.0}}
+      - {{name: short, max_chars: 24}}
 specialists:
   toy:
     data: {{source: toy.csv}}

@@ -35,6 +35,15 @@ def test_specialist_path_then_up_to_date_then_worse_challenger(tmp_path, fleet_h
     assert {"challenger.macro_f1", "baseline.macro_f1", "champion.macro_f1"} <= set(tags)
     assert "## Evaluation (frozen test split)" in v1.description
 
+    record = mlflow.artifacts.load_dict(f"runs:/{v1.run_id}/decision/record.json")
+    assert record["verdict"] == "promote" and record["thresholds"]["min_gain_over_baseline"] == 0.0
+    chal = record["contenders"]["challenger"]
+    assert set(chal["slices"]) == {"mentions-rain", "short"} and chal["macro_f1_ci"][0] <= chal["macro_f1"]
+    assert chal["cost_per_1k"] > 0 and chal["latency_p95_ms"] > 0 and chal["parameters"] > 20_000_000
+    artifacts = {a.path for a in client.list_artifacts(v1.run_id, "evaluation")}
+    assert {"evaluation/confusion_challenger.png", "evaluation/confusion_baseline.png"} <= artifacts
+    assert {a.path for a in client.list_artifacts(v1.run_id, "dataset")} >= {"dataset/DATASET.md", "dataset/lengths.png"}
+
     model = mlflow.pyfunc.load_model("models:/toy@champion")
     pred = model.predict(["It will rain in Madrid tomorrow", "I cooked pasta in Madrid"])
     assert pred["label"].tolist() == ["weather", "food"]
@@ -53,6 +62,37 @@ def test_specialist_path_then_up_to_date_then_worse_challenger(tmp_path, fleet_h
     v2 = client.get_model_version_by_alias("toy", "challenger")
     assert str(v2.version) == "2" and v2.tags["trigger"] == "schedule" and v2.tags["gate.verdict"] == "keep-champion"
     assert "vs champion" in v2.tags["gate.reason"]
+
+    # manual promotion and rollback, both recorded; unknown names and versions are refused
+    from fleet import registry
+
+    registry.promote("toy", "2")
+    assert str(client.get_model_version_by_alias("toy", "champion").version) == "2"
+    assert registry.rollback("toy") == ("2", "1")
+    assert str(client.get_model_version_by_alias("toy", "champion").version) == "1"
+    history = [h["reason"] for h in registry._history("toy")]
+    assert history == ["gate: promote", "manual promotion", "rollback from 2"]
+    with pytest.raises(registry.RegistryError, match="no specialist 'ghost'"):
+        registry.promote("ghost", "1")
+    with pytest.raises(registry.RegistryError, match=r"toy: no version '9' \(versions: 1, 2\)"):
+        registry.promote("toy", "9")
+
+
+def test_the_champions_own_weights_keep_the_champion(tmp_path, fleet_home):
+    from fleet.curation import load_split
+    from fleet.evaluation import evaluate_specialist
+    from fleet.registry import download_model_dir
+    from fleet.settings import Settings
+    from fleet.spec import load_fleet
+
+    fleet_file = write_toy_fleet(tmp_path / "f")
+    [first] = run_fleet(fleet_file)
+    spec = load_fleet(fleet_file).specialists["toy"]
+    test = load_split(Settings().store_handle(), "toy", first["dataset_version"], "test")
+    weights = download_model_dir("toy", "1", tmp_path / "champion")
+    report = evaluate_specialist(spec, test, first["dataset_version"], weights, 16, champion=("1", weights))
+    assert report["gate"]["verdict"] == "keep-champion"
+    assert report["paired_tests"]["vs_champion"]["p_value"] == 1.0
 
 
 def test_one_failing_specialist_does_not_stop_the_others(tmp_path, fleet_home):

@@ -1,61 +1,97 @@
-"""The promotion gate and the metrics it reads."""
+"""The promotion gate (property-based) and the statistics it reads."""
 
-import itertools
-
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from fleet.evaluation import gate, metrics, report_markdown
+from fleet.evaluation import VERDICTS, gate
 from fleet.spec import GateSpec
+from fleet.stats import expected_calibration_error, mcnemar_exact, metrics_with_ci
+
+unit = st.floats(0, 1, allow_nan=False)
+margin = st.floats(0, 0.3, allow_nan=False)
+p_values = st.one_of(st.none(), unit)
 
 
-def m(x):
-    return {"macro_f1": x, "accuracy": x}
+def m(x, **extra):
+    return {"macro_f1": x, "accuracy": x, **extra}
 
 
-GRID = [0.0, 0.3, 0.5, 0.59, 0.6, 0.61, 0.9, 1.0]
+gate_specs = st.builds(
+    GateSpec,
+    min_gain_over_champion=margin,
+    min_gain_over_baseline=margin,
+    alpha=st.floats(0.001, 0.2),
+    max_latency_p95_ms=st.one_of(st.none(), st.floats(1, 100)),
+    max_cost_per_1k=st.one_of(st.none(), st.floats(0.0001, 1)),
+)
 
 
-@pytest.mark.parametrize("margin_champ, margin_base", [(0.0, 0.0), (0.0, 0.1), (0.02, 0.05)])
-def test_a_worse_challenger_is_never_promoted(margin_champ, margin_base):
-    spec = GateSpec(min_gain_over_champion=margin_champ, min_gain_over_baseline=margin_base)
-    for chal, champ, base in itertools.product(GRID, repeat=3):
-        d = gate(m(chal), m(base), m(champ), spec)
-        if chal <= champ:
-            assert not d.promote and d.verdict in ("keep-champion", "reject"), (chal, champ, base)
-        if d.promote:
-            assert chal - champ > margin_champ and chal - base >= margin_base
+@settings(max_examples=400, deadline=None)
+@given(chal=unit, champ=unit, base=unit, spec=gate_specs, p=p_values,
+       lat=st.floats(0.1, 200), cost=st.floats(0, 2), regressed=st.booleans())
+def test_gate_properties(chal, champ, base, spec, p, lat, cost, regressed):
+    regressions = ["short: macro_f1 0.5 < champion 0.9 - tolerance 0.02"] if regressed else []
+    d = gate(m(chal, latency_p95_ms=lat, cost_per_1k=cost), m(base), m(champ), spec, p_vs_champion=p,
+             slice_regressions=regressions, slice_tolerances={"short": 0.02})
+    assert d.verdict in VERDICTS and d.promote == (d.verdict == "promote")
+    if chal <= champ:  # a challenger no better than the champion is never promoted
+        assert not d.promote
+    if regressed:  # a guarded-slice regression is never promoted
+        assert not d.promote
+    if d.promote:
+        assert chal - champ > spec.min_gain_over_champion and p is not None and p < spec.alpha
+        assert chal - base >= spec.min_gain_over_baseline
+    # the record names every threshold it used
+    assert set(d.thresholds) == {"metric", "min_gain_over_baseline", "min_gain_over_champion", "alpha",
+                                 "max_latency_p95_ms", "max_cost_per_1k", "guarded_slice_tolerances"}
+    assert d.thresholds["alpha"] == spec.alpha and d.thresholds["guarded_slice_tolerances"] == {"short": 0.02}
 
 
-def test_verdicts_and_reasons():
-    spec = GateSpec(min_gain_over_champion=0.0, min_gain_over_baseline=0.1)
-    first = gate(m(0.9), m(0.5), None, spec)
-    assert first.promote and first.verdict == "promote" and "no champion yet" in first.reasons
+@settings(max_examples=200, deadline=None)
+@given(chal=unit, base=unit, spec=gate_specs)
+def test_without_a_champion_the_baseline_margin_decides(chal, base, spec):
+    d = gate(m(chal, latency_p95_ms=0.5, cost_per_1k=0.0), m(base), None, spec.model_copy(
+        update={"max_latency_p95_ms": None, "max_cost_per_1k": None}))
+    assert d.promote == (chal - base >= spec.min_gain_over_baseline)
+    assert d.verdict in ("promote", "reject")
+
+
+def test_verdicts():
+    spec = GateSpec(min_gain_over_champion=0.0, min_gain_over_baseline=0.1, alpha=0.05)
+    assert gate(m(0.9), m(0.5), None, spec).verdict == "promote"
     assert gate(m(0.55), m(0.5), None, spec).verdict == "reject"
-    tie = gate(m(0.9), m(0.5), m(0.9), spec)
-    assert tie.verdict == "keep-champion" and any("vs champion 0.9000" in r for r in tie.reasons)
-    assert tie.thresholds == {"min_gain_over_baseline": 0.1, "min_gain_over_champion": 0.0}
-    assert gate(m(0.95), m(0.5), m(0.9), spec).verdict == "promote"
+    assert gate(m(0.95), m(0.5), m(0.9), spec, p_vs_champion=0.01).verdict == "promote"
+    assert gate(m(0.95), m(0.5), m(0.9), spec, p_vs_champion=0.2).verdict == "keep-champion"  # not significant
+    retire = gate(m(0.58), m(0.55), m(0.6), spec, p_vs_champion=0.5)
+    assert retire.verdict == "retire" and any("champion's gain over the general baseline" in r for r in retire.reasons)
+    assert gate(m(0.58), m(0.55), m(0.9), spec, p_vs_champion=0.5).verdict == "reject"
+    budget = GateSpec(min_gain_over_baseline=0.1, max_latency_p95_ms=10)
+    d = gate(m(0.9, latency_p95_ms=25.0), m(0.5), None, budget)
+    assert d.verdict == "reject" and any("latency p95 25.0 ms > budget 10" in r for r in d.reasons)
 
 
-def test_gate_on_accuracy():
-    spec = GateSpec(metric="accuracy", min_gain_over_baseline=0.0)
-    d = gate({"accuracy": 0.8, "macro_f1": 0.1}, {"accuracy": 0.5, "macro_f1": 0.9}, None, spec)
-    assert d.promote and d.metric == "accuracy"
+def test_bootstrap_intervals_contain_the_point_and_shrink_with_n():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 2000)
+    pred = np.where(rng.random(2000) < 0.8, y, rng.integers(0, 3, 2000))
+    big = metrics_with_ci(y, pred, ["a", "b", "c"])
+    small = metrics_with_ci(y[:200], pred[:200], ["a", "b", "c"])
+    for r in (big, small):
+        assert r["macro_f1_ci"][0] <= r["macro_f1"] <= r["macro_f1_ci"][1]
+        assert set(r["per_label"]) == {"a", "b", "c"}
+    width = lambda r: r["macro_f1_ci"][1] - r["macro_f1_ci"][0]  # noqa: E731
+    assert width(big) < width(small)
+    assert metrics_with_ci(y, pred, ["a", "b", "c"], seed=1)["macro_f1"] == big["macro_f1"]
 
 
-def test_metrics_count_unpredicted_labels():
-    got = metrics(["a", "a", "b", "c"], ["a", "a", "a", "a"], ["a", "b", "c"])
-    assert got["accuracy"] == 0.5
-    assert got["macro_f1"] == pytest.approx((2 * 0.5 * 1 / 1.5) / 3)
-
-
-def test_report_markdown_shows_all_contenders():
-    report = {
-        "specialist": "s", "dataset_version": "abc", "test_examples": 4,
-        "contenders": {"challenger": {**m(0.9), "model": "new version"}, "champion": None,
-                       "baseline": {**m(0.4), "model": "zero-shot minilm-l6"}},
-        "gate": gate(m(0.9), m(0.4), None, GateSpec()).to_dict(),
-    }
-    md = report_markdown(report)
-    assert "| challenger | new version | 0.9000 | 0.9000 |" in md and "| champion | none | | |" in md
-    assert "**Gate verdict: promote**" in md
+def test_mcnemar_and_ece():
+    y = np.array([0] * 100)
+    same = mcnemar_exact(y, y, y)
+    assert same["p_value"] == 1.0
+    better = mcnemar_exact(y, y, np.array([1] * 30 + [0] * 70))
+    assert better["only_a_correct"] == 30 and better["only_b_correct"] == 0 and better["p_value"] < 1e-8
+    probs = np.array([[0.9, 0.1]] * 10)
+    assert expected_calibration_error(probs, np.array([0] * 9 + [1])) == pytest.approx(0.0)
+    assert expected_calibration_error(probs, np.array([1] * 10)) == pytest.approx(0.9)
