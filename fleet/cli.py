@@ -194,6 +194,7 @@ def predict(
     texts: list[str] = typer.Argument(..., help="Texts to classify."),
     alias: str = typer.Option("champion", help="Registry alias to use."),
     version: Optional[str] = typer.Option(None, help="A version number instead of an alias."),
+    log: bool = typer.Option(True, help="Append the predictions to the specialist's traffic log (for drift)."),
 ) -> None:
     """Classify texts with a specialist's registered model; prints label, score and text."""
     _settings()
@@ -211,6 +212,108 @@ def predict(
     pred = model.predict(list(texts))
     for text, label, score in zip(texts, pred["label"], pred["score"]):
         print(f"{label}\t{score:.4f}\t{text}")  # plain TSV, for pipes
+    if log:
+        from fleet import traffic
+        from fleet.settings import Settings
+
+        served = version or _alias_version(name, alias)
+        traffic.log_predictions(Settings().store_handle(), name, list(texts), pred["label"].tolist(),
+                                pred["score"].tolist(), served)
+
+
+def _alias_version(name: str, alias: str) -> str:
+    from mlflow import MlflowClient
+
+    return str(MlflowClient().get_model_version_by_alias(name, alias).version)
+
+
+@app.command()
+def feedback(name: str = typer.Argument(..., help="The specialist."),
+             file: Path = typer.Argument(..., help="CSV/TSV/JSONL/Parquet with text and label columns."),
+             text_column: str = typer.Option("text"), label_column: str = typer.Option("label")) -> None:
+    """Store labelled feedback for a specialist (redacted, date-partitioned); retraining merges it."""
+    settings = _settings()
+    from fleet import traffic
+    from fleet.curation import CurationError, load_raw
+    from fleet.spec import DataSpec
+
+    try:
+        raw = load_raw(DataSpec(source=str(file.resolve()), text_column=text_column, label_column=label_column))
+    except CurationError as exc:
+        _fail(str(exc))
+    rows = [{"text": str(t), "label": str(lab)} for t, lab in zip(raw["text"], raw["label"]) if str(t).strip()]
+    key = traffic.append(settings.store_handle(), "feedback", name, rows)
+    out.print(f"{name}: {len(rows)} feedback row(s) stored at {key}")
+
+
+@app.command()
+def simulate(name: str = typer.Argument(..., help="The specialist whose traffic is simulated."),
+             shift: str = typer.Option("none", help="none (held-out data), prior (label mix changed), domain."),
+             from_: Optional[str] = typer.Option(None, "--from", help="domain: the specialist whose data to send."),
+             rows: int = typer.Option(200, help="Rows in the window."),
+             seed: int = typer.Option(0), fleet: Path = FleetOpt) -> None:
+    """Write a simulated traffic window, scored by the champion, to the traffic log."""
+    settings = _settings()
+    spec, _ = _load(fleet, [name])
+    from fleet.monitoring import MonitorError
+    from fleet.monitoring import simulate as do_simulate
+
+    other = None
+    if shift == "domain":
+        others = [s for n, s in spec.specialists.items() if n != name and (from_ is None or n == from_)]
+        if not others:
+            _fail(f"--shift domain: no other specialist{' named ' + from_ if from_ else ''} in {fleet}")
+        other = others[0]
+    try:
+        key = do_simulate(spec.specialists[name], settings.store_handle(), shift, rows, seed, other)
+    except (MonitorError, ValueError) as exc:
+        _fail(str(exc))
+    out.print(f"{name}: {rows} simulated rows (shift {shift}) written to {key}")
+
+
+@app.command()
+def monitor(fleet: Path = FleetOpt,
+            only: Optional[list[str]] = typer.Option(None, "--only", help="Monitor only this specialist.")) -> None:
+    """Check each specialist's latest traffic window for drift; emit a Prefect event when it drifted."""
+    _settings()
+    _load(fleet, only)
+    from flows.monitor import monitor_fleet_flow
+
+    for r in monitor_fleet_flow(fleet_file=str(fleet.resolve()), only=only or None):
+        out.print(f"{r['specialist']}: {r['status']}" + (f" (fired: {', '.join(r['fired'])}; event {r['event_id']})"
+                                                          if r.get("event_id") else "") + f"  report {r['report_id']}")
+
+
+@app.command()
+def serve(fleet: Path = FleetOpt,
+          train_cron: Optional[str] = typer.Option("0 3 * * *", help="Cron of the fleet training deployment."),
+          limit: int = typer.Option(4, help="Flow runs this process runs at once.")) -> None:
+    """Serve every deployment (schedules, the drift trigger) from this process; needs a Prefect server."""
+    _settings()
+    _load(fleet, None)
+    if not os.environ.get("PREFECT_API_URL"):
+        err.print("[yellow]warning:[/] PREFECT_API_URL is not set: schedules and event triggers need a Prefect "
+                  "server (`prefect server start`); the temporary local server runs neither.")
+    from prefect import serve as prefect_serve
+
+    from flows.deployments import runner_deployments
+
+    prefect_serve(*runner_deployments(str(fleet.resolve()), train_cron or None), limit=limit)
+
+
+@app.command()
+def deploy(pool: str = typer.Option(..., help="The work pool (create it with `prefect work-pool create POOL --type process`)."),
+           fleet: Path = FleetOpt,
+           train_cron: Optional[str] = typer.Option("0 3 * * *", help="Cron of the fleet training deployment.")) -> None:
+    """Register every deployment with a work pool, for `prefect worker start --pool POOL`."""
+    _settings()
+    _load(fleet, None)
+    if not os.environ.get("PREFECT_API_URL"):
+        _fail("PREFECT_API_URL is not set: deployments for workers live on a Prefect server")
+    from flows.deployments import deploy_to_pool
+
+    ids = deploy_to_pool(str(fleet.resolve()), pool, train_cron or None)
+    out.print(f"{len(ids)} deployment(s) registered with work pool {pool}")
 
 
 def main() -> None:  # console-script entry point

@@ -451,11 +451,19 @@ def _remove_leaks(splits: dict[str, pd.DataFrame], rules: CurationSpec, q: _Quar
     return splits
 
 
-def curate(spec: SpecialistSpec, store: ObjectStore) -> DatasetVersion:
-    """Load, clean, split and store ``spec``'s data; return the (possibly existing) version."""
+def curate(spec: SpecialistSpec, store: ObjectStore, extra: pd.DataFrame | None = None) -> DatasetVersion:
+    """Load, clean, split and store ``spec``'s data; return the (possibly existing) version.
+
+    ``extra`` (columns ``text`` and ``label``, e.g. labelled feedback) is appended to the source's
+    rows before cleaning; its rows are numbered after the source's.
+    """
     from fleet.datacard import build_report, length_histogram_png, report_markdown
 
     raw = load_raw(spec.data)
+    if extra is not None and len(extra):
+        more = pd.DataFrame({"text": extra["text"].tolist(), "label": extra["label"].tolist(),
+                             "row": range(len(raw) + 1, len(raw) + len(extra) + 1)})
+        raw = pd.concat([raw, more], ignore_index=True)
     labels = list(spec.labels)
     rules = spec.curation
     src = spec.data.source

@@ -234,8 +234,13 @@ def score(name: str, probs: np.ndarray, y: np.ndarray, labels: list[str], test: 
         if mask.sum() == 0:
             out["slices"][sl.name] = {"n": 0}
             continue
-        res = metrics_with_ci(y[mask], pred[mask], labels, ev.bootstrap_resamples, ev.seed, ev.confidence_level)
-        out["slices"][sl.name] = {k: res[k] for k in ("n", "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci")}
+        # score a slice over the labels that occur in it (a label absent from the slice would add a 0 F1)
+        active = sorted(set(y[mask].tolist()) | set(pred[mask].tolist()))
+        recode = {c: i for i, c in enumerate(active)}
+        res = metrics_with_ci(np.array([recode[c] for c in y[mask]]), np.array([recode[c] for c in pred[mask]]),
+                              [labels[c] for c in active], ev.bootstrap_resamples, ev.seed, ev.confidence_level)
+        out["slices"][sl.name] = {**{k: res[k] for k in ("n", "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci")},
+                                  "labels": [labels[c] for c in active]}
     return {**out, **cost, **size, "predictions": pred.tolist()}
 
 

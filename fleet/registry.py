@@ -183,6 +183,8 @@ def register(
     train_key: str,
     artifact_root: str | None = None,
     dataset_files: dict[str, bytes] | None = None,
+    reference: bytes | None = None,
+    lineage: dict[str, str] | None = None,
 ) -> Registration:
     """Log the run and the model, register a version, tag it, and move an alias (last)."""
     if trigger not in TRIGGERS:
@@ -200,6 +202,7 @@ def register(
         "code_version": code_version(),
         "trigger": trigger,
         "train_key": train_key,
+        **(lineage or {}),
         "gate.verdict": decision["verdict"],
         "gate.reason": "; ".join(decision["reasons"]),
     }
@@ -237,6 +240,10 @@ def register(
         mlflow.log_dict(decision_record(spec, dataset, report, trigger), "decision/record.json")
         for role, png in (report.get("plots") or {}).items():
             mlflow.log_artifact(png, "evaluation")
+        if reference is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                (Path(tmp) / "reference.npz").write_bytes(reference)
+                mlflow.log_artifact(str(Path(tmp) / "reference.npz"), "drift")
         mlflow.log_dict(dataset.to_dict(), "dataset/manifest.json")
         if dataset_files:
             with tempfile.TemporaryDirectory() as tmp:
@@ -253,13 +260,18 @@ def register(
         )
         version = str(info.registered_model_version)
 
-    card = model_card(spec, dataset, report, tags, train)
-    client.update_model_version(spec.name, version, description=card)
-    for k, v in tags.items():
-        client.set_model_version_tag(spec.name, version, k, v)
-    client.update_registered_model(
-        spec.name, description=f"{spec.description or spec.name}\n\nLabels: {', '.join(spec.labels)}."
-    )
+    try:
+        card = model_card(spec, dataset, report, tags, train)
+        client.update_model_version(spec.name, version, description=card)
+        for k, v in tags.items():
+            client.set_model_version_tag(spec.name, version, k, v)
+        client.update_registered_model(
+            spec.name, description=f"{spec.description or spec.name}\n\nLabels: {', '.join(spec.labels)}."
+        )
+    except Exception:
+        # a version without its tags and card would look registered but not be: take it back out
+        client.delete_model_version(spec.name, version)
+        raise
     # The alias moves last, so a failure above leaves the champion where it was.
     alias = CHAMPION if decision["promote"] else CHALLENGER
     if alias == CHAMPION:

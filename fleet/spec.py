@@ -226,6 +226,24 @@ class DataSpec(_Model):
         return self
 
 
+class DriftSpec(_Model):
+    window_hours: float = Field(24.0, gt=0, description="How far back the monitor reads traffic.")
+    min_window_rows: int = Field(50, gt=0, description="Fewer rows than this: no verdict (too little evidence).")
+    max_window_rows: int = Field(500, gt=0, description="At most this many recent rows are compared (speed).")
+    input_p: float = Field(0.01, gt=0, lt=1, description="Input drift fires when the MMD permutation p-value is below this.")
+    prediction_p: float = Field(0.01, gt=0, lt=1, description="Prediction drift: chi-square p-value threshold.")
+    confidence_p: float = Field(0.01, gt=0, lt=1, description="Confidence drift: KS p-value threshold.")
+    performance_p: float = Field(0.01, gt=0, lt=1, description="Performance drift (with feedback): binomial p-value threshold.")
+    permutations: int = Field(300, ge=50, description="Permutations of the MMD test.")
+    schedule: str = Field("0 * * * *", description="Cron of the monitor deployment.")
+    cooldown_minutes: float = Field(60.0, ge=0, description="After a retrain starts, new alarms are recorded but start nothing.")
+    seed: int = 0
+
+    def thresholds(self) -> dict[str, float]:
+        return {"input": self.input_p, "prediction": self.prediction_p, "confidence": self.confidence_p,
+                "performance": self.performance_p}
+
+
 class SpecialistSpec(_Model):
     name: str = Field(..., description="Unique name; also the MLflow registered model's name.")
     task: Literal["text-classification"] = "text-classification"
@@ -242,6 +260,7 @@ class SpecialistSpec(_Model):
     split: SplitSpec = Field(default_factory=SplitSpec)
     gate: GateSpec = Field(default_factory=GateSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    drift: DriftSpec = Field(default_factory=DriftSpec)
 
     @field_validator("name")
     @classmethod

@@ -12,16 +12,23 @@ DEFAULT_FLEET_FILE = "deployments/fleet.yaml"
 
 
 @flow(name="specialist", flow_run_name="{name}")
-def specialist_flow(name: str, fleet_file: str = DEFAULT_FLEET_FILE, trigger: str = "manual") -> dict:
-    """Bring one specialist up to date. Nothing is retrained when its data and settings did not change."""
+def specialist_flow(
+    name: str, fleet_file: str = DEFAULT_FLEET_FILE, trigger: str = "manual", drift_report: str | None = None
+) -> dict:
+    """Bring one specialist up to date. Nothing is retrained when its data and settings did not change.
+
+    A drift-triggered run merges the specialist's labelled feedback into its data; ``drift_report``
+    (the report that raised the alarm) is tagged on the new version for lineage.
+    """
     settings = Settings().apply()
     spec = t.load_spec(fleet_file, name)
-    dataset = t.curate(spec, settings)
+    dataset = t.curate(spec, settings, with_feedback=trigger == "drift")
     key = training_key(spec, dataset.version)
     existing = t.find_registered(name, key)
     if existing is not None:
         return {"specialist": name, "status": "up-to-date", "dataset_version": dataset.version, **existing}
     model = t.fine_tune(spec, dataset, settings)
     report = t.evaluate(spec, dataset, model, settings)
-    reg = t.register(spec, dataset, model, report, trigger, settings)
+    reference = t.reference_profile(spec, dataset, model, settings)
+    reg = t.register(spec, dataset, model, report, trigger, settings, reference, drift_report)
     return {"specialist": name, "status": "trained", "dataset_version": dataset.version, "report": report, **reg}

@@ -7,7 +7,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 from prefect.tasks import exponential_backoff
 
-from fleet import curation, evaluation, registry, training
+from fleet import curation, drift, evaluation, registry, traffic, training
 from fleet.settings import Settings
 from fleet.spec import SpecialistSpec, load_fleet
 
@@ -22,9 +22,10 @@ def load_spec(fleet_file: str, name: str) -> SpecialistSpec:
 
 
 @task(name="curate", cache_policy=NONE)
-def curate(spec: SpecialistSpec, settings: Settings) -> curation.DatasetVersion:
+def curate(spec: SpecialistSpec, settings: Settings, with_feedback: bool = False) -> curation.DatasetVersion:
     store = settings.store_handle()
-    ds = curation.curate(spec, store)
+    extra = traffic.read_all(store, "feedback", spec.name) if with_feedback else None
+    ds = curation.curate(spec, store, extra)
     get_run_logger().info(
         "dataset %s %s: %s; quarantined %s; changed %s", ds.version, "written" if ds.created else "already stored",
         ds.counts, ds.quarantined or "none", ds.changed or "none",
@@ -67,16 +68,22 @@ def evaluate(spec: SpecialistSpec, dataset: curation.DatasetVersion, model: dict
     return report
 
 
+@task(name="reference-profile", cache_policy=NONE)
+def reference_profile(spec: SpecialistSpec, dataset: curation.DatasetVersion, model: dict, settings: Settings) -> bytes:
+    return drift.profile(spec, settings.store_handle(), dataset.version, model["model_dir"])
+
+
 @task(name="register", cache_policy=NONE)
 def register(
-    spec: SpecialistSpec, dataset: curation.DatasetVersion, model: dict, report: dict, trigger: str, settings: Settings
+    spec: SpecialistSpec, dataset: curation.DatasetVersion, model: dict, report: dict, trigger: str, settings: Settings,
+    reference: bytes | None = None, drift_report: str | None = None,
 ) -> dict:
     store = settings.store_handle()
     splits = {s: curation.load_split(store, spec.name, dataset.version, s) for s in curation.SPLITS}
     card = curation.card_files(store, spec.name, dataset.version)
     reg = registry.register(
         spec, dataset, splits, model["model_dir"], model, report, trigger, model["training_key"], settings.artifacts,
-        dataset_files=card,
+        dataset_files=card, reference=reference, lineage={"drift_report": drift_report} if drift_report else None,
     )
     get_run_logger().info("registered %s version %s as %s (%s)", reg.name, reg.version, reg.alias, reg.verdict)
     return reg.to_dict()

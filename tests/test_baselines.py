@@ -97,3 +97,23 @@ def test_embedding_baseline_scores_rows():
     probs = b.predict_proba(["It is raining and windy today", "I cooked a big pot of pasta"])
     assert probs.shape == (2, 2) and np.allclose(probs.sum(axis=1), 1)
     assert probs.argmax(axis=1).tolist() == [0, 1]
+
+
+def test_hf_zero_shot_baseline_runs_an_nli_model(tmp_path):
+    """Mechanics of the pipeline baseline on a local NLI-shaped model (MiniLM with an untrained 3-way head)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from fleet.baselines import HFZeroShotBaseline
+    from fleet.training import resolve_base_model
+
+    base = resolve_base_model("minilm-l6")
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=3, id2label={0: "entailment", 1: "neutral", 2: "contradiction"},
+        label2id={"entailment": 0, "neutral": 1, "contradiction": 2})
+    model.save_pretrained(tmp_path / "nli")
+    AutoTokenizer.from_pretrained(base).save_pretrained(tmp_path / "nli")
+    b = HFZeroShotBaseline(BaselineSpec(kind="hf-zero-shot", model=str(tmp_path / "nli")), LABELS)
+    probs = b.predict_proba(["Rain in Oslo", "Pasta tonight", "Snow again"])
+    assert probs.shape == (3, 2) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    with pytest.raises(BaselineError, match="cannot load"):
+        HFZeroShotBaseline(BaselineSpec(kind="hf-zero-shot", model=str(tmp_path / "missing")), LABELS)

@@ -24,7 +24,7 @@ from conftest import sentences
 from fleet.storage import LocalStore, S3Store
 
 
-def spec_for(source: str, **data) -> "SpecialistSpec":  # noqa: F821
+def spec_for(source: str, **data):
     raw = {"specialists": {"s": {"data": {"source": source, **data}, "labels": ["ham", "spam"]}}}
     return parse_fleet(raw).specialists["s"]
 

@@ -210,3 +210,13 @@ def test_leakage_check_removes_a_twin_that_lsh_missed(tmp_path):
     assert out["test"]["row"].tolist() == [101]
     [rec] = q.records
     assert rec["row"] == 100 and rec["rule"] == "leakage" and "train row 6" in rec["detail"]
+
+
+def test_language_filter():
+    df = frame(["this is a perfectly normal english sentence about the weather",
+                "ceci est une phrase parfaitement normale en français sur la météo",
+                "another english message about dinner plans tonight"])
+    good, q = clean(df, LABELS, {}, CurationSpec(language="en", near_duplicates={"enabled": False}))
+    assert good["row"].tolist() == [1, 3]
+    [rec] = q.to_dict("records")
+    assert (rec["row"], rec["rule"], rec["detail"]) == (2, "language", "fr")

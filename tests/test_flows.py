@@ -109,3 +109,21 @@ def test_one_failing_specialist_does_not_stop_the_others(tmp_path, fleet_home):
     assert by_name["broken"]["status"] == "failed" and "has 0 label(s)" in by_name["broken"]["error"]
     names = [m.name for m in MlflowClient().search_registered_models()]
     assert names == ["toy"]
+
+
+def test_a_failure_while_registering_leaves_the_registry_as_it_was(tmp_path, fleet_home, monkeypatch):
+    fleet_file = write_toy_fleet(tmp_path / "f")
+    run_fleet(fleet_file)
+    client = MlflowClient()
+    before = sorted((str(v.version), tuple(v.aliases)) for v in client.search_model_versions("name='toy'"))
+
+    def broken(self, name, version, key, value):
+        raise RuntimeError("tracking server went away")
+
+    monkeypatch.setattr(MlflowClient, "set_model_version_tag", broken)
+    retrain = write_toy_fleet(tmp_path / "f", extra_train=", seed: 7")
+    with pytest.raises(FleetRunError, match="tracking server went away"):
+        run_fleet(retrain)
+    monkeypatch.undo()
+    after = sorted((str(v.version), tuple(v.aliases)) for v in client.search_model_versions("name='toy'"))
+    assert after == before and str(client.get_model_version_by_alias("toy", "champion").version) == "1"

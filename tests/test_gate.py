@@ -95,3 +95,19 @@ def test_mcnemar_and_ece():
     probs = np.array([[0.9, 0.1]] * 10)
     assert expected_calibration_error(probs, np.array([0] * 9 + [1])) == pytest.approx(0.0)
     assert expected_calibration_error(probs, np.array([1] * 10)) == pytest.approx(0.9)
+
+
+def test_a_slice_is_scored_over_the_labels_it_holds():
+    import pandas as pd
+
+    from fleet.evaluation import score
+    from fleet.spec import parse_fleet
+
+    spec = parse_fleet({"specialists": {"s": {"data": {"source": "a.csv"}, "labels": ["ham", "spam"], "evaluation": {
+        "bootstrap_resamples": 100, "slices": [{"name": "short", "max_chars": 5}]}}}}).specialists["s"]
+    test = pd.DataFrame({"text": ["hi", "yo", "a much longer spam text", "another long ham text"],
+                         "label": ["ham", "ham", "spam", "ham"]})
+    y = np.array([0, 0, 1, 0])
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.2, 0.8], [0.6, 0.4]])
+    out = score("m", probs, y, ["ham", "spam"], test, spec, {}, {})
+    assert out["slices"]["short"]["macro_f1"] == 1.0 and out["slices"]["short"]["labels"] == ["ham"]

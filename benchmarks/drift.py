@@ -1,0 +1,126 @@
+"""Drift detection quality and speed on the demo fleet.
+
+Needs a home where the demo fleet was trained (`make demo`; FLEET_HOME, default .fleet).
+For sms-spam: 50 unshifted windows (held-out test texts), 50 prior-shifted (the rare label
+made the majority) and 50 domain-shifted (support-sentiment texts), each of --rows rows,
+scored by the champion; the false alarm rate and the detection rates come from
+`fleet.drift.detect` with the spec's thresholds. Champion scores and embeddings of the pools
+are computed once; each window is a seeded sample of them. Throughput is measured end to end
+on one window through the traffic log (`fleet.monitoring.check`: read, embed, test).
+The event-to-run latency against a real Prefect server is measured by
+`tests/test_drift_server.py` and merged in from benchmarks/results/drift_latency.json when present.
+Writes benchmarks/results/drift.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--fleet", default=str(ROOT / "deployments" / "fleet.yaml"))
+    ap.add_argument("--specialist", default="sms-spam")
+    ap.add_argument("--other", default="support-sentiment")
+    ap.add_argument("--windows", type=int, default=50)
+    ap.add_argument("--rows", type=int, default=200)
+    args = ap.parse_args()
+
+    os.environ.setdefault("FLEET_HOME", str(ROOT / ".fleet"))
+    from fleet import registry
+    from fleet.curation import load_raw, load_split, normalize_text
+    from fleet.drift import detect, embedder
+    from fleet.monitoring import champion_reference, check
+    from fleet.settings import Settings
+    from fleet.spec import load_fleet
+    from fleet.training import TextClassifier
+
+    settings = Settings().apply()
+    store = settings.store_handle()
+    fleet = load_fleet(args.fleet)
+    spec, other = fleet.specialists[args.specialist], fleet.specialists[args.other]
+    version, ref = champion_reference(spec, store)
+    champ = registry.champion_version(spec.name)
+    test = load_split(store, spec.name, champ.tags["dataset_version"], "test")
+    rng = random.Random(0)
+    other_texts = list(dict.fromkeys(t for t in (normalize_text(x) for x in load_raw(other.data)["text"]) if t))
+    other_texts = rng.sample(other_texts, min(2000, len(other_texts)))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clf = TextClassifier(registry.download_model_dir(spec.name, version, tmp))
+        enc = embedder(spec)
+
+        def pool(texts):
+            probs = clf.predict_proba(texts)
+            return {"emb": enc.embed(texts), "label": [ref.labels[i] for i in probs.argmax(1)], "conf": probs.max(1)}
+
+        held_out = pool(test["text"].tolist())
+        domain = pool(other_texts)
+    rare = test["label"].value_counts().idxmin()
+    rare_idx = [i for i, lab in enumerate(test["label"]) if lab == rare]
+    rest_idx = [i for i, lab in enumerate(test["label"]) if lab != rare]
+
+    def window(p, idx):
+        return detect(ref, p["emb"][idx], [p["label"][i] for i in idx], p["conf"][idx], spec.drift.thresholds(),
+                      permutations=spec.drift.permutations, seed=int(idx[0]))
+
+    results = {}
+    for kind in ("none", "prior", "domain"):
+        fired, signals = 0, {}
+        for w in range(args.windows):
+            r = random.Random(1000 * w + hash(kind) % 1000)
+            if kind == "none":
+                idx = r.sample(range(len(test)), min(args.rows, len(test)))
+                v = window(held_out, np.array(idx))
+            elif kind == "prior":
+                idx = [r.choice(rare_idx) if r.random() < 0.8 else r.choice(rest_idx) for _ in range(args.rows)]
+                idx = list(dict.fromkeys(idx))  # distinct texts
+                v = window(held_out, np.array(idx))
+            else:
+                idx = r.sample(range(len(other_texts)), args.rows)
+                v = window(domain, np.array(idx))
+            fired += v.drifted
+            for s in v.fired:
+                signals[s] = signals.get(s, 0) + 1
+        results[kind] = {"windows": args.windows, "alarms": fired, "rate": fired / args.windows, "signals_fired": signals}
+
+    # end to end through the traffic log: write a window, time check()
+    from fleet.monitoring import simulate
+
+    simulate(spec, store, "none", args.rows, seed=123)
+    t0 = time.perf_counter()
+    rep = check(spec, store)
+    seconds = time.perf_counter() - t0
+    out = {
+        "specialist": spec.name,
+        "window_rows": args.rows,
+        "thresholds": spec.drift.thresholds(),
+        "false_alarm_rate_unshifted": results["none"]["rate"],
+        "detection_rate_prior_shift": results["prior"]["rate"],
+        "detection_rate_domain_shift": results["domain"]["rate"],
+        "windows": results,
+        "monitor_seconds_per_window": round(seconds, 2),
+        "scoring_throughput_rows_per_s": round(rep["window_rows"] / seconds, 1),
+        "targets": {"false_alarm_rate_max": 0.05, "detection_rate_min": 0.95},
+    }
+    lat = ROOT / "benchmarks" / "results" / "drift_latency.json"
+    if lat.exists():
+        out["event_to_run_start_seconds"] = json.loads(lat.read_text())
+    (ROOT / "benchmarks" / "results" / "drift.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

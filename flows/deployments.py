@@ -1,0 +1,64 @@
+"""The fleet's Prefect deployments: scheduled training and monitoring, and retraining on drift events.
+
+`fleet serve` serves them all from one process; `fleet deploy` registers them with a work pool.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect.events import DeploymentEventTrigger
+
+from fleet.spec import load_fleet
+from flows.fleet import fleet_flow
+from flows.monitor import monitor_flow
+from flows.retrain import retrain_flow
+from tasks.drift import DRIFT_EVENT
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def drift_trigger(fleet_file: str) -> DeploymentEventTrigger:
+    """Run the retrain deployment for the specialist named in the drift event (one run per event;
+    the flow's per-specialist lock and cooldown turn bursts into a single retrain)."""
+    return DeploymentEventTrigger(
+        name="retrain-on-drift",
+        expect={DRIFT_EVENT},
+        match={"prefect.resource.id": "fleet.specialist.*"},
+        parameters={
+            "name": "{{ event.resource['fleet.name'] }}",
+            "drift_report": "{{ event.payload.report_id }}",
+            "fleet_file": fleet_file,
+        },
+    )
+
+
+def specs(fleet_file: str, train_cron: str | None) -> list[dict]:
+    """What to deploy: (flow, name, parameters, schedule or triggers) for every deployment."""
+    fleet = load_fleet(fleet_file)
+    fleet_file = str(Path(fleet_file).resolve())
+    out = [{"flow": fleet_flow, "entrypoint": "flows/fleet.py:fleet_flow", "name": "fleet-train",
+            "parameters": {"fleet_file": fleet_file, "trigger": "schedule"}, "cron": train_cron, "triggers": None}]
+    for s in fleet.specialists.values():
+        out.append({"flow": monitor_flow, "entrypoint": "flows/monitor.py:monitor_flow", "name": f"monitor-{s.name}",
+                    "parameters": {"name": s.name, "fleet_file": fleet_file}, "cron": s.drift.schedule, "triggers": None})
+    out.append({"flow": retrain_flow, "entrypoint": "flows/retrain.py:retrain_flow", "name": "retrain-on-drift",
+                "parameters": {"fleet_file": fleet_file}, "cron": None, "triggers": [drift_trigger(fleet_file)]})
+    return out
+
+
+def runner_deployments(fleet_file: str, train_cron: str | None = "0 3 * * *"):
+    return [d["flow"].to_deployment(name=d["name"], parameters=d["parameters"], cron=d["cron"], triggers=d["triggers"])
+            for d in specs(fleet_file, train_cron)]
+
+
+def deploy_to_pool(fleet_file: str, pool: str, train_cron: str | None = "0 3 * * *") -> list[str]:
+    """Register every deployment with a work pool (`prefect worker start --pool POOL` runs them from this checkout)."""
+    from prefect import flow as prefect_flow
+
+    ids = []
+    for d in specs(fleet_file, train_cron):
+        remote = prefect_flow.from_source(source=str(ROOT), entrypoint=d["entrypoint"])
+        ids.append(str(remote.deploy(name=d["name"], work_pool_name=pool, parameters=d["parameters"], cron=d["cron"],
+                                     triggers=d["triggers"], print_next_steps=False)))
+    return ids

@@ -1,0 +1,28 @@
+"""Watch specialists' traffic; emit `fleet.specialist.drift-detected` when a window drifted."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from fleet.settings import Settings
+from flows.specialist import DEFAULT_FLEET_FILE
+from tasks import drift as d
+from tasks import specialist as t
+
+
+@flow(name="monitor", flow_run_name="monitor-{name}")
+def monitor_flow(name: str, fleet_file: str = DEFAULT_FLEET_FILE) -> dict:
+    """One specialist's drift verdict on its latest traffic window; an event when it drifted."""
+    settings = Settings().apply()
+    spec = t.load_spec(fleet_file, name)
+    report = d.check_drift(spec, settings)
+    event_id = d.emit_drift(report) if report["drifted"] else None
+    return {"specialist": name, "status": report["status"], "report_id": report["id"], "event_id": event_id,
+            "fired": report.get("fired", [])}
+
+
+@flow(name="monitor-fleet", flow_run_name="monitor-fleet")
+def monitor_fleet_flow(fleet_file: str = DEFAULT_FLEET_FILE, only: list[str] | None = None) -> list[dict]:
+    """The monitor for all (or some) specialists."""
+    names = [s.name for s in t.load_fleet_spec(fleet_file).select(only)]
+    return [monitor_flow(name=n, fleet_file=fleet_file) for n in names]

@@ -1,0 +1,78 @@
+"""Tasks of the drift loop: check a window, publish the report, emit the event, guard retrains."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+from prefect.events import emit_event
+
+from fleet import monitoring
+from fleet.settings import Settings
+from fleet.spec import SpecialistSpec
+from fleet.storage import put_json
+
+DRIFT_EVENT = "fleet.specialist.drift-detected"
+
+
+@task(name="check-drift", cache_policy=NONE)
+def check_drift(spec: SpecialistSpec, settings: Settings) -> dict:
+    store = settings.store_handle()
+    report = monitoring.check(spec, store)
+    png = report.pop("_plot", None)
+    md = monitoring.report_markdown(report)
+    prefix = f"drift/{spec.name}/{report['id']}"
+    put_json(store, f"{prefix}/report.json", report)
+    if png:
+        store.put_bytes(f"{prefix}/distributions.png", png)
+        md += f"\n![reference vs current](data:image/png;base64,{base64.b64encode(png).decode()})\n"
+    create_markdown_artifact(key=f"{spec.name}-drift", markdown=md, description=f"Drift report {report['id']}")
+    get_run_logger().info("%s: %s (%s rows)", spec.name, report["status"], report["window_rows"])
+    return report
+
+
+@task(name="emit-drift-event", cache_policy=NONE)
+def emit_drift(report: dict) -> str | None:
+    name = report["specialist"]
+    payload = {"report_id": report["id"], "champion_version": report["champion_version"], "fired": report["fired"],
+               "signals": {k: {"statistic": v["statistic"], "p_value": v["p_value"]} for k, v in report["signals"].items()}}
+    event = emit_event(
+        event=DRIFT_EVENT,
+        resource={"prefect.resource.id": f"fleet.specialist.{name}", "prefect.resource.name": name, "fleet.name": name},
+        payload=payload,
+    )
+    return str(event.id) if event else None
+
+
+@contextlib.contextmanager
+def retrain_lock(name: str, wait_s: float = 2.0):
+    """Hold the specialist's retrain slot (a Prefect global concurrency limit of 1); yields False if busy."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectAlreadyExists
+
+    limit = f"retrain-{name}"
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=limit, limit=1))
+        except ObjectAlreadyExists:
+            pass
+    try:
+        ctx = concurrency(limit, occupy=1, timeout_seconds=wait_s, strict=True)
+        ctx.__enter__()
+    except TimeoutError:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        ctx.__exit__(None, None, None)
+
+
+@task(name="claim-retrain", cache_policy=NONE)
+def claim_retrain(spec: SpecialistSpec, settings: Settings, drift_report: str | None) -> dict:
+    return monitoring.claim_retrain(spec, settings.store_handle(), drift_report)
