@@ -460,6 +460,7 @@ def curate(spec: SpecialistSpec, store: ObjectStore, extra: pd.DataFrame | None 
     from fleet.datacard import build_report, length_histogram_png, report_markdown
 
     raw = load_raw(spec.data)
+    source_rows = len(raw)
     if extra is not None and len(extra):
         more = pd.DataFrame({"text": extra["text"].tolist(), "label": extra["label"].tolist(),
                              "row": range(len(raw) + 1, len(raw) + len(extra) + 1)})
@@ -477,8 +478,9 @@ def curate(spec: SpecialistSpec, store: ObjectStore, extra: pd.DataFrame | None 
     q.records, q.counts = quarantine.to_dict("records"), Counter(quarantine["rule"])
     good = _check_labels(good, q, labels, rules, src, spec.name)
     before_sample = len(good)
-    if spec.data.max_rows:
-        good = stratified_sample(good, spec.data.max_rows, spec.split.seed)
+    if spec.data.max_rows:  # caps the source's rows; extra rows (feedback) are always kept
+        from_source = good["row"] <= source_rows
+        good = pd.concat([stratified_sample(good[from_source], spec.data.max_rows, spec.split.seed), good[~from_source]])
 
     splits = stratified_split(good.reset_index(drop=True), spec.split)
     if rules.near_duplicates.enabled:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prefect.deployments.runner import EntrypointType
 from prefect.events import DeploymentEventTrigger
 
 from fleet.spec import load_fleet
@@ -37,18 +38,21 @@ def specs(fleet_file: str, train_cron: str | None) -> list[dict]:
     """What to deploy: (flow, name, parameters, schedule or triggers) for every deployment."""
     fleet = load_fleet(fleet_file)
     fleet_file = str(Path(fleet_file).resolve())
-    out = [{"flow": fleet_flow, "entrypoint": "flows/fleet.py:fleet_flow", "name": "fleet-train",
+    out = [{"flow": fleet_flow, "entrypoint": "flows.fleet:fleet_flow", "name": "fleet-train",
             "parameters": {"fleet_file": fleet_file, "trigger": "schedule"}, "cron": train_cron, "triggers": None}]
     for s in fleet.specialists.values():
-        out.append({"flow": monitor_flow, "entrypoint": "flows/monitor.py:monitor_flow", "name": f"monitor-{s.name}",
+        out.append({"flow": monitor_flow, "entrypoint": "flows.monitor:monitor_flow", "name": f"monitor-{s.name}",
                     "parameters": {"name": s.name, "fleet_file": fleet_file}, "cron": s.drift.schedule, "triggers": None})
-    out.append({"flow": retrain_flow, "entrypoint": "flows/retrain.py:retrain_flow", "name": "retrain-on-drift",
+    out.append({"flow": retrain_flow, "entrypoint": "flows.retrain:retrain_flow", "name": "retrain-on-drift",
                 "parameters": {"fleet_file": fleet_file}, "cron": None, "triggers": [drift_trigger(fleet_file)]})
     return out
 
 
 def runner_deployments(fleet_file: str, train_cron: str | None = "0 3 * * *"):
-    return [d["flow"].to_deployment(name=d["name"], parameters=d["parameters"], cron=d["cron"], triggers=d["triggers"])
+    # Module-path entrypoints: loading `flows/retrain.py` as a file would put flows/ on sys.path,
+    # where flows/fleet.py would shadow the `fleet` package.
+    return [d["flow"].to_deployment(name=d["name"], parameters=d["parameters"], cron=d["cron"], triggers=d["triggers"],
+                                    entrypoint_type=EntrypointType.MODULE_PATH)
             for d in specs(fleet_file, train_cron)]
 
 

