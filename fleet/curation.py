@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 import pandas as pd
 
 from fleet.spec import CurationSpec, DataSpec, SpecialistSpec, SplitSpec
-from fleet.storage import ObjectStore, StorageError, get_json, put_json
+from fleet.storage import ObjectStore, StorageError, put_json
 
 SPLITS = ("train", "validation", "test")
 _WS = re.compile(r"\s+")
@@ -544,10 +544,6 @@ def load_split(store: ObjectStore, specialist: str, version: str, split: str) ->
         raise CurationError(f"{store.url}/{prefix}: no such dataset version (or an unfinished write)")
     raw = store.get_bytes(f"{prefix}/{split}.jsonl").decode()
     return pd.DataFrame([json.loads(line) for line in raw.splitlines() if line], columns=["row", "text", "label"])
-
-
-def load_manifest(store: ObjectStore, specialist: str, version: str) -> dict:
-    return get_json(store, f"datasets/{specialist}/{version}/manifest.json")
 
 
 CARD_FILES = ("DATASET.md", "report.json", "lengths.png")

@@ -55,18 +55,11 @@ class ZeroShotEmbeddingBaseline:
         """Mean-pooled, L2-normalised sentence embeddings (the sentence-transformers recipe)."""
         import torch
 
-        from fleet.modeling import mean_pool
+        from fleet.modeling import batches, mean_pool
 
         out = []
         with torch.inference_mode():
-            for i in range(0, len(texts), batch_size):
-                enc = self.tokenizer(
-                    list(texts[i : i + batch_size]),
-                    truncation=True,
-                    max_length=self.max_length,
-                    padding=True,
-                    return_tensors="pt",
-                )
+            for enc in batches(self.tokenizer, texts, self.max_length, batch_size):
                 pooled = mean_pool(self.model(**enc).last_hidden_state, enc["attention_mask"])
                 out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
         return np.concatenate(out) if out else np.zeros((0, self.model.config.hidden_size))

@@ -20,6 +20,13 @@ HEAD_FILE = "classifier_head.safetensors"
 META_FILE = "fleet.json"
 
 
+def batches(tokenizer, texts: list[str], max_length: int, batch_size: int = 64, device: str = "cpu"):
+    """Tokenized, padded batches of ``texts`` (truncated to ``max_length`` tokens)."""
+    for i in range(0, len(texts), batch_size):
+        yield tokenizer(list(texts[i : i + batch_size]), truncation=True, max_length=max_length, padding=True,
+                        return_tensors="pt").to(device)
+
+
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """The average of the token vectors, ignoring padding."""
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
@@ -83,9 +90,7 @@ def linear_probe_init(
     model.eval()
     feats = []
     with torch.inference_mode():
-        for i in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[i : i + batch_size], truncation=True, max_length=max_length, padding=True,
-                            return_tensors="pt")
+        for enc in batches(tokenizer, texts, max_length, batch_size):
             feats.append(mean_pool(model.encoder(**enc).last_hidden_state, enc["attention_mask"]).numpy())
     model.train()
     x, y = np.concatenate(feats), np.asarray(label_ids)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -73,10 +72,6 @@ def read_window(store: ObjectStore, kind: str, name: str, hours: float = 24.0,
         return df
     t = pd.to_datetime(df["time"], utc=True)
     return df[(t >= start) & (t <= now)].assign(_t=t).sort_values("_t").drop(columns="_t").reset_index(drop=True)
-
-
-def now_utc() -> datetime:
-    return datetime.fromtimestamp(time.time(), tz=timezone.utc)
 
 
 def read_all(store: ObjectStore, kind: str, name: str) -> pd.DataFrame:

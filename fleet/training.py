@@ -233,29 +233,17 @@ class TextClassifier:
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         import torch
 
+        from fleet.modeling import batches
+
         out = []
         with torch.inference_mode():
-            for i in range(0, len(texts), batch_size):
-                enc = self.tokenizer(
-                    list(texts[i : i + batch_size]),
-                    truncation=True,
-                    max_length=self.max_length,
-                    padding=True,
-                    return_tensors="pt",
-                ).to(self.device)
+            for enc in batches(self.tokenizer, texts, self.max_length, batch_size, self.device):
                 out.append(torch.softmax(self.model(**enc).logits.float(), dim=-1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)))
 
     def predict(self, texts: list[str]) -> list[tuple[str, float]]:
         probs = self.predict_proba(texts)
         return [(self.labels[int(i)], float(p[int(i)])) for p, i in zip(probs, probs.argmax(axis=1))]
-
-
-def copy_model(src: str | Path, dest: str | Path) -> None:
-    dest = Path(dest)
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(src, dest)
 
 
 
