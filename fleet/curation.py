@@ -27,6 +27,7 @@ from fleet.spec import CurationSpec, DataSpec, SpecialistSpec, SplitSpec
 from fleet.storage import ObjectStore, StorageError, put_json
 
 SPLITS = ("train", "validation", "test")
+CARD_FILES = ("DATASET.md", "report.json", "lengths.png")  # written beside every version
 _WS = re.compile(r"\s+")
 _CONTROL = dict.fromkeys(c for c in range(32) if chr(c) not in "\t\n\r")
 
@@ -236,11 +237,10 @@ QUARANTINE_TEXT_LIMIT = 1000  # characters of a quarantined text kept in the fil
 
 
 class _Quarantine:
-    """Collects removed and changed rows with their rule; counts per rule and keeps a few examples."""
+    """Collects removed and changed rows, each with its rule, action and original row number."""
 
     def __init__(self):
         self.records: list[dict] = []
-        self.counts: Counter = Counter()
 
     def add(self, row: int, rule: str, text: str, label: str, action: str = "dropped", detail: str = "") -> None:
         if len(text) > QUARANTINE_TEXT_LIMIT:
@@ -249,7 +249,6 @@ class _Quarantine:
         if detail:
             rec["detail"] = detail
         self.records.append(rec)
-        self.counts[rule] += 1
 
     def frame(self) -> pd.DataFrame:
         cols = ["row", "rule", "action", "text", "label", "detail"]
@@ -268,7 +267,8 @@ def _language_filter(language: str | None):
 
 
 def clean(
-    df: pd.DataFrame, labels: list[str], label_map: dict[str, str], rules: CurationSpec | None = None
+    df: pd.DataFrame, labels: list[str], label_map: dict[str, str], rules: CurationSpec | None = None,
+    q: _Quarantine | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Apply the curation rules: (kept rows, quarantine with ``rule`` and ``action`` per removed or changed row).
 
@@ -278,7 +278,7 @@ def clean(
     from fleet.pii import PiiRedactor
 
     rules = rules or CurationSpec()
-    q = _Quarantine()
+    q = q if q is not None else _Quarantine()  # curate() passes its own, to add later rules' rows
     known = set(labels)
     redactor = PiiRedactor(rules.pii.kinds, rules.pii.phone_regions) if rules.pii.kinds else None
     detect = _language_filter(rules.language)
@@ -468,14 +468,13 @@ def curate(spec: SpecialistSpec, store: ObjectStore, extra: pd.DataFrame | None 
     labels = list(spec.labels)
     rules = spec.curation
     src = spec.data.source
-    good, quarantine = clean(raw, labels, spec.data.label_map, rules)
-    bad_enc = int((quarantine["rule"] == "invalid-encoding").sum())
+    q = _Quarantine()
+    good, _ = clean(raw, labels, spec.data.label_map, rules, q)
+    bad_enc = sum(r["rule"] == "invalid-encoding" for r in q.records)
     if bad_enc > len(raw) / 2:
         raise CurationError(
             f"{src}: {bad_enc} of {len(raw)} rows are not valid {spec.data.encoding}; set data.encoding to the file's encoding"
         )
-    q = _Quarantine()
-    q.records, q.counts = quarantine.to_dict("records"), Counter(quarantine["rule"])
     good = _check_labels(good, q, labels, rules, src, spec.name)
     before_sample = len(good)
     if spec.data.max_rows:  # caps the source's rows; extra rows (feedback) are always kept
@@ -510,7 +509,7 @@ def curate(spec: SpecialistSpec, store: ObjectStore, extra: pd.DataFrame | None 
         "sampled_out": report["sampled_out"],
         "curation": rules.model_dump(),
         "split": spec.split.model_dump(),
-        "files": sorted(blobs) + ["quarantine.jsonl", "report.json", "DATASET.md", "lengths.png"],
+        "files": sorted(blobs) + ["quarantine.jsonl", *CARD_FILES],
     }
     created = False
     if not store.exists(f"{prefix}/manifest.json"):
@@ -545,8 +544,6 @@ def load_split(store: ObjectStore, specialist: str, version: str, split: str) ->
     raw = store.get_bytes(f"{prefix}/{split}.jsonl").decode()
     return pd.DataFrame([json.loads(line) for line in raw.splitlines() if line], columns=["row", "text", "label"])
 
-
-CARD_FILES = ("DATASET.md", "report.json", "lengths.png")
 
 
 def card_files(store: ObjectStore, specialist: str, version: str) -> dict[str, bytes]:

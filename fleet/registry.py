@@ -241,15 +241,10 @@ def register(
         for role, png in (report.get("plots") or {}).items():
             mlflow.log_artifact(png, "evaluation")
         if reference is not None:
-            with tempfile.TemporaryDirectory() as tmp:
-                (Path(tmp) / "reference.npz").write_bytes(reference)
-                mlflow.log_artifact(str(Path(tmp) / "reference.npz"), "drift")
+            _log_blobs({"reference.npz": reference}, "drift")
         mlflow.log_dict(dataset.to_dict(), "dataset/manifest.json")
         if dataset_files:
-            with tempfile.TemporaryDirectory() as tmp:
-                for fname, blob in dataset_files.items():
-                    (Path(tmp) / fname).write_bytes(blob)
-                mlflow.log_artifacts(tmp, "dataset")
+            _log_blobs(dataset_files, "dataset")
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=SpecialistModel(),
@@ -336,6 +331,14 @@ def fleet_status(names: list[str]) -> list[dict]:
 def registered_names() -> list[str]:
     return [m.name for m in _client().search_registered_models()]
 
+
+
+def _log_blobs(blobs: dict[str, bytes], artifact_path: str) -> None:
+    """Log in-memory files as artifacts of the active run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for fname, blob in blobs.items():
+            (Path(tmp) / fname).write_bytes(blob)
+        mlflow.log_artifacts(tmp, artifact_path)
 
 
 def decision_record(spec: SpecialistSpec, dataset: DatasetVersion, report: dict, trigger: str) -> dict:
