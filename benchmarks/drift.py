@@ -49,7 +49,7 @@ def main() -> None:
     from fleet.spec import load_fleet
     from fleet.training import TextClassifier
 
-    settings = Settings().apply()
+    settings = Settings.load().apply()
     store = settings.store_handle()
     fleet = load_fleet(args.fleet)
     spec, other = fleet.specialists[args.specialist], fleet.specialists[args.other]
@@ -132,7 +132,7 @@ def event_latency(fleet_file: str, name: str, events: int) -> dict:
     from fleet.settings import Settings
     from fleet.storage import put_json
 
-    settings = Settings().apply()
+    settings = Settings.load().apply()
     put_json(settings.store_handle(), f"retrains/{name}/last.json",
              {"at": datetime.now(timezone.utc).isoformat(), "drift_report": "benchmark"})
     with tempfile.TemporaryDirectory() as tmp:

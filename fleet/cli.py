@@ -29,9 +29,12 @@ FleetOpt = typer.Option(DEFAULT_FLEET, "--fleet", "-f", help="The fleet file (de
 
 
 def _settings():
-    from fleet.settings import Settings
+    from fleet.settings import Settings, SettingsError
 
-    return Settings().apply()
+    try:
+        return Settings.load().apply()
+    except (SettingsError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        _fail(f"settings: {exc}")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -217,7 +220,7 @@ def predict(
         from fleet.settings import Settings
 
         served = version or _alias_version(name, alias)
-        traffic.log_predictions(Settings().store_handle(), name, list(texts), pred["label"].tolist(),
+        traffic.log_predictions(Settings.load().store_handle(), name, list(texts), pred["label"].tolist(),
                                 pred["score"].tolist(), served)
 
 
@@ -314,6 +317,68 @@ def deploy(pool: str = typer.Option(..., help="The work pool (create it with `pr
 
     ids = deploy_to_pool(str(fleet.resolve()), pool, train_cron or None)
     out.print(f"{len(ids)} deployment(s) registered with work pool {pool}")
+
+
+@app.command("settings")
+def show_settings(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """Print the effective settings (environment and $FLEET_ENV_FILE), secrets masked."""
+    from fleet.settings import Settings, SettingsError
+
+    try:
+        pub = Settings.load().public()
+    except (SettingsError, ValueError) as exc:
+        _fail(f"settings: {exc}")
+    if as_json:
+        print(json.dumps(pub, indent=2))
+        return
+    table = Table(title="fleet settings")
+    table.add_column("setting")
+    table.add_column("value")
+    for k, v in pub.items():
+        table.add_row(k, "" if v is None else v)
+    out.print(table)
+
+
+def _stack_home() -> Path:
+    """FLEET_HOME, also when $FLEET_ENV_FILE names the env file of a stack that is down."""
+    from fleet.settings import Settings, SettingsError
+
+    try:
+        return Settings.load().home
+    except SettingsError:
+        return Settings().home
+
+
+@app.command()
+def up(pg_bin: Optional[str] = typer.Option(None, help="PostgreSQL's bin folder (default: $FLEET_PG_BIN, "
+                                            "/usr/lib/postgresql/*/bin, PATH).")) -> None:
+    """Start a local production-like stack: PostgreSQL, Prefect server, MLflow server, S3 (moto)."""
+    from fleet import stack
+
+    home = _stack_home()
+    start = time.monotonic()
+    try:
+        st = stack.up(home, pg_bin, progress=lambda m: err.print(m, highlight=False))
+    except stack.StackError as exc:
+        _fail(str(exc))
+    table = Table(title=f"fleet stack up in {time.monotonic() - start:.1f} s")
+    for c in ("service", "pid", "url", "log"):
+        table.add_column(c)
+    for s in st.services:
+        table.add_row(s.name, str(s.pid), s.url, s.log)
+    out.print(table)
+    out.print(f"Point fleet commands at it:\n  export FLEET_ENV_FILE={stack.env_file(home)}\n"
+              f"Prefect UI: {st.env['PREFECT_API_URL'].removesuffix('/api')}   MLflow UI: {st.env['MLFLOW_TRACKING_URI']}\n"
+              "Stop it with `fleet down`.", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def down() -> None:
+    """Stop the processes `fleet up` started (and only those)."""
+    from fleet import stack
+
+    stopped = stack.down(_stack_home(), progress=lambda m: err.print(m, highlight=False))
+    out.print(f"stopped: {', '.join(stopped)}" if stopped else "no stack is up")
 
 
 def main() -> None:  # console-script entry point

@@ -1,32 +1,98 @@
-"""Where the fleet keeps its state, read from the environment at the entry point.
+"""Every endpoint and credential the fleet uses, in one pydantic-settings model.
 
-The embedded default puts everything under one home folder (``FLEET_HOME``,
-default ``./.fleet``): Prefect's home and database, MLflow's SQLite store and
-artifacts, the object store, and run folders. Any of them can point at a real
-server instead (``PREFECT_API_URL``, ``MLFLOW_TRACKING_URI``, ``FLEET_STORE=s3://...``).
+Values come from the environment and, optionally, a dotenv-style file named by ``FLEET_ENV_FILE``
+(``fleet up`` writes one for its local stack). The environment wins over the file.
+
+The embedded default puts everything under one home folder (``FLEET_HOME``, default ``./.fleet``):
+Prefect's home and temporary server, MLflow's SQLite store and artifacts, the object store, and run
+folders. The production profile points each at a server instead: ``PREFECT_API_URL`` (Prefect server on
+Postgres), ``MLFLOW_TRACKING_URI`` (MLflow server on Postgres with S3 artifacts), ``FLEET_STORE=s3://...``
+(data, data sets, checkpoints). S3 credentials are not settings: boto3 takes them from the standard AWS
+chain (environment, ``AWS_PROFILE``, shared credentials file, instance or pod role).
+
+Secrets are ``SecretStr``: they print as ``**********`` in ``repr``, in ``fleet settings`` and in logs.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_FILE_VAR = "FLEET_ENV_FILE"
+
+
+def _env(name: str, *more: str):
+    return AliasChoices(name, *more)
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FLEET_", extra="ignore")
+    model_config = SettingsConfigDict(extra="ignore")
 
-    home: Path = Field(Path(".fleet"), description="Folder for all embedded state (FLEET_HOME).")
-    store: str | None = Field(None, description="Object store: a folder or s3://BUCKET/PREFIX (FLEET_STORE).")
-    mlflow_tracking_uri: str | None = Field(
-        None, validation_alias="MLFLOW_TRACKING_URI", description="MLflow server; default SQLite under the home."
-    )
-    artifact_root: str | None = Field(None, description="Where new MLflow experiments keep artifacts (FLEET_ARTIFACT_ROOT).")
+    # -- embedded state and the object store
+    home: Path = Field(Path(".fleet"), validation_alias=_env("FLEET_HOME"),
+                       description="Folder for all embedded state.")
+    store: str | None = Field(None, validation_alias=_env("FLEET_STORE"),
+                              description="Object store for data sets, checkpoints, traffic: a folder or s3://BUCKET/PREFIX.")
+    s3_endpoint_url: str | None = Field(None, validation_alias=_env("AWS_ENDPOINT_URL"),
+                                        description="S3-compatible endpoint (MinIO, moto); empty for AWS itself.")
+    aws_region: str | None = Field(None, validation_alias=_env("AWS_DEFAULT_REGION", "AWS_REGION"))
+    aws_profile: str | None = Field(None, validation_alias=_env("AWS_PROFILE"),
+                                    description="Named profile of the AWS credential chain.")
+    aws_shared_credentials_file: str | None = Field(None, validation_alias=_env("AWS_SHARED_CREDENTIALS_FILE"))
 
-    def model_post_init(self, _ctx) -> None:
-        self.home = self.home.expanduser().resolve()
+    # -- Prefect
+    prefect_api_url: str | None = Field(None, validation_alias=_env("PREFECT_API_URL"),
+                                        description="Prefect server API; empty: a temporary local server.")
+    prefect_api_key: SecretStr | None = Field(None, validation_alias=_env("PREFECT_API_KEY"))
+    prefect_api_auth_string: SecretStr | None = Field(None, validation_alias=_env("PREFECT_API_AUTH_STRING"),
+                                                      description="user:password of a server with basic auth.")
+
+    # -- MLflow
+    mlflow_tracking_uri: str | None = Field(None, validation_alias=_env("MLFLOW_TRACKING_URI"),
+                                            description="MLflow tracking server; empty: SQLite under the home.")
+    mlflow_tracking_username: str | None = Field(None, validation_alias=_env("MLFLOW_TRACKING_USERNAME"))
+    mlflow_tracking_password: SecretStr | None = Field(None, validation_alias=_env("MLFLOW_TRACKING_PASSWORD"))
+    mlflow_tracking_token: SecretStr | None = Field(None, validation_alias=_env("MLFLOW_TRACKING_TOKEN"))
+    artifact_root: str | None = Field(None, validation_alias=_env("FLEET_ARTIFACT_ROOT"),
+                                      description="Artifact location of new experiments; default: the server's.")
+
+    # -- scale-out
+    task_runner: Literal["threads", "dask", "deployments"] = Field(
+        "threads", validation_alias=_env("FLEET_TASK_RUNNER"),
+        description="How the fleet flow fans out: threads in-process, a Dask cluster, or one deployment run each.")
+    max_workers: int = Field(2, ge=1, validation_alias=_env("FLEET_MAX_WORKERS"),
+                             description="threads: specialists at once.")
+    dask_address: str | None = Field(None, validation_alias=_env("FLEET_DASK_ADDRESS"),
+                                     description="dask: scheduler address (tcp://...); empty: a local cluster.")
+    dask_workers: int = Field(2, ge=1, validation_alias=_env("FLEET_DASK_WORKERS"),
+                              description="dask: worker processes of the local cluster.")
+    specialist_deployment: str = Field("specialist/specialist", validation_alias=_env("FLEET_SPECIALIST_DEPLOYMENT"),
+                                       description="deployments: the FLOW/DEPLOYMENT run once per specialist.")
+
+    @field_validator("home")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @classmethod
+    def load(cls, env_file: str | os.PathLike | None = None) -> "Settings":
+        """Read the environment and the settings file (``env_file`` or $FLEET_ENV_FILE), which must exist if named."""
+        env_file = env_file or os.environ.get(ENV_FILE_VAR) or None
+        if env_file is not None:
+            path = Path(env_file)
+            if not path.is_file():
+                raise SettingsError(f"{ENV_FILE_VAR}={env_file}: no such settings file")
+            return cls(_env_file=path)
+        return cls()
+
+    # -- derived locations
+    @property
+    def embedded_mlflow(self) -> bool:
+        return not self.mlflow_tracking_uri
 
     @property
     def store_url(self) -> str:
@@ -37,8 +103,11 @@ class Settings(BaseSettings):
         return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
 
     @property
-    def artifacts(self) -> str:
-        return self.artifact_root or str(self.home / "mlflow" / "artifacts")
+    def artifacts(self) -> str | None:
+        """Artifact root for new experiments: set, the embedded folder, or None (the tracking server decides)."""
+        if self.artifact_root:
+            return self.artifact_root
+        return str(self.home / "mlflow" / "artifacts") if self.embedded_mlflow else None
 
     @property
     def runs_dir(self) -> Path:
@@ -48,13 +117,42 @@ class Settings(BaseSettings):
     def prefect_home(self) -> Path:
         return self.home / "prefect"
 
+    def exported(self) -> dict[str, str]:
+        """The variables the libraries read (Prefect, MLflow, boto3), secrets included: for os.environ only."""
+        pairs = {
+            "FLEET_HOME": str(self.home), "FLEET_STORE": self.store, "FLEET_ARTIFACT_ROOT": self.artifact_root,
+            "FLEET_TASK_RUNNER": self.task_runner, "FLEET_DASK_ADDRESS": self.dask_address,
+            "AWS_ENDPOINT_URL": self.s3_endpoint_url, "AWS_DEFAULT_REGION": self.aws_region,
+            "AWS_PROFILE": self.aws_profile, "AWS_SHARED_CREDENTIALS_FILE": self.aws_shared_credentials_file,
+            "PREFECT_API_URL": self.prefect_api_url, "MLFLOW_TRACKING_URI": self.tracking_uri,
+            "MLFLOW_TRACKING_USERNAME": self.mlflow_tracking_username,
+        }
+        for var, secret in (("PREFECT_API_KEY", self.prefect_api_key), ("PREFECT_API_AUTH_STRING", self.prefect_api_auth_string),
+                            ("MLFLOW_TRACKING_PASSWORD", self.mlflow_tracking_password),
+                            ("MLFLOW_TRACKING_TOKEN", self.mlflow_tracking_token)):
+            pairs[var] = secret.get_secret_value() if secret is not None else None
+        return {k: v for k, v in pairs.items() if v}
+
+    def public(self) -> dict[str, str | None]:
+        """Every setting with secrets masked: safe to print or log."""
+        out = {}
+        for name in type(self).model_fields:
+            v = getattr(self, name)
+            out[name] = "**********" if isinstance(v, SecretStr) else (None if v is None else str(v))
+        out["store (effective)"] = self.store_url
+        out["mlflow tracking (effective)"] = self.tracking_uri
+        out["prefect (effective)"] = self.prefect_api_url or "temporary local server"
+        return out
+
     def apply(self) -> "Settings":
-        """Create the home and point Prefect and MLflow at it. Call before importing prefect."""
-        (self.home / "mlflow").mkdir(parents=True, exist_ok=True)
+        """Create the home, export the settings for the libraries and point MLflow at its store.
+
+        Call before importing prefect: Prefect reads its settings at import."""
+        if self.embedded_mlflow:
+            (self.home / "mlflow").mkdir(parents=True, exist_ok=True)
         self.runs_dir.mkdir(parents=True, exist_ok=True)
-        os.environ["FLEET_HOME"] = str(self.home)
+        os.environ.update(self.exported())
         os.environ.setdefault("PREFECT_HOME", str(self.prefect_home))
-        os.environ["MLFLOW_TRACKING_URI"] = self.tracking_uri
         # Hub models are only fetched when no local copy exists; never phone home for telemetry.
         os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
         os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
@@ -71,3 +169,7 @@ class Settings(BaseSettings):
         from fleet.storage import open_store
 
         return open_store(self.store_url)
+
+
+class SettingsError(ValueError):
+    pass

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
 import math
 import shutil
+import threading
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -247,6 +248,9 @@ class TextClassifier:
 
 
 
+_FINE_TUNE_LOCK = threading.Lock()
+
+
 def ensure_trained(spec: SpecialistSpec, store, dataset_version: str, runs_dir: str | Path, progress: bool = True) -> dict:
     """The model for (spec, dataset version): fetched from the store if it was trained before, else trained now.
 
@@ -267,7 +271,10 @@ def ensure_trained(spec: SpecialistSpec, store, dataset_version: str, runs_dir: 
         return {**info, "model_dir": str(model_dir), "reused": True}
 
     train = load_split(store, spec.name, dataset_version, "train")
-    result = fine_tune(spec, train["text"].tolist(), train["label"].tolist(), run_dir, progress=progress)
+    # torch's random state is per process: two fine-tunes in threads of one process would draw from it in
+    # turn and neither would be reproducible. One at a time per process; other stages still overlap.
+    with _FINE_TUNE_LOCK:
+        result = fine_tune(spec, train["text"].tolist(), train["label"].tolist(), run_dir, progress=progress)
     store.upload_dir(Path(result.model_dir), f"{prefix}/model")
     info = {**result.__dict__, "training_key": key, "dataset_version": dataset_version}
     info.pop("model_dir")

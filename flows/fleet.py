@@ -1,19 +1,73 @@
-"""All (or some) specialists of a fleet, one after the other."""
+"""All (or some) specialists of a fleet, fanned out through the task runner chosen in settings.
+
+- ``threads`` (default): specialists run side by side in this process (``FLEET_MAX_WORKERS`` at once).
+- ``dask``: each specialist runs in a Dask worker, of a local cluster (``FLEET_DASK_WORKERS`` processes)
+  or of the cluster at ``FLEET_DASK_ADDRESS``.
+- ``deployments``: each specialist is one run of the ``specialist`` deployment (``FLEET_SPECIALIST_DEPLOYMENT``)
+  on its work pool, so each can get its own machine or GPU pod; this flow waits for them all.
+"""
 
 from __future__ import annotations
 
-from prefect import flow
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from fleet.results import FleetRunError
+from fleet.settings import Settings
 from flows.specialist import DEFAULT_FLEET_FILE, specialist_flow
 from tasks import specialist as t
 
 
+def task_runner(settings: Settings):
+    if settings.task_runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if settings.dask_address:
+            return DaskTaskRunner(address=settings.dask_address)
+        # One thread per worker process: a specialist's training already uses the process's cores.
+        return DaskTaskRunner(cluster_kwargs={"n_workers": settings.dask_workers, "threads_per_worker": 1,
+                                             "processes": True, "dashboard_address": None})
+    return ThreadPoolTaskRunner(max_workers=settings.max_workers)
+
+
+@task(name="specialist", task_run_name="{name}", cache_policy=NONE)
+def run_specialist(name: str, fleet_file: str, trigger: str) -> dict:
+    """One specialist's flow, as a subflow of this task (in a thread or a Dask worker)."""
+    Settings.load().apply()  # a Dask worker is a fresh process: export the settings there too
+    return specialist_flow(name=name, fleet_file=fleet_file, trigger=trigger)
+
+
+@task(name="specialist-deployment", task_run_name="{name}", cache_policy=NONE)
+def run_specialist_deployment(name: str, fleet_file: str, trigger: str, deployment: str) -> dict:
+    """One run of the specialist deployment (on a worker elsewhere); its result comes back through the object store."""
+    from prefect.deployments import run_deployment
+
+    run = run_deployment(deployment, parameters={"name": name, "fleet_file": fleet_file, "trigger": trigger},
+                         flow_run_name=name, timeout=None, as_subflow=True)
+    get_run_logger().info("%s: flow run %s ended %s", name, run.id, run.state.name)
+    if not run.state.is_completed():
+        raise RuntimeError(f"{name}: deployment run {run.name} ({run.id}) ended {run.state.name}: {run.state.message}")
+    return t.stored_result(Settings.load(), str(run.id))
+
+
 @flow(name="fleet", flow_run_name="fleet-{trigger}")
 def fleet_flow(fleet_file: str = DEFAULT_FLEET_FILE, only: list[str] | None = None, trigger: str = "manual") -> list[dict]:
-    """Run the specialist flow for each selected specialist; one failure does not stop the others."""
+    """Run every selected specialist through the settings' task runner; one failure does not stop the others."""
+    settings = Settings.load().apply()
     names = [s.name for s in t.load_fleet_spec(fleet_file).select(only)]
-    states = {n: specialist_flow(name=n, fleet_file=fleet_file, trigger=trigger, return_state=True) for n in names}
+    get_run_logger().info("%d specialist(s) through the %s runner: %s", len(names), settings.task_runner, ", ".join(names))
+    runner = task_runner(settings) if settings.task_runner != "deployments" else ThreadPoolTaskRunner(len(names) or 1)
+    with runner.duplicate() as r:
+        if settings.task_runner == "deployments":
+            futures = {n: r.submit(run_specialist_deployment, {"name": n, "fleet_file": fleet_file, "trigger": trigger,
+                                                               "deployment": settings.specialist_deployment})
+                       for n in names}
+        else:
+            futures = {n: r.submit(run_specialist, {"name": n, "fleet_file": fleet_file, "trigger": trigger}) for n in names}
+        for f in futures.values():
+            f.wait()
+        states = {n: f.state for n, f in futures.items()}
     results = t.summarize(states)
     t.publish_summary(results)
     if any(r["status"] == "failed" for r in results):

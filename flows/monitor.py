@@ -13,7 +13,7 @@ from tasks import specialist as t
 @flow(name="monitor", flow_run_name="monitor-{name}")
 def monitor_flow(name: str, fleet_file: str = DEFAULT_FLEET_FILE) -> dict:
     """One specialist's drift verdict on its latest traffic window; an event when it drifted."""
-    settings = Settings().apply()
+    settings = Settings.load().apply()
     spec = t.load_spec(fleet_file, name)
     report = d.check_drift(spec, settings)
     event_id = d.emit_drift(report) if report["drifted"] else None

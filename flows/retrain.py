@@ -14,7 +14,7 @@ from tasks import specialist as t
 @flow(name="retrain", flow_run_name="retrain-{name}")
 def retrain_flow(name: str, drift_report: str | None = None, fleet_file: str = DEFAULT_FLEET_FILE):
     """At most one retrain per specialist at a time, and none within its cooldown: such runs end Cancelled."""
-    settings = Settings().apply()
+    settings = Settings.load().apply()
     spec = t.load_spec(fleet_file, name)
     with d.retrain_lock(name) as got:
         if not got:

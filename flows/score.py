@@ -26,7 +26,7 @@ def write(df, dest: str) -> str:
 
 @flow(name="score", flow_run_name="score-{name}")
 def score_flow(name: str, source: str, dest: str, text_column: str = "text") -> dict:
-    settings = Settings().apply()
+    settings = Settings.load().apply()
     texts = read_texts(source, text_column)
     df = score(name, texts, settings)
     return {"specialist": name, "rows": len(df), "dest": write(df, dest)}

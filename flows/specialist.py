@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+
 from prefect import flow
 
 from fleet.settings import Settings
@@ -20,15 +23,19 @@ def specialist_flow(
     A drift-triggered run merges the specialist's labelled feedback into its data; ``drift_report``
     (the report that raised the alarm) is tagged on the new version for lineage.
     """
-    settings = Settings().apply()
+    settings = Settings.load().apply()
     spec = t.load_spec(fleet_file, name)
     dataset = t.curate(spec, settings, with_feedback=trigger == "drift")
     key = training_key(spec, dataset.version)
     existing = t.find_registered(name, key)
     if existing is not None:
-        return {"specialist": name, "status": "up-to-date", "dataset_version": dataset.version, **existing}
-    model = t.fine_tune(spec, dataset, settings)
-    report = t.evaluate(spec, dataset, model, settings)
-    reference = t.reference_profile(spec, dataset, model, settings)
-    reg = t.register(spec, dataset, model, report, trigger, settings, reference, drift_report)
-    return {"specialist": name, "status": "trained", "dataset_version": dataset.version, "report": report, **reg}
+        result = {"specialist": name, "status": "up-to-date", "dataset_version": dataset.version, **existing}
+    else:
+        model = t.fine_tune(spec, dataset, settings)
+        report = t.evaluate(spec, dataset, model, settings)
+        reference = t.reference_profile(spec, dataset, model, settings)
+        reg = t.register(spec, dataset, model, report, trigger, settings, reference, drift_report)
+        result = {"specialist": name, "status": "trained", "dataset_version": dataset.version, "report": report, **reg}
+    result["ran_on"] = f"{socket.gethostname()}:{os.getpid()}"
+    t.store_result(settings, result)
+    return result

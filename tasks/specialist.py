@@ -10,6 +10,7 @@ from prefect.tasks import exponential_backoff
 from fleet import curation, drift, evaluation, registry, traffic, training
 from fleet.settings import Settings
 from fleet.spec import SpecialistSpec, load_fleet
+from fleet.storage import get_json, put_json
 
 # Stages decide for themselves whether work is needed (content hashes, training keys), so
 # Prefect's input hashing is off: it cannot hash models, and it would not survive a new process.
@@ -100,6 +101,23 @@ def publish_summary(results: list[dict]) -> None:
     )
 
 
+def result_key(flow_run_id: str) -> str:
+    return f"results/specialist/{flow_run_id}.json"
+
+
+@task(name="store-result", **_MLFLOW)
+def store_result(settings: Settings, result: dict) -> None:
+    """Keep the specialist flow's result in the object store, where a parent on another machine can read it."""
+    from prefect.runtime import flow_run
+
+    if flow_run.id:
+        put_json(settings.store_handle(), result_key(flow_run.id), result)
+
+
+def stored_result(settings: Settings, flow_run_id: str) -> dict:
+    return get_json(settings.store_handle(), result_key(flow_run_id))
+
+
 @task(name="load-fleet", cache_policy=NONE)
 def load_fleet_spec(fleet_file: str):
     return load_fleet(fleet_file)
@@ -114,7 +132,7 @@ def summarize(states: dict) -> list[dict]:
             rows.append({"specialist": name, "status": "failed", "error": str(err) if err is not None else state.message})
             continue
         r = state.result()
-        row = {k: r.get(k) for k in ("specialist", "status", "version", "alias", "verdict", "dataset_version")}
+        row = {k: r.get(k) for k in ("specialist", "status", "version", "alias", "verdict", "dataset_version", "ran_on")}
         if "report" in r:
             c = r["report"]["contenders"]
             for role in ("challenger", "champion", "baseline"):

@@ -88,7 +88,7 @@ def test_the_champions_own_weights_keep_the_champion(tmp_path, fleet_home):
     fleet_file = write_toy_fleet(tmp_path / "f")
     [first] = run_fleet(fleet_file)
     spec = load_fleet(fleet_file).specialists["toy"]
-    test = load_split(Settings().store_handle(), "toy", first["dataset_version"], "test")
+    test = load_split(Settings.load().store_handle(), "toy", first["dataset_version"], "test")
     weights = download_model_dir("toy", "1", tmp_path / "champion")
     report = evaluate_specialist(spec, test, first["dataset_version"], weights, 16, champion=("1", weights))
     assert report["gate"]["verdict"] == "keep-champion"
