@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_FILE_VAR = "FLEET_ENV_FILE"
@@ -82,12 +82,22 @@ class Settings(BaseSettings):
     def load(cls, env_file: str | os.PathLike | None = None) -> "Settings":
         """Read the environment and the settings file (``env_file`` or $FLEET_ENV_FILE), which must exist if named."""
         env_file = env_file or os.environ.get(ENV_FILE_VAR) or None
+        kwargs = {}
         if env_file is not None:
             path = Path(env_file)
             if not path.is_file():
                 raise SettingsError(f"{ENV_FILE_VAR}={env_file}: no such settings file")
-            return cls(_env_file=path)
-        return cls()
+            kwargs["_env_file"] = path
+        try:
+            return cls(**kwargs)
+        except ValidationError as exc:
+            where = f" (environment or {env_file})" if env_file else " (environment)"
+            lines = []
+            for e in exc.errors():
+                var = str(e["loc"][0]) if e["loc"] else "?"
+                shown = "**********" if _is_secret(var) else repr(e.get("input"))
+                lines.append(f"  - {var.upper()}={shown}: {e['msg']}")
+            raise SettingsError("invalid settings" + where + ":\n" + "\n".join(lines)) from None
 
     # -- derived locations
     @property
@@ -173,3 +183,11 @@ class Settings(BaseSettings):
 
 class SettingsError(ValueError):
     pass
+
+
+def _is_secret(var: str) -> bool:
+    for name, f in Settings.model_fields.items():
+        names = [name, *(getattr(f.validation_alias, "choices", None) or [])]
+        if var.lower() in [str(n).lower() for n in names]:
+            return "SecretStr" in str(f.annotation)
+    return True  # unknown: do not show it

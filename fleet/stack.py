@@ -267,7 +267,7 @@ def _start_mlflow(stack: Stack, procs, s3_url: str, progress, timeout_s) -> str:
     url = f"http://127.0.0.1:{port}"
     progress(f"mlflow server: starting on {url} (backend: postgres/mlflow, artifacts: s3://{BUCKET}/mlflow-artifacts)")
     svc, proc = _spawn("mlflow", [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                                  "--backend-store-uri", f"postgresql://{PG_USER}@127.0.0.1:{stack.pg_port}/mlflow",
+                                  "--backend-store-uri", f"postgresql+psycopg2://{PG_USER}@127.0.0.1:{stack.pg_port}/mlflow",
                                   "--artifacts-destination", f"s3://{BUCKET}/mlflow-artifacts", "--workers", "1"],
                        env, folder / "logs" / "mlflow.log", url)
     stack.services.append(svc)

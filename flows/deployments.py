@@ -1,4 +1,5 @@
-"""The fleet's Prefect deployments: scheduled training and monitoring, and retraining on drift events.
+"""The fleet's Prefect deployments: scheduled training and monitoring, retraining on drift events, and one
+specialist at a time (what the fleet flow runs per specialist with FLEET_TASK_RUNNER=deployments).
 
 `fleet serve` serves them all from one process; `fleet deploy` registers them with a work pool.
 """
@@ -14,6 +15,7 @@ from fleet.spec import load_fleet
 from flows.fleet import fleet_flow
 from flows.monitor import monitor_flow
 from flows.retrain import retrain_flow
+from flows.specialist import specialist_flow
 from tasks.drift import DRIFT_EVENT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +45,9 @@ def specs(fleet_file: str, train_cron: str | None) -> list[dict]:
     for s in fleet.specialists.values():
         out.append({"flow": monitor_flow, "entrypoint": "flows.monitor:monitor_flow", "name": f"monitor-{s.name}",
                     "parameters": {"name": s.name, "fleet_file": fleet_file}, "cron": s.drift.schedule, "triggers": None})
+    # Run once per specialist by the fleet flow when FLEET_TASK_RUNNER=deployments (no schedule of its own).
+    out.append({"flow": specialist_flow, "entrypoint": "flows.specialist:specialist_flow", "name": "specialist",
+                "parameters": {"fleet_file": fleet_file}, "cron": None, "triggers": None})
     out.append({"flow": retrain_flow, "entrypoint": "flows.retrain:retrain_flow", "name": "retrain-on-drift",
                 "parameters": {"fleet_file": fleet_file}, "cron": None, "triggers": [drift_trigger(fleet_file)]})
     return out
