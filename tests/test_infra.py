@@ -1,0 +1,258 @@
+"""infra/: the Docker Compose stack and the Kubernetes files, checked by machines, not by eye.
+
+- docker-compose.yml: parsed by the compose client (`docker compose config`, or `docker-compose config`
+  where only v1 is installed; skipped when neither is), with .env.example as its only settings.
+- Kubernetes manifests: every object checked field by field against the `kubernetes` client's API models
+  (unknown fields and wrong types fail, required fields must be present).
+- Helm values: JSON schemas of the chart keys we set (tests/schemas).
+- The GPU base job template: rendered by Prefect's own Kubernetes worker (prefect-kubernetes) for a flow run,
+  and the resulting Job checked against the API models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import subprocess
+import uuid
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+INFRA = ROOT / "infra"
+K8S = INFRA / "kubernetes"
+SCHEMAS = ROOT / "tests" / "schemas"
+
+
+# ---------------------------------------------------------------- docker compose
+
+def compose_command() -> list[str] | None:
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return None
+
+
+def env_example() -> dict[str, str]:
+    pairs = {}
+    for line in (INFRA / ".env.example").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            k, _, v = line.partition("=")
+            pairs[k.strip()] = v.strip()
+    return pairs
+
+
+def test_env_example_covers_every_variable_of_the_compose_file():
+    text = (INFRA / "docker-compose.yml").read_text()
+    used = set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+)\}", text))
+    declared = set(env_example())
+    assert used - declared == set(), "variables of docker-compose.yml missing from .env.example"
+    assert declared - used == set(), ".env.example has variables docker-compose.yml does not use"
+
+
+@pytest.mark.skipif(compose_command() is None, reason="no docker compose client installed")
+def test_compose_file_parses_with_health_checks_and_ordering():
+    r = subprocess.run([*compose_command(), "-f", str(INFRA / "docker-compose.yml"), "--env-file",
+                        str(INFRA / ".env.example"), "config"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert "not set" not in r.stderr, r.stderr  # every variable comes from .env.example
+    doc = yaml.safe_load(r.stdout)
+    services = doc["services"]
+    assert set(services) == {"postgres", "minio", "minio-init", "prefect-server", "mlflow", "worker"}
+    for name in ("postgres", "minio", "prefect-server", "mlflow"):
+        assert services[name]["healthcheck"]["test"], name
+
+    def depends(svc):
+        d = services[svc]["depends_on"]
+        return {k: v["condition"] for k, v in d.items()}
+
+    assert depends("prefect-server") == {"postgres": "service_healthy"}
+    assert depends("mlflow") == {"postgres": "service_healthy", "minio-init": "service_completed_successfully"}
+    assert depends("worker") == {"prefect-server": "service_healthy", "mlflow": "service_healthy",
+                                 "minio-init": "service_completed_successfully"}
+    assert depends("minio-init") == {"minio": "service_healthy"}
+    env = env_example()
+    mlflow_cmd = services["mlflow"]["command"]
+    assert any(a.startswith("--backend-store-uri=postgresql+psycopg2://") and a.endswith("@postgres:5432/mlflow")
+               for a in mlflow_cmd)
+    assert f"--artifacts-destination=s3://{env['FLEET_BUCKET']}/mlflow-artifacts" in mlflow_cmd
+    assert services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"].startswith(
+        "postgresql+asyncpg://")
+    assert "mc mb" in " ".join(services["minio-init"]["command"])
+
+    # the worker's environment is the fleet's settings model: every variable is one it reads
+    from fleet.settings import Settings
+
+    known = {a for f in Settings.model_fields.values() for a in getattr(f.validation_alias, "choices", [])}
+    known |= {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PREFECT_WORK_POOL"}  # AWS chain; the pool to serve
+    worker_env = services["worker"]["environment"]
+    assert set(worker_env) <= known, set(worker_env) - known
+    assert worker_env["PREFECT_API_URL"] == "http://prefect-server:4200/api"
+    assert worker_env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert worker_env["FLEET_STORE"] == f"s3://{env['FLEET_BUCKET']}/store"
+
+
+# ---------------------------------------------------------------- kubernetes objects
+
+KINDS = {"Deployment": "V1Deployment", "Service": "V1Service", "Secret": "V1Secret", "Job": "V1Job",
+         "ServiceAccount": "V1ServiceAccount", "ConfigMap": "V1ConfigMap"}
+_PRIMITIVE = {"str": str, "int": int, "bool": bool, "float": (int, float)}
+
+
+def k8s_errors(obj, type_name: str, path: str = "") -> list[str]:
+    """Field-by-field check of ``obj`` against the kubernetes client's model ``type_name``."""
+    import kubernetes.client as kc
+
+    if obj is None:
+        return []
+    if type_name.lower().startswith("list["):
+        if not isinstance(obj, list):
+            return [f"{path}: expected a list, got {type(obj).__name__}"]
+        return [e for i, x in enumerate(obj) for e in k8s_errors(x, type_name[5:-1], f"{path}[{i}]")]
+    if type_name.lower().startswith(("dict(", "dict[")):  # older clients write dict(str, str), newer Dict[str, str]
+        if not isinstance(obj, dict):
+            return [f"{path}: expected a mapping, got {type(obj).__name__}"]
+        inner = type_name[5:-1].split(", ", 1)[1]
+        return [e for k, x in obj.items() for e in k8s_errors(x, inner, f"{path}.{k}")]
+    if type_name == "object" or type_name in ("datetime", "date"):
+        return []
+    if type_name in _PRIMITIVE:
+        ok = isinstance(obj, _PRIMITIVE[type_name]) and not (type_name == "int" and isinstance(obj, bool))
+        return [] if ok else [f"{path}: expected {type_name}, got {obj!r}"]
+    model = getattr(kc, type_name)
+    if not isinstance(obj, dict):
+        return [f"{path}: expected a {type_name} mapping, got {obj!r}"]
+    by_json = {v: k for k, v in model.attribute_map.items()}
+    errors = [f"{path}.{k}: not a field of {type_name}" for k in obj if k not in by_json]
+    for key, value in obj.items():
+        if key in by_json:
+            errors += k8s_errors(value, model.openapi_types[by_json[key]], f"{path}.{key}")
+    return errors
+
+
+def check_k8s_object(doc: dict, where: str) -> None:
+    from kubernetes.client import ApiClient
+
+    kind = doc.get("kind")
+    assert kind in KINDS, f"{where}: unexpected kind {kind!r}"
+    errors = k8s_errors(doc, KINDS[kind], kind)
+    assert not errors, f"{where}:\n" + "\n".join(errors)
+    try:  # builds the models: required fields must be there
+        ApiClient()._ApiClient__deserialize(doc, KINDS[kind])
+    except ValueError as exc:
+        pytest.fail(f"{where}: {exc}")
+
+
+def test_the_checker_catches_mistakes():
+    good = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"},
+            "spec": {"ports": [{"port": 5000}], "selector": {"a": "b"}}}
+    assert k8s_errors(good, "V1Service") == []
+    assert k8s_errors({**good, "spec": {"ports": [{"prot": 5000}]}}, "V1Service") == \
+        [".spec.ports[0].prot: not a field of V1ServicePort"]
+    assert k8s_errors({**good, "spec": {"ports": [{"port": "5000"}]}}, "V1Service")
+    with pytest.raises(ValueError):
+        from kubernetes.client import ApiClient
+
+        ApiClient()._ApiClient__deserialize({"kind": "Job", "spec": {"template": {"spec": {"containers": [{}]}}}},
+                                            "V1Job")
+
+
+@pytest.mark.parametrize("name", ["mlflow.yaml", "secrets.example.yaml", "service-account.yaml"])
+def test_kubernetes_manifests_match_the_api(name):
+    docs = [d for d in yaml.safe_load_all((K8S / name).read_text()) if d]
+    assert docs
+    for i, doc in enumerate(docs):
+        check_k8s_object(doc, f"{name} document {i + 1}")
+
+
+def test_mlflow_manifest_uses_postgres_and_s3_from_secrets():
+    deployment = next(d for d in yaml.safe_load_all((K8S / "mlflow.yaml").read_text()) if d["kind"] == "Deployment")
+    [c] = deployment["spec"]["template"]["spec"]["containers"]
+    assert "--backend-store-uri=$(MLFLOW_BACKEND_STORE_URI)" in c["args"]
+    assert any(a.startswith("--artifacts-destination=s3://") for a in c["args"])
+    secrets = {d["metadata"]["name"]: d for d in yaml.safe_load_all((K8S / "secrets.example.yaml").read_text())}
+    ref = c["env"][0]["valueFrom"]["secretKeyRef"]
+    assert ref["key"] in secrets[ref["name"]]["stringData"]
+
+
+# ---------------------------------------------------------------- helm values
+
+@pytest.mark.parametrize("chart", ["prefect-server", "prefect-worker"])
+def test_helm_values_match_the_chart_schema(chart):
+    import jsonschema
+
+    schema = json.loads((SCHEMAS / f"{chart}-values.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    values = yaml.safe_load((K8S / f"{chart}-values.yaml").read_text())
+    errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in jsonschema.Draft202012Validator(schema).iter_errors(values)]
+    assert not errors, errors
+    # and the schema does catch a typo
+    broken = json.loads(json.dumps(values))
+    (broken.get("server") or broken["worker"])["replicaCont"] = 1
+    assert list(jsonschema.Draft202012Validator(schema).iter_errors(broken))
+
+
+def test_worker_values_point_at_the_gpu_template_and_the_server():
+    worker = yaml.safe_load((K8S / "prefect-worker-values.yaml").read_text())["worker"]
+    server = yaml.safe_load((K8S / "prefect-server-values.yaml").read_text())
+    assert worker["config"]["type"] == "kubernetes"
+    assert worker["config"]["baseJobTemplate"]["existingConfigMapName"] == "fleet-gpu-job-template"
+    assert f":{server['service']['port']}/api" in worker["serverApiConfig"]["apiUrl"]
+    assert server["postgresql"]["enabled"] is False and server["secret"]["name"] == "fleet-prefect-db"
+
+
+# ---------------------------------------------------------------- GPU work pool template
+
+def render_job(values: dict) -> dict:
+    """The Job Prefect's Kubernetes worker would create for a flow run of this pool, with ``values``."""
+    from prefect.client.schemas.objects import FlowRun
+    from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
+
+    import jsonschema
+
+    template = json.loads((K8S / "gpu-base-job-template.json").read_text())
+    jsonschema.validate(values, template["variables"])  # what the Prefect server checks of a deployment's job variables
+    config = asyncio.run(KubernetesWorkerJobConfiguration.from_template_and_values(template, values))
+    config.prepare_for_flow_run(FlowRun(id=uuid.uuid4(), flow_id=uuid.uuid4(), name="sms-spam"))
+    job = json.loads(json.dumps(config.job_manifest))
+    # prefect-kubernetes insists on these two under the pod template (its default template has them there,
+    # and it refuses a template without them), though they are Job fields: the API server drops them.
+    pod = job["spec"]["template"]["spec"]
+    assert pod.pop("completions") == 1 and pod.pop("parallelism") == 1
+    return job
+
+
+@pytest.mark.usefixtures("prefect_harness")  # rendering resolves block references through the API
+def test_gpu_job_template_renders_a_valid_gpu_job():
+    import jsonschema
+
+    template = json.loads((K8S / "gpu-base-job-template.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(template["variables"])
+    placeholders = set(re.findall(r"\{\{\s*([a-z_]+)\s*\}\}", json.dumps(template["job_configuration"])))
+    assert placeholders <= set(template["variables"]["properties"]), placeholders - set(template["variables"]["properties"])
+
+    job = render_job({})
+    check_k8s_object(job, "rendered job (defaults)")
+    pod = job["spec"]["template"]["spec"]
+    [c] = pod["containers"]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "1" == c["resources"]["requests"]["nvidia.com/gpu"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert c["envFrom"] == [{"secretRef": {"name": "fleet-settings"}}]
+    assert c["args"][:3] == ["prefect", "flow-run", "execute"]  # the worker filled in the command
+    assert any(e["name"] == "PREFECT__FLOW_RUN_ID" for e in c["env"])
+
+    two = render_job({"gpu_count": "2", "node_selector": {"cloud.google.com/gke-accelerator": "nvidia-l4"},
+                      "env": {"FLEET_TASK_RUNNER": "threads"}})
+    check_k8s_object(two, "rendered job (2 GPUs)")
+    c2 = two["spec"]["template"]["spec"]["containers"][0]
+    assert c2["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert {"name": "FLEET_TASK_RUNNER", "value": "threads"} in c2["env"]
+
+    with pytest.raises(jsonschema.ValidationError, match="many"):
+        render_job({"gpu_count": "many"})
