@@ -101,6 +101,37 @@ def run(
         _fail(str(result), code=1)
 
 
+@app.command()
+def train(
+    fleet: Path = FleetOpt,
+    only: Optional[list[str]] = typer.Option(None, "--only", help="Train only this specialist (repeatable)."),
+) -> None:
+    """Curate and fine-tune only: no evaluation, no registration (the next `fleet run` does those).
+
+    Safe under `accelerate launch --multi_gpu` or `torchrun` (several GPUs of one node): the main process
+    curates first, every process trains on its share of each batch, and only the main process stores the model.
+    """
+    settings = _settings()
+    _, selected = _load(fleet, only)
+    import torch
+    from accelerate import PartialState
+
+    from fleet import curation, training
+
+    state = PartialState(cpu=not torch.cuda.is_available())  # on CPU, ranks of a launch talk over gloo
+    store = settings.store_handle()
+    for s in selected:
+        with state.main_process_first():  # the others then find the same data version stored
+            ds = curation.curate(s, store)
+        try:
+            info = training.ensure_trained(s, store, ds.version, settings.runs_dir)
+        except training.TrainingError as exc:
+            _fail(str(exc))
+        if state.is_main_process:
+            how = "already stored" if info["reused"] else f"trained by {info.get('world_size', 1)} process(es)"
+            out.print(f"{s.name}: data {ds.version}, model {info['training_key']} {how}", highlight=False)
+
+
 def _print_rows(rows: list[dict]) -> None:
     table = Table(title="fleet run")
     cols = ["specialist", "status", "version", "alias", "verdict", "challenger_macro_f1", "champion_macro_f1",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import threading
 from collections import Counter
@@ -94,6 +95,7 @@ class TrainResult:
     trainable_params: int
     total_params: int
     resumed_from: str | None
+    world_size: int = 1  # processes that trained it together (`accelerate launch`)
 
 
 def _last_checkpoint(out: Path) -> str | None:
@@ -199,9 +201,11 @@ def fine_tune(
     out = trainer.train(resume_from_checkpoint=resume)
 
     model_dir = run_dir / "model"
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    save_classifier(model.merge_and_unload(), tokenizer, model_dir, labels, max_length)
+    if trainer.is_world_process_zero():  # under `accelerate launch`, one process writes the model
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        save_classifier(model.merge_and_unload(), tokenizer, model_dir, labels, max_length)
+    trainer.accelerator.wait_for_everyone()
     return TrainResult(
         model_dir=str(model_dir),
         max_length=max_length,
@@ -211,6 +215,7 @@ def fine_tune(
         trainable_params=int(trainable),
         total_params=int(total),
         resumed_from=resume,
+        world_size=int(args.world_size),
     )
 
 
@@ -251,6 +256,11 @@ class TextClassifier:
 _FINE_TUNE_LOCK = threading.Lock()
 
 
+def is_main_process() -> bool:
+    """False only in the non-zero ranks of a distributed launch (`accelerate launch`, torchrun)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def ensure_trained(spec: SpecialistSpec, store, dataset_version: str, runs_dir: str | Path, progress: bool = True) -> dict:
     """The model for (spec, dataset version): fetched from the store if it was trained before, else trained now.
 
@@ -275,6 +285,8 @@ def ensure_trained(spec: SpecialistSpec, store, dataset_version: str, runs_dir: 
     # turn and neither would be reproducible. One at a time per process; other stages still overlap.
     with _FINE_TUNE_LOCK:
         result = fine_tune(spec, train["text"].tolist(), train["label"].tolist(), run_dir, progress=progress)
+    if not is_main_process():
+        return {"training_key": key, "model_dir": result.model_dir, "reused": False, "stored": False}
     store.upload_dir(Path(result.model_dir), f"{prefix}/model")
     info = {**result.__dict__, "training_key": key, "dataset_version": dataset_version}
     info.pop("model_dir")

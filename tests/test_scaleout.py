@@ -59,3 +59,42 @@ def test_dask_runner_matches_thread_runner(tmp_path, fleet_home, monkeypatch):
         for k in ("dataset_version", "version", "alias", "verdict", "challenger_macro_f1", "baseline_macro_f1"):
             assert a[k] == b[k], (name, k, a[k], b[k])
         np.testing.assert_allclose(p_threads[name], p_dask[name], atol=1e-5)
+
+
+def test_distributed_fine_tune_then_register(tmp_path, fleet_home, monkeypatch):
+    """`fleet train` in 2 processes (DDP over gloo on CPU): the model is stored once, and the next fleet run
+    evaluates and registers that model instead of training again.
+
+    Launched with torchrun, the launcher `accelerate launch --multi_gpu` runs on GPUs (accelerate has no
+    multi-process CPU mode without MPI); the Trainer goes through accelerate either way."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import free_port
+    from fleet.settings import Settings
+    from flows.fleet import fleet_flow
+
+    fleet_file = write_toy_fleet(tmp_path / "f")
+    env = {**os.environ, "FLEET_HOME": str(fleet_home), "OMP_NUM_THREADS": "1"}
+    launcher = Path(sys.executable).parent / "torchrun"
+    r = subprocess.run([str(launcher), "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                        "--master_port", str(free_port()), "-m", "fleet.cli", "train", "--fleet", str(fleet_file)],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.stdout.count("trained by 2 process(es)") == 1, r.stdout  # printed by the main process only
+
+    store = Settings.load().store_handle()
+    [manifest_key] = [k for k in store.list("models/toy/") if k.endswith("/manifest.json")]
+    manifest = json.loads(store.get_bytes(manifest_key))
+    assert manifest["world_size"] == 2
+
+    [row] = fleet_flow(fleet_file=str(fleet_file))
+    assert row["status"] == "trained" and row["version"] == "1"
+    from mlflow import MlflowClient
+
+    version = MlflowClient().get_model_version("toy", "1")
+    assert version.tags["train_key"] == manifest["training_key"]
+    assert [k for k in store.list("models/toy/") if k.endswith("/manifest.json")] == [manifest_key]
+    assert json.loads(store.get_bytes(manifest_key)) == manifest  # not trained again
