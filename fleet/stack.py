@@ -88,7 +88,10 @@ def env_file(home: Path) -> Path:
 
 def find_pg_bin(explicit: str | None = None) -> Path | None:
     """PostgreSQL's server binaries: ``explicit``, $FLEET_PG_BIN, Debian's /usr/lib/postgresql/N/bin, or PATH."""
-    candidates = [explicit, os.environ.get("FLEET_PG_BIN")]
+    if explicit:
+        ok = (Path(explicit) / "initdb").is_file() and (Path(explicit) / "pg_ctl").is_file()
+        return Path(explicit) if ok else None
+    candidates = [os.environ.get("FLEET_PG_BIN")]
     candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name)
                          if Path(p).parent.name.isdigit() else 0, reverse=True)
     on_path = shutil.which("initdb")
@@ -155,8 +158,9 @@ def up(home: Path, pg_bin: str | None = None, timeout_s: float = 240, progress=p
         down(home, progress=lambda *_: None)  # leftovers of a crashed stack
     bin_dir = find_pg_bin(pg_bin)
     if bin_dir is None:
-        raise StackError("PostgreSQL's server binaries (initdb, pg_ctl) were not found in $FLEET_PG_BIN, "
-                         "/usr/lib/postgresql/*/bin or PATH: install them (Debian: apt-get install postgresql)")
+        where = f"--pg-bin {pg_bin}" if pg_bin else "$FLEET_PG_BIN, /usr/lib/postgresql/*/bin or PATH"
+        raise StackError(f"PostgreSQL's server binaries (initdb, pg_ctl) were not found in {where}: "
+                         "install them (Debian: apt-get install postgresql)")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "logs").mkdir(exist_ok=True)
     pg_as = PG_USER if os.geteuid() == 0 else None
