@@ -141,8 +141,12 @@ def test_fleet_up_run_down(tmp_path):
 
         members = {s.name: fleet_stack.members(s) for s in st.services}
         assert all(members.values())
-        serve.send_signal(signal.SIGINT)
-        serve.wait(30)
+        os.killpg(serve.pid, signal.SIGTERM)  # `fleet serve` and the flow-run processes it started
+        try:
+            serve.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(serve.pid, signal.SIGKILL)
+            serve.wait(10)
         serve = None
         down = fleet("down", env=env)
         assert "stopped: mlflow, prefect, s3, postgres" in down.stdout
