@@ -58,7 +58,10 @@ def test_dask_runner_matches_thread_runner(tmp_path, fleet_home, monkeypatch):
         assert a["status"] == b["status"] == "trained", (a, b)
         for k in ("dataset_version", "version", "alias", "verdict", "challenger_macro_f1", "baseline_macro_f1"):
             assert a[k] == b[k], (name, k, a[k], b[k])
-        np.testing.assert_allclose(p_threads[name], p_dask[name], atol=1e-5)
+        # Not bitwise: Dask workers run torch with one intra-op thread (Dask sets OMP_NUM_THREADS=1), this
+        # process with two, so float sums happen in another order (seen: up to 2.7e-5 on probabilities ~1e-5).
+        np.testing.assert_array_equal(p_threads[name].argmax(1), p_dask[name].argmax(1))
+        np.testing.assert_allclose(p_threads[name], p_dask[name], atol=1e-4)
 
 
 def test_distributed_fine_tune_then_register(tmp_path, fleet_home, monkeypatch):
