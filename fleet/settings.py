@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -101,8 +102,9 @@ class Settings(BaseSettings):
 
     # -- derived locations
     @property
-    def embedded_mlflow(self) -> bool:
-        return not self.mlflow_tracking_uri
+    def mlflow_server(self) -> bool:
+        """MLflow is tracked by a server (which places artifacts), not a database file or URI of its own."""
+        return urlsplit(self.tracking_uri).scheme in ("http", "https", "databricks")
 
     @property
     def store_url(self) -> str:
@@ -114,10 +116,13 @@ class Settings(BaseSettings):
 
     @property
     def artifacts(self) -> str | None:
-        """Artifact root for new experiments: set, the embedded folder, or None (the tracking server decides)."""
+        """Artifact root for new experiments: set, None when a tracking server decides, else under the home.
+
+        With a database URI (the embedded SQLite, or one exported by ``apply()``), MLflow's own default would
+        be ``./mlruns`` of whatever folder the command runs in."""
         if self.artifact_root:
             return self.artifact_root
-        return str(self.home / "mlflow" / "artifacts") if self.embedded_mlflow else None
+        return None if self.mlflow_server else str(self.home / "mlflow" / "artifacts")
 
     @property
     def runs_dir(self) -> Path:
@@ -158,7 +163,7 @@ class Settings(BaseSettings):
         """Create the home, export the settings for the libraries and point MLflow at its store.
 
         Call before importing prefect: Prefect reads its settings at import."""
-        if self.embedded_mlflow:
+        if not self.mlflow_tracking_uri:
             (self.home / "mlflow").mkdir(parents=True, exist_ok=True)
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         os.environ.update(self.exported())

@@ -43,6 +43,8 @@ def test_specialist_path_then_up_to_date_then_worse_challenger(tmp_path, fleet_h
     artifacts = {a.path for a in client.list_artifacts(v1.run_id, "evaluation")}
     assert {"evaluation/confusion_challenger.png", "evaluation/confusion_baseline.png"} <= artifacts
     assert {a.path for a in client.list_artifacts(v1.run_id, "dataset")} >= {"dataset/DATASET.md", "dataset/lengths.png"}
+    # embedded: artifacts under the home, never in MLflow's default ./mlruns of the working folder
+    assert client.get_run(v1.run_id).info.artifact_uri.startswith((fleet_home / "mlflow" / "artifacts").resolve().as_uri())
 
     model = mlflow.pyfunc.load_model("models:/toy@champion")
     pred = model.predict(["It will rain in Madrid tomorrow", "I cooked pasta in Madrid"])

@@ -43,6 +43,29 @@ def test_embedded_defaults(clean_env, tmp_path):
     assert s.tracking_uri.startswith("sqlite:///") and s.artifacts.endswith("mlflow/artifacts")
 
 
+def test_artifacts_stay_under_the_home_after_apply(clean_env, tmp_path):
+    """apply() exports the SQLite tracking URI for the libraries; settings read after it (a task, a Dask worker)
+    must still put artifacts under the home, not in MLflow's default ./mlruns of the working directory."""
+    import os
+
+    saved = dict(os.environ)
+    try:
+        first = Settings.load().apply()
+        again = Settings.load()
+    finally:  # apply() exports to os.environ: put it back
+        os.environ.clear()
+        os.environ.update(saved)
+        import mlflow
+
+        mlflow.set_tracking_uri(None)
+    assert again.tracking_uri == first.tracking_uri
+    assert again.artifacts == first.artifacts == str((tmp_path / "home" / "mlflow" / "artifacts").resolve())
+    clean_env.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")  # a database, not a server
+    assert Settings.load().artifacts == first.artifacts
+    clean_env.setenv("MLFLOW_TRACKING_URI", "https://mlflow.example.com")
+    assert Settings.load().artifacts is None
+
+
 def test_bad_settings_are_named(clean_env, tmp_path):
     clean_env.setenv("FLEET_ENV_FILE", str(tmp_path / "missing.env"))
     with pytest.raises(SettingsError, match="missing.env: no such settings file"):
