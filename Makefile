@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test check install clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 2; }
@@ -22,7 +22,15 @@ demo: $(STAMP)
 	$(VENV)/bin/fleet run --fleet deployments/fleet.yaml
 	$(VENV)/bin/fleet status
 
-test: $(STAMP)
+# The layer contract, lint, format and types: fast, so they run before the tests.
+check: $(STAMP)
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+# pytest exits 5 when it collects no test: that fails here too.
+test: check
 	$(PY) -m pytest -q
 
 clean:

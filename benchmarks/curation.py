@@ -52,17 +52,26 @@ def make_rows(n: int, seed: int = 0) -> pd.DataFrame:
     base = pd.read_csv(resolve_package(SOURCE), sep="\t", header=None, names=["label", "text"], quoting=3, dtype=str)
     rng = random.Random(seed)
     idx = [rng.randrange(len(base)) for _ in range(n)]
-    return pd.DataFrame({"text": [perturb(base.text[j], rng, i) for i, j in enumerate(idx)], "label": [base.label[j] for j in idx]})
+    return pd.DataFrame(
+        {"text": [perturb(base.text[j], rng, i) for i, j in enumerate(idx)], "label": [base.label[j] for j in idx]}
+    )
 
 
 def run(rows: int, near_dup: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "sms.csv"
         make_rows(rows).to_csv(path, index=False)
-        spec = parse_fleet({"specialists": {"bench": {
-            "data": {"source": str(path)}, "labels": ["ham", "spam"],
-            "curation": {"near_duplicates": {"enabled": near_dup}},
-        }}}).specialists["bench"]
+        spec = parse_fleet(
+            {
+                "specialists": {
+                    "bench": {
+                        "data": {"source": str(path)},
+                        "labels": ["ham", "spam"],
+                        "curation": {"near_duplicates": {"enabled": near_dup}},
+                    }
+                }
+            }
+        ).specialists["bench"]
         start = time.perf_counter()
         ds = curate(spec, LocalStore(Path(tmp) / "store"))
         seconds = time.perf_counter() - start

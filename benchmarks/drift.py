@@ -22,6 +22,7 @@ import random
 import sys
 import tempfile
 import time
+from datetime import UTC
 from pathlib import Path
 
 import numpy as np
@@ -75,8 +76,15 @@ def main() -> None:
     rest_idx = [i for i, lab in enumerate(test["label"]) if lab != rare]
 
     def window(p, idx):
-        return detect(ref, p["emb"][idx], [p["label"][i] for i in idx], p["conf"][idx], spec.drift.thresholds(),
-                      permutations=spec.drift.permutations, seed=int(idx[0]))
+        return detect(
+            ref,
+            p["emb"][idx],
+            [p["label"][i] for i in idx],
+            p["conf"][idx],
+            spec.drift.thresholds(),
+            permutations=spec.drift.permutations,
+            seed=int(idx[0]),
+        )
 
     results = {}
     for kind in ("none", "prior", "domain"):
@@ -96,7 +104,12 @@ def main() -> None:
             fired += v.drifted
             for s in v.fired:
                 signals[s] = signals.get(s, 0) + 1
-        results[kind] = {"windows": args.windows, "alarms": fired, "rate": fired / args.windows, "signals_fired": signals}
+        results[kind] = {
+            "windows": args.windows,
+            "alarms": fired,
+            "rate": fired / args.windows,
+            "signals_fired": signals,
+        }
 
     # end to end through the traffic log: write a window, time check()
     from fleet.monitoring import simulate
@@ -126,25 +139,40 @@ def main() -> None:
 def event_latency(fleet_file: str, name: str, events: int) -> dict:
     import subprocess
     import urllib.request
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from fleet.localserver import start_prefect_server
     from fleet.settings import Settings
     from fleet.storage import put_json
 
     settings = Settings.load().apply()
-    put_json(settings.store_handle(), f"retrains/{name}/last.json",
-             {"at": datetime.now(timezone.utc).isoformat(), "drift_report": "benchmark"})
+    put_json(
+        settings.store_handle(),
+        f"retrains/{name}/last.json",
+        {"at": datetime.now(UTC).isoformat(), "drift_report": "benchmark"},
+    )
     with tempfile.TemporaryDirectory() as tmp:
         server = start_prefect_server(Path(tmp) / "server")
-        env = {**os.environ, "PREFECT_API_URL": server.url, "PREFECT_HOME": str(Path(tmp) / "client"),
-               "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
-        serve = subprocess.Popen([str(Path(sys.executable).parent / "fleet"), "serve", "--fleet", fleet_file,
-                                  "--train-cron", ""], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env = {
+            **os.environ,
+            "PREFECT_API_URL": server.url,
+            "PREFECT_HOME": str(Path(tmp) / "client"),
+            "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+        }
+        serve = subprocess.Popen(
+            [str(Path(sys.executable).parent / "fleet"), "serve", "--fleet", fleet_file, "--train-cron", ""],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
         def post(path, body):
-            req = urllib.request.Request(server.url + path, data=json.dumps(body).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
+            req = urllib.request.Request(
+                server.url + path,
+                data=json.dumps(body).encode(),
+                method="POST",
+                headers={"Content-Type": "application/json"},
+            )
             with urllib.request.urlopen(req, timeout=30) as r:
                 return json.loads(r.read())
 
@@ -152,21 +180,32 @@ def event_latency(fleet_file: str, name: str, events: int) -> dict:
             deadline = time.monotonic() + 180
             while not post("/automations/filter", {}) and time.monotonic() < deadline:
                 time.sleep(1)
-            script = ("import sys, time\nfrom prefect.events import emit_event\n"
-                      f"for i in range({events}):\n"
-                      "    print(time.time(), flush=True)\n"
-                      f"    emit_event(event='fleet.specialist.drift-detected', resource={{'prefect.resource.id': "
-                      f"'fleet.specialist.{name}', 'fleet.name': '{name}'}}, payload={{'report_id': f'bench-{{i}}'}})\n"
-                      "    time.sleep(30)\n")
-            emitted = [float(x) for x in subprocess.run([sys.executable, "-c", script], env=env, check=True,
-                                                        capture_output=True, text=True).stdout.split()]
+            script = (
+                "import sys, time\nfrom prefect.events import emit_event\n"
+                f"for i in range({events}):\n"
+                "    print(time.time(), flush=True)\n"
+                f"    emit_event(event='fleet.specialist.drift-detected', resource={{'prefect.resource.id': "
+                f"'fleet.specialist.{name}', 'fleet.name': '{name}'}}, payload={{'report_id': f'bench-{{i}}'}})\n"
+                "    time.sleep(30)\n"
+            )
+            emitted = [
+                float(x)
+                for x in subprocess.run(
+                    [sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True
+                ).stdout.split()
+            ]
             deadline = time.monotonic() + 300
             starts: list[float] = []
             while time.monotonic() < deadline:
                 flows = {f["id"]: f["name"] for f in post("/flows/filter", {})}
-                runs = [r for r in post("/flow_runs/filter", {"limit": 100})
-                        if r.get("start_time") and flows.get(r["flow_id"]) == "retrain"]
-                starts = sorted(datetime.fromisoformat(r["start_time"].replace("Z", "+00:00")).timestamp() for r in runs)
+                runs = [
+                    r
+                    for r in post("/flow_runs/filter", {"limit": 100})
+                    if r.get("start_time") and flows.get(r["flow_id"]) == "retrain"
+                ]
+                starts = sorted(
+                    datetime.fromisoformat(r["start_time"].replace("Z", "+00:00")).timestamp() for r in runs
+                )
                 if len(starts) >= events:
                     break
                 time.sleep(2)
@@ -175,8 +214,12 @@ def event_latency(fleet_file: str, name: str, events: int) -> dict:
             serve.wait(30)
             server.stop()
     delays = [s - e for e, s in zip(emitted, starts)]
-    return {"events": events, "runs_started": len(starts), "seconds": [round(d, 1) for d in delays],
-            "median_seconds": round(float(np.median(delays)), 1) if delays else None}
+    return {
+        "events": events,
+        "runs_started": len(starts),
+        "seconds": [round(d, 1) for d in delays],
+        "median_seconds": round(float(np.median(delays)), 1) if delays else None,
+    }
 
 
 if __name__ == "__main__":

@@ -47,9 +47,15 @@ def main() -> None:
         jt = [jac(a, b, n, kind) for a, b in twins]
         jd = [jac(a, b, n, kind) for a, b in distinct]
         for th in (0.5, 0.6, 0.7, 0.8):
-            rows.append({"shingle": kind, "size": n, "threshold": th,
-                         "twins_caught": round(sum(j >= th for j in jt) / len(jt), 4),
-                         "distinct_merged": round(sum(j >= th for j in jd) / len(jd), 6)})
+            rows.append(
+                {
+                    "shingle": kind,
+                    "size": n,
+                    "threshold": th,
+                    "twins_caught": round(sum(j >= th for j in jt) / len(jt), 4),
+                    "distinct_merged": round(sum(j >= th for j in jd) / len(jd), 6),
+                }
+            )
     out = ROOT / "benchmarks" / "results" / "near_duplicates.json"
     out.write_text(json.dumps({"twins": len(twins), "distinct_pairs": len(distinct), "results": rows}, indent=2) + "\n")
     for r in rows:

@@ -60,8 +60,10 @@ def main() -> None:
     finally:
         result["fleet_down_s"] = timed(["down"], stack_env, log)
     e, s = result["runs"]["embedded"], result["runs"]["stack"]
-    result["stack_over_embedded"] = {"first": round(s["first_s"] / e["first_s"], 3),
-                                     "second": round(s["second_s"] / e["second_s"], 3)}
+    result["stack_over_embedded"] = {
+        "first": round(s["first_s"] / e["first_s"], 3),
+        "second": round(s["second_s"] / e["second_s"], 3),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 KINDS = ("email", "iban", "card", "ip", "phone")
@@ -23,7 +24,6 @@ _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 _IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
-_DIGITS = re.compile(r"\d")
 _PHONE_HINT = re.compile(r"\d[\d\s().+-]{5,}\d")  # 7+ characters of digits and separators: worth parsing
 
 
@@ -67,7 +67,7 @@ class Redaction:
 class PiiRedactor:
     """Finds and replaces the configured kinds of PII in a text."""
 
-    def __init__(self, kinds: list[str] | tuple[str, ...] = KINDS, phone_regions: list[str] | tuple[str, ...] = ("US", "GB")):
+    def __init__(self, kinds: Sequence[str] = KINDS, phone_regions: Sequence[str] = ("US", "GB")):
         unknown = set(kinds) - set(KINDS)
         if unknown:
             raise ValueError(f"unknown PII kind(s): {', '.join(sorted(unknown))} (known: {', '.join(KINDS)})")
@@ -89,7 +89,10 @@ class PiiRedactor:
         for region in self.phone_regions:
             if not _PHONE_HINT.search(text):
                 break
-            spans = [(m.start, m.end) for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID)]
+            spans = [
+                (m.start, m.end)
+                for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID)
+            ]
             for start, end in reversed(spans):
                 text = text[:start] + PLACEHOLDER["phone"] + text[end:]
                 hits["phone"] += 1

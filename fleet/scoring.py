@@ -1,57 +1,47 @@
-"""Batch scoring: texts from a file or an S3 prefix in, predictions out, every one logged as traffic."""
+"""What every kind's scoring shares: slices of the test split and bootstrap intervals of per-row scores."""
 
 from __future__ import annotations
 
-import json
-import tempfile
-from pathlib import Path
-from urllib.parse import urlparse
+import re
 
+import numpy as np
 import pandas as pd
 
-from fleet import registry, traffic
-from fleet.curation import CurationError, load_raw
-from fleet.spec import DataSpec
-from fleet.storage import ObjectStore, S3Store
+from fleet.config import SliceSpec
+from fleet.results import Metric
 
 
-def read_texts(source: str, text_column: str = "text") -> list[str]:
-    """Texts from a local file, ``s3://BUCKET/KEY``, or every file under ``s3://BUCKET/PREFIX/``."""
-    sources = [source]
-    if source.startswith("s3://") and source.endswith("/"):
-        parsed = urlparse(source)
-        bucket = S3Store(f"s3://{parsed.netloc}")
-        sources = [f"s3://{parsed.netloc}/{k}" for k in bucket.list(parsed.path.strip("/"))]
-        if not sources:
-            raise CurationError(f"{source}: no files under this prefix")
-    texts: list[str] = []
-    for src in sources:
-        df = load_raw(DataSpec(source=src, text_column=text_column, label_column=text_column))
-        texts += [str(t) for t in df["text"] if str(t).strip()]
-    return texts
+def slice_mask(sl: SliceSpec, test: pd.DataFrame) -> np.ndarray:
+    """The test rows in slice ``sl`` (by a kept column's value, text length, or a regular expression)."""
+    mask = np.ones(len(test), dtype=bool)
+    texts = test["text"].astype(str)
+    if sl.column is not None:
+        if sl.column not in test.columns:
+            raise ValueError(f"slice {sl.name}: column {sl.column!r} is not kept (add it to data.extra_columns)")
+        mask &= (test[sl.column].astype(str) == sl.value).to_numpy()
+    if sl.min_chars is not None:
+        mask &= (texts.str.len() >= sl.min_chars).to_numpy()
+    if sl.max_chars is not None:
+        mask &= (texts.str.len() <= sl.max_chars).to_numpy()
+    if sl.regex is not None:
+        pattern = re.compile(sl.regex)
+        mask &= np.array([bool(pattern.search(t)) for t in texts], dtype=bool)
+    return mask
 
 
-def score(name: str, texts: list[str], store: ObjectStore, alias: str = "champion") -> pd.DataFrame:
-    from fleet.training import TextClassifier
-
-    v = registry.champion_version(name) if alias == "champion" else None
-    version = str(v.version) if v is not None else None
-    if version is None:
-        raise registry.RegistryError(f"{name}: no {alias} version to score with")
-    with tempfile.TemporaryDirectory() as tmp:
-        preds = TextClassifier(registry.download_model_dir(name, version, tmp)).predict(texts)
-    out = pd.DataFrame({"text": texts, "label": [p[0] for p in preds], "score": [p[1] for p in preds],
-                        "model_version": version})
-    traffic.log_predictions(store, name, texts, out["label"].tolist(), out["score"].tolist(), version)
-    return out
+def bootstrap_indices(n: int, resamples: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
 
 
-def write_predictions(df: pd.DataFrame, dest: str) -> str:
-    blob = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in df.to_dict("records")).encode()
-    if dest.startswith("s3://"):
-        parsed = urlparse(dest)
-        S3Store(f"s3://{parsed.netloc}").put_bytes(parsed.path.lstrip("/"), blob)
-    else:
-        Path(dest).parent.mkdir(parents=True, exist_ok=True)
-        Path(dest).write_bytes(blob)
-    return dest
+def interval(values: np.ndarray, level: float) -> tuple[float, float]:
+    lo_q, hi_q = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+    return float(np.percentile(values, lo_q)), float(np.percentile(values, hi_q))
+
+
+def mean_with_ci(per_row: np.ndarray, resamples: int, seed: int, level: float) -> Metric:
+    """The mean of a per-row score with a percentile bootstrap interval."""
+    per_row = np.asarray(per_row, dtype=float)
+    if len(per_row) == 0:
+        return Metric(value=0.0, ci=(0.0, 0.0))
+    boot = per_row[bootstrap_indices(len(per_row), resamples, seed)].mean(axis=1)
+    return Metric(value=float(per_row.mean()), ci=interval(boot, level))

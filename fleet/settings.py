@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -34,45 +34,73 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore")
 
     # -- embedded state and the object store
-    home: Path = Field(Path(".fleet"), validation_alias=_env("FLEET_HOME"),
-                       description="Folder for all embedded state.")
-    store: str | None = Field(None, validation_alias=_env("FLEET_STORE"),
-                              description="Object store for data sets, checkpoints, traffic: a folder or s3://BUCKET/PREFIX.")
-    s3_endpoint_url: str | None = Field(None, validation_alias=_env("AWS_ENDPOINT_URL"),
-                                        description="S3-compatible endpoint (MinIO, moto); empty for AWS itself.")
+    home: Path = Field(
+        Path(".fleet"), validation_alias=_env("FLEET_HOME"), description="Folder for all embedded state."
+    )
+    store: str | None = Field(
+        None,
+        validation_alias=_env("FLEET_STORE"),
+        description="Object store for data sets, checkpoints, traffic: a folder or s3://BUCKET/PREFIX.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        validation_alias=_env("AWS_ENDPOINT_URL"),
+        description="S3-compatible endpoint (MinIO, moto); empty for AWS itself.",
+    )
     aws_region: str | None = Field(None, validation_alias=_env("AWS_DEFAULT_REGION", "AWS_REGION"))
-    aws_profile: str | None = Field(None, validation_alias=_env("AWS_PROFILE"),
-                                    description="Named profile of the AWS credential chain.")
+    aws_profile: str | None = Field(
+        None, validation_alias=_env("AWS_PROFILE"), description="Named profile of the AWS credential chain."
+    )
     aws_shared_credentials_file: str | None = Field(None, validation_alias=_env("AWS_SHARED_CREDENTIALS_FILE"))
 
     # -- Prefect
-    prefect_api_url: str | None = Field(None, validation_alias=_env("PREFECT_API_URL"),
-                                        description="Prefect server API; empty: a temporary local server.")
+    prefect_api_url: str | None = Field(
+        None,
+        validation_alias=_env("PREFECT_API_URL"),
+        description="Prefect server API; empty: a temporary local server.",
+    )
     prefect_api_key: SecretStr | None = Field(None, validation_alias=_env("PREFECT_API_KEY"))
-    prefect_api_auth_string: SecretStr | None = Field(None, validation_alias=_env("PREFECT_API_AUTH_STRING"),
-                                                      description="user:password of a server with basic auth.")
+    prefect_api_auth_string: SecretStr | None = Field(
+        None, validation_alias=_env("PREFECT_API_AUTH_STRING"), description="user:password of a server with basic auth."
+    )
 
     # -- MLflow
-    mlflow_tracking_uri: str | None = Field(None, validation_alias=_env("MLFLOW_TRACKING_URI"),
-                                            description="MLflow tracking server; empty: SQLite under the home.")
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        validation_alias=_env("MLFLOW_TRACKING_URI"),
+        description="MLflow tracking server; empty: SQLite under the home.",
+    )
     mlflow_tracking_username: str | None = Field(None, validation_alias=_env("MLFLOW_TRACKING_USERNAME"))
     mlflow_tracking_password: SecretStr | None = Field(None, validation_alias=_env("MLFLOW_TRACKING_PASSWORD"))
     mlflow_tracking_token: SecretStr | None = Field(None, validation_alias=_env("MLFLOW_TRACKING_TOKEN"))
-    artifact_root: str | None = Field(None, validation_alias=_env("FLEET_ARTIFACT_ROOT"),
-                                      description="Artifact location of new experiments; default: the server's.")
+    artifact_root: str | None = Field(
+        None,
+        validation_alias=_env("FLEET_ARTIFACT_ROOT"),
+        description="Artifact location of new experiments; default: the server's.",
+    )
 
     # -- scale-out
     task_runner: Literal["threads", "dask", "deployments"] = Field(
-        "threads", validation_alias=_env("FLEET_TASK_RUNNER"),
-        description="How the fleet flow fans out: threads in-process, a Dask cluster, or one deployment run each.")
-    max_workers: int = Field(2, ge=1, validation_alias=_env("FLEET_MAX_WORKERS"),
-                             description="threads: specialists at once.")
-    dask_address: str | None = Field(None, validation_alias=_env("FLEET_DASK_ADDRESS"),
-                                     description="dask: scheduler address (tcp://...); empty: a local cluster.")
-    dask_workers: int = Field(2, ge=1, validation_alias=_env("FLEET_DASK_WORKERS"),
-                              description="dask: worker processes of the local cluster.")
-    specialist_deployment: str = Field("specialist/specialist", validation_alias=_env("FLEET_SPECIALIST_DEPLOYMENT"),
-                                       description="deployments: the FLOW/DEPLOYMENT run once per specialist.")
+        "threads",
+        validation_alias=_env("FLEET_TASK_RUNNER"),
+        description="How the fleet flow fans out: threads in-process, a Dask cluster, or one deployment run each.",
+    )
+    max_workers: int = Field(
+        2, ge=1, validation_alias=_env("FLEET_MAX_WORKERS"), description="threads: specialists at once."
+    )
+    dask_address: str | None = Field(
+        None,
+        validation_alias=_env("FLEET_DASK_ADDRESS"),
+        description="dask: scheduler address (tcp://...); empty: a local cluster.",
+    )
+    dask_workers: int = Field(
+        2, ge=1, validation_alias=_env("FLEET_DASK_WORKERS"), description="dask: worker processes of the local cluster."
+    )
+    specialist_deployment: str = Field(
+        "specialist/specialist",
+        validation_alias=_env("FLEET_SPECIALIST_DEPLOYMENT"),
+        description="deployments: the FLOW/DEPLOYMENT run once per specialist.",
+    )
 
     @field_validator("home")
     @classmethod
@@ -80,15 +108,15 @@ class Settings(BaseSettings):
         return v.expanduser().resolve()
 
     @classmethod
-    def load(cls, env_file: str | os.PathLike | None = None) -> "Settings":
+    def load(cls, env_file: str | os.PathLike | None = None) -> Settings:
         """Read the environment and the settings file (``env_file`` or $FLEET_ENV_FILE), which must exist if named."""
         env_file = env_file or os.environ.get(ENV_FILE_VAR) or None
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if env_file is not None:
             path = Path(env_file)
             if not path.is_file():
                 raise SettingsError(f"{ENV_FILE_VAR}={env_file}: no such settings file")
-            kwargs["_env_file"] = path
+            kwargs["_env_file"] = path  # pydantic-settings' own keyword
         try:
             return cls(**kwargs)
         except ValidationError as exc:
@@ -135,16 +163,25 @@ class Settings(BaseSettings):
     def exported(self) -> dict[str, str]:
         """The variables the libraries read (Prefect, MLflow, boto3), secrets included: for os.environ only."""
         pairs = {
-            "FLEET_HOME": str(self.home), "FLEET_STORE": self.store, "FLEET_ARTIFACT_ROOT": self.artifact_root,
-            "FLEET_TASK_RUNNER": self.task_runner, "FLEET_DASK_ADDRESS": self.dask_address,
-            "AWS_ENDPOINT_URL": self.s3_endpoint_url, "AWS_DEFAULT_REGION": self.aws_region,
-            "AWS_PROFILE": self.aws_profile, "AWS_SHARED_CREDENTIALS_FILE": self.aws_shared_credentials_file,
-            "PREFECT_API_URL": self.prefect_api_url, "MLFLOW_TRACKING_URI": self.tracking_uri,
+            "FLEET_HOME": str(self.home),
+            "FLEET_STORE": self.store,
+            "FLEET_ARTIFACT_ROOT": self.artifact_root,
+            "FLEET_TASK_RUNNER": self.task_runner,
+            "FLEET_DASK_ADDRESS": self.dask_address,
+            "AWS_ENDPOINT_URL": self.s3_endpoint_url,
+            "AWS_DEFAULT_REGION": self.aws_region,
+            "AWS_PROFILE": self.aws_profile,
+            "AWS_SHARED_CREDENTIALS_FILE": self.aws_shared_credentials_file,
+            "PREFECT_API_URL": self.prefect_api_url,
+            "MLFLOW_TRACKING_URI": self.tracking_uri,
             "MLFLOW_TRACKING_USERNAME": self.mlflow_tracking_username,
         }
-        for var, secret in (("PREFECT_API_KEY", self.prefect_api_key), ("PREFECT_API_AUTH_STRING", self.prefect_api_auth_string),
-                            ("MLFLOW_TRACKING_PASSWORD", self.mlflow_tracking_password),
-                            ("MLFLOW_TRACKING_TOKEN", self.mlflow_tracking_token)):
+        for var, secret in (
+            ("PREFECT_API_KEY", self.prefect_api_key),
+            ("PREFECT_API_AUTH_STRING", self.prefect_api_auth_string),
+            ("MLFLOW_TRACKING_PASSWORD", self.mlflow_tracking_password),
+            ("MLFLOW_TRACKING_TOKEN", self.mlflow_tracking_token),
+        ):
             pairs[var] = secret.get_secret_value() if secret is not None else None
         return {k: v for k, v in pairs.items() if v}
 
@@ -159,7 +196,7 @@ class Settings(BaseSettings):
         out["prefect (effective)"] = self.prefect_api_url or "temporary local server"
         return out
 
-    def apply(self) -> "Settings":
+    def apply(self) -> Settings:
         """Create the home, export the settings for the libraries and point MLflow at its store.
 
         Call before importing prefect: Prefect reads its settings at import."""
@@ -171,6 +208,8 @@ class Settings(BaseSettings):
         # Hub models are only fetched when no local copy exists; never phone home for telemetry.
         os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
         os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+        # Artifact downloads are small (records, adapters): no progress bars in command output and logs.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         os.environ.setdefault("DO_NOT_TRACK", "1")
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         # The temporary server's first start migrates a new database: on 2 busy cores that can pass 20 s.

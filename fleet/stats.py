@@ -7,8 +7,13 @@ is scipy's two-sided binomial test on the discordant pairs.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.stats import binomtest
+
+from fleet.results import LabelScore, Metric, PairedTest
+from fleet.scoring import bootstrap_indices, interval
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
@@ -35,38 +40,41 @@ def _from_confusions(cm: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+@dataclass
+class ClassMetrics:
+    """Accuracy, macro-F1 and per-label precision/recall/F1 of one set of predictions, with intervals."""
+
+    n: int
+    accuracy: Metric
+    macro_f1: Metric
+    per_label: dict[str, LabelScore]
+
+
 def metrics_with_ci(
     y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], resamples: int = 1000, seed: int = 0, level: float = 0.95
-) -> dict:
+) -> ClassMetrics:
     """Accuracy, macro-F1 and per-label precision/recall/F1, each with a percentile bootstrap interval."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     k, n = len(labels), len(y_true)
     point = _from_confusions(confusion(y_true, y_pred, k))
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(resamples, n))
+    idx = bootstrap_indices(n, resamples, seed)
     codes = (y_true * k + y_pred)[idx] + (np.arange(resamples) * k * k)[:, None]
-    cms = np.bincount(codes.ravel(), minlength=resamples * k * k).reshape(resamples, k, k)
-    boot = _from_confusions(cms)
-    lo_q, hi_q = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+    boot = _from_confusions(np.bincount(codes.ravel(), minlength=resamples * k * k).reshape(resamples, k, k))
 
-    def ci(values: np.ndarray) -> list[float]:
-        return [float(np.percentile(values, lo_q)), float(np.percentile(values, hi_q))]
+    def metric(name: str, j: int | None = None) -> Metric:
+        value, values = (point[name], boot[name]) if j is None else (point[name][j], boot[name][:, j])
+        return Metric(value=float(value), ci=interval(values, level))
 
-    out = {
-        "n": int(n),
-        "accuracy": float(point["accuracy"]),
-        "accuracy_ci": ci(boot["accuracy"]),
-        "macro_f1": float(point["macro_f1"]),
-        "macro_f1_ci": ci(boot["macro_f1"]),
-        "per_label": {},
+    per_label = {
+        lab: LabelScore(
+            support=int((y_true == j).sum()),
+            precision=metric("precision", j),
+            recall=metric("recall", j),
+            f1=metric("f1", j),
+        )
+        for j, lab in enumerate(labels)
     }
-    for j, lab in enumerate(labels):
-        out["per_label"][lab] = {
-            "support": int((y_true == j).sum()),
-            **{m: float(point[m][j]) for m in ("precision", "recall", "f1")},
-            **{f"{m}_ci": ci(boot[m][:, j]) for m in ("precision", "recall", "f1")},
-        }
-    return out
+    return ClassMetrics(n=int(n), accuracy=metric("accuracy"), macro_f1=metric("macro_f1"), per_label=per_label)
 
 
 def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int = 10) -> float:
@@ -85,11 +93,11 @@ def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int 
     return float(ece)
 
 
-def mcnemar_exact(y_true, pred_a, pred_b) -> dict:
+def mcnemar_exact(y_true, pred_a, pred_b) -> PairedTest:
     """McNemar's exact test on paired predictions: does A's error rate differ from B's?"""
     y_true, pred_a, pred_b = map(np.asarray, (y_true, pred_a, pred_b))
     a_ok, b_ok = pred_a == y_true, pred_b == y_true
     only_a = int((a_ok & ~b_ok).sum())
     only_b = int((~a_ok & b_ok).sum())
     p = 1.0 if only_a + only_b == 0 else float(binomtest(min(only_a, only_b), only_a + only_b, 0.5).pvalue)
-    return {"only_a_correct": only_a, "only_b_correct": only_b, "p_value": p}
+    return PairedTest(test="McNemar exact", a_wins=only_a, b_wins=only_b, p_value=p)

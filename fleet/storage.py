@@ -123,7 +123,9 @@ class S3Store:
         try:
             return fn(**kw)
         except ClientError as exc:
-            raise StorageError(f"s3://{self.bucket}/{kw.get('Key', kw.get('Prefix', ''))}: {what} failed: {exc}") from exc
+            raise StorageError(
+                f"s3://{self.bucket}/{kw.get('Key', kw.get('Prefix', ''))}: {what} failed: {exc}"
+            ) from exc
         except BotoCoreError as exc:
             raise StorageError(f"{self.url}: {what} failed: {exc}") from exc
 

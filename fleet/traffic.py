@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
@@ -29,36 +29,48 @@ def _part_key(kind: str, name: str, when: datetime) -> str:
     return f"{kind}/{name}/date={when:%Y-%m-%d}/part-{when:%H%M%S}-{uuid.uuid4().hex[:12]}.jsonl"
 
 
-def append(store: ObjectStore, kind: str, name: str, rows: list[dict], when: datetime | None = None,
-           redactor: PiiRedactor | None = None) -> str | None:
+def append(
+    store: ObjectStore,
+    kind: str,
+    name: str,
+    rows: list[dict],
+    when: datetime | None = None,
+    redactor: PiiRedactor | None = None,
+) -> str | None:
     """Write one part file of records; each needs ``text``. Returns its key (None for no rows)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
     if not rows:
         return None
-    when = when or datetime.now(timezone.utc)
+    when = when or datetime.now(UTC)
     redactor = redactor or PiiRedactor()
     lines = []
     for r in rows:
-        rec = {**r, "text_hash": text_hash(r["text"]), "text": redactor.redact(r["text"]).text,
-               "time": r.get("time") or when.isoformat()}
+        rec = {
+            **r,
+            "text_hash": text_hash(r["text"]),
+            "text": redactor.redact(r["text"]).text,
+            "time": r.get("time") or when.isoformat(),
+        }
         lines.append(json.dumps(rec, ensure_ascii=False, sort_keys=True))
     key = _part_key(kind, name, when)
     store.put_bytes(key, ("\n".join(lines) + "\n").encode())
     return key
 
 
-def log_predictions(store: ObjectStore, name: str, texts: list[str], labels: list[str], scores: list[float],
-                    model_version: str, when: datetime | None = None) -> str | None:
-    rows = [{"text": t, "label": lab, "score": float(s), "model_version": str(model_version)}
-            for t, lab, s in zip(texts, labels, scores)]
-    return append(store, "traffic", name, rows, when)
+def log_predictions(
+    store: ObjectStore, name: str, rows: list[dict], model_version: str, when: datetime | None = None
+) -> str | None:
+    """Log answered requests: each row has ``text`` and the kind's answer fields (a classifier's
+    ``label`` and ``score``)."""
+    return append(store, "traffic", name, [{**r, "model_version": str(model_version)} for r in rows], when)
 
 
-def read_window(store: ObjectStore, kind: str, name: str, hours: float = 24.0,
-                now: datetime | None = None) -> pd.DataFrame:
+def read_window(
+    store: ObjectStore, kind: str, name: str, hours: float = 24.0, now: datetime | None = None
+) -> pd.DataFrame:
     """Records of the last ``hours`` (by their ``time``), oldest first."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     start = now - timedelta(hours=hours)
     days = {(start + timedelta(days=i)).strftime("%Y-%m-%d") for i in range((now - start).days + 2)}
     rows = []

@@ -12,9 +12,10 @@ from prefect.deployments.runner import EntrypointType
 from prefect.events import DeploymentEventTrigger
 
 from fleet.spec import load_fleet
-from flows.fleet import fleet_flow
+from flows.fleet_run import fleet_flow
 from flows.monitor import monitor_flow
 from flows.retrain import retrain_flow
+from flows.score import score_flow
 from flows.specialist import specialist_flow
 from tasks.drift import DRIFT_EVENT
 
@@ -40,25 +41,74 @@ def specs(fleet_file: str, train_cron: str | None) -> list[dict]:
     """What to deploy: (flow, name, parameters, schedule or triggers) for every deployment."""
     fleet = load_fleet(fleet_file)
     fleet_file = str(Path(fleet_file).resolve())
-    out = [{"flow": fleet_flow, "entrypoint": "flows.fleet:fleet_flow", "name": "fleet-train",
-            "parameters": {"fleet_file": fleet_file, "trigger": "schedule"}, "cron": train_cron, "triggers": None}]
+    out = [
+        {
+            "flow": fleet_flow,
+            "entrypoint": "flows.fleet_run:fleet_flow",
+            "name": "fleet-train",
+            "parameters": {"fleet_file": fleet_file, "trigger": "schedule"},
+            "cron": train_cron,
+            "triggers": None,
+        }
+    ]
     for s in fleet.specialists.values():
-        out.append({"flow": monitor_flow, "entrypoint": "flows.monitor:monitor_flow", "name": f"monitor-{s.name}",
-                    "parameters": {"name": s.name, "fleet_file": fleet_file}, "cron": s.drift.schedule, "triggers": None})
+        out.append(
+            {
+                "flow": monitor_flow,
+                "entrypoint": "flows.monitor:monitor_flow",
+                "name": f"monitor-{s.name}",
+                "parameters": {"name": s.name, "fleet_file": fleet_file},
+                "cron": s.drift.schedule,
+                "triggers": None,
+            }
+        )
     # Run once per specialist by the fleet flow when FLEET_TASK_RUNNER=deployments (no schedule of its own).
-    out.append({"flow": specialist_flow, "entrypoint": "flows.specialist:specialist_flow", "name": "specialist",
-                "parameters": {"fleet_file": fleet_file}, "cron": None, "triggers": None})
-    out.append({"flow": retrain_flow, "entrypoint": "flows.retrain:retrain_flow", "name": "retrain-on-drift",
-                "parameters": {"fleet_file": fleet_file}, "cron": None, "triggers": [drift_trigger(fleet_file)]})
+    out.append(
+        {
+            "flow": specialist_flow,
+            "entrypoint": "flows.specialist:specialist_flow",
+            "name": "specialist",
+            "parameters": {"fleet_file": fleet_file},
+            "cron": None,
+            "triggers": None,
+        }
+    )
+    # Batch scoring, run on demand (`fleet score`, or a run of this deployment with name, source and dest).
+    out.append(
+        {
+            "flow": score_flow,
+            "entrypoint": "flows.score:score_flow",
+            "name": "score",
+            "parameters": {},
+            "cron": None,
+            "triggers": None,
+        }
+    )
+    out.append(
+        {
+            "flow": retrain_flow,
+            "entrypoint": "flows.retrain:retrain_flow",
+            "name": "retrain-on-drift",
+            "parameters": {"fleet_file": fleet_file},
+            "cron": None,
+            "triggers": [drift_trigger(fleet_file)],
+        }
+    )
     return out
 
 
 def runner_deployments(fleet_file: str, train_cron: str | None = "0 3 * * *"):
-    # Module-path entrypoints: loading `flows/retrain.py` as a file would put flows/ on sys.path,
-    # where flows/fleet.py would shadow the `fleet` package.
-    return [d["flow"].to_deployment(name=d["name"], parameters=d["parameters"], cron=d["cron"], triggers=d["triggers"],
-                                    entrypoint_type=EntrypointType.MODULE_PATH)
-            for d in specs(fleet_file, train_cron)]
+    # Module-path entrypoints: the project is installed, so flows load by module path wherever they run.
+    return [
+        d["flow"].to_deployment(
+            name=d["name"],
+            parameters=d["parameters"],
+            cron=d["cron"],
+            triggers=d["triggers"],
+            entrypoint_type=EntrypointType.MODULE_PATH,
+        )
+        for d in specs(fleet_file, train_cron)
+    ]
 
 
 def deploy_to_pool(fleet_file: str, pool: str, train_cron: str | None = "0 3 * * *") -> list[str]:
@@ -68,6 +118,16 @@ def deploy_to_pool(fleet_file: str, pool: str, train_cron: str | None = "0 3 * *
     ids = []
     for d in specs(fleet_file, train_cron):
         remote = prefect_flow.from_source(source=str(ROOT), entrypoint=d["entrypoint"])
-        ids.append(str(remote.deploy(name=d["name"], work_pool_name=pool, parameters=d["parameters"], cron=d["cron"],
-                                     triggers=d["triggers"], print_next_steps=False)))
+        ids.append(
+            str(
+                remote.deploy(
+                    name=d["name"],
+                    work_pool_name=pool,
+                    parameters=d["parameters"],
+                    cron=d["cron"],
+                    triggers=d["triggers"],
+                    print_next_steps=False,
+                )
+            )
+        )
     return ids

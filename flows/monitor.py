@@ -16,9 +16,14 @@ def monitor_flow(name: str, fleet_file: str = DEFAULT_FLEET_FILE) -> dict:
     settings = Settings.load().apply()
     spec = t.load_spec(fleet_file, name)
     report = d.check_drift(spec, settings)
-    event_id = d.emit_drift(report) if report["drifted"] else None
-    return {"specialist": name, "status": report["status"], "report_id": report["id"], "event_id": event_id,
-            "fired": report.get("fired", [])}
+    event_id = d.emit_drift(report) if report.drifted else None
+    return {
+        "specialist": name,
+        "status": report.status,
+        "report_id": report.id,
+        "event_id": event_id,
+        "fired": report.fired,
+    }
 
 
 @flow(name="monitor-fleet", flow_run_name="monitor-fleet")

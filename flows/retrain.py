@@ -19,7 +19,7 @@ def retrain_flow(name: str, drift_report: str | None = None, fleet_file: str = D
     with d.retrain_lock(name) as got:
         if not got:
             return Cancelled(message=f"{name}: another retrain is running")
-        claim = d.claim_retrain(spec, settings, drift_report)
-        if not claim["go"]:
-            return Cancelled(message=claim["reason"])
+        go, reason = d.claim_retrain(spec, settings, drift_report)
+        if not go:
+            return Cancelled(message=reason)
         return specialist_flow(name=name, fleet_file=fleet_file, trigger="drift", drift_report=drift_report)

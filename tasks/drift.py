@@ -19,26 +19,30 @@ DRIFT_EVENT = "fleet.specialist.drift-detected"
 
 
 @task(name="check-drift", cache_policy=NONE)
-def check_drift(spec: SpecialistSpec, settings: Settings) -> dict:
+def check_drift(spec: SpecialistSpec, settings: Settings) -> monitoring.DriftReport:
     store = settings.store_handle()
-    report = monitoring.check(spec, store)
-    png = report.pop("_plot", None)
+    checked = monitoring.check(spec, store)
+    report = checked.report
     md = monitoring.report_markdown(report)
-    prefix = f"drift/{spec.name}/{report['id']}"
-    put_json(store, f"{prefix}/report.json", report)
-    if png:
-        store.put_bytes(f"{prefix}/distributions.png", png)
-        md += f"\n![reference vs current](data:image/png;base64,{base64.b64encode(png).decode()})\n"
-    create_markdown_artifact(key=f"{spec.name}-drift", markdown=md, description=f"Drift report {report['id']}")
-    get_run_logger().info("%s: %s (%s rows)", spec.name, report["status"], report["window_rows"])
+    prefix = f"drift/{spec.name}/{report.id}"
+    put_json(store, f"{prefix}/report.json", report.model_dump(mode="json"))
+    if checked.plot_png:
+        store.put_bytes(f"{prefix}/distributions.png", checked.plot_png)
+        md += f"\n![reference vs current](data:image/png;base64,{base64.b64encode(checked.plot_png).decode()})\n"
+    create_markdown_artifact(key=f"{spec.name}-drift", markdown=md, description=f"Drift report {report.id}")
+    get_run_logger().info("%s: %s (%s rows)", spec.name, report.status, report.window_rows)
     return report
 
 
 @task(name="emit-drift-event", cache_policy=NONE)
-def emit_drift(report: dict) -> str | None:
-    name = report["specialist"]
-    payload = {"report_id": report["id"], "champion_version": report["champion_version"], "fired": report["fired"],
-               "signals": {k: {"statistic": v["statistic"], "p_value": v["p_value"]} for k, v in report["signals"].items()}}
+def emit_drift(report: monitoring.DriftReport) -> str | None:
+    name = report.specialist
+    payload = {
+        "report_id": report.id,
+        "champion_version": report.champion_version,
+        "fired": report.fired,
+        "signals": {k: {"statistic": v.statistic, "p_value": v.p_value} for k, v in report.signals.items()},
+    }
     event = emit_event(
         event=DRIFT_EVENT,
         resource={"prefect.resource.id": f"fleet.specialist.{name}", "prefect.resource.name": name, "fleet.name": name},
@@ -60,11 +64,8 @@ def retrain_lock(name: str, wait_s: float = 30.0):
     from prefect.exceptions import ObjectAlreadyExists
 
     limit = f"retrain-{name}"
-    with get_client(sync_client=True) as client:
-        try:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=limit, limit=1))
-        except ObjectAlreadyExists:
-            pass
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=limit, limit=1))
     try:
         ctx = concurrency(limit, occupy=1, timeout_seconds=wait_s, strict=True)
         ctx.__enter__()
@@ -78,5 +79,5 @@ def retrain_lock(name: str, wait_s: float = 30.0):
 
 
 @task(name="claim-retrain", cache_policy=NONE)
-def claim_retrain(spec: SpecialistSpec, settings: Settings, drift_report: str | None) -> dict:
+def claim_retrain(spec: SpecialistSpec, settings: Settings, drift_report: str | None) -> tuple[bool, str]:
     return monitoring.claim_retrain(spec, settings.store_handle(), drift_report)

@@ -1,20 +1,29 @@
-"""Tasks of the specialist path: curate, fine-tune, evaluate, register."""
+"""Tasks of the specialist path: thin wrappers over ``fleet/`` with retries, logging and artifacts."""
 
 from __future__ import annotations
+
+import base64
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 from prefect.tasks import exponential_backoff
 
-from fleet import curation, drift, evaluation, registry, traffic, training
+from fleet import curation, evaluation, kinds, leaderboard, outcomes, profiles, registry, traffic, training, versions
+from fleet.results import DatasetVersion, EvaluationReport, Registration, SpecialistResult, TrainedModel
 from fleet.settings import Settings
-from fleet.spec import SpecialistSpec, load_fleet
+from fleet.spec import FleetSpec, SpecialistSpec, load_fleet
 from fleet.storage import get_json, put_json
 
 # Stages decide for themselves whether work is needed (content hashes, training keys), so
 # Prefect's input hashing is off: it cannot hash models, and it would not survive a new process.
-_MLFLOW = dict(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=2), cache_policy=NONE)
+_MLFLOW = {"retries": 2, "retry_delay_seconds": exponential_backoff(backoff_factor=2), "cache_policy": NONE}
+
+
+def _pictures(figures: dict[str, bytes]) -> str:
+    return "".join(
+        f"\n![{name}](data:image/png;base64,{base64.b64encode(png).decode()})\n" for name, png in figures.items()
+    )
 
 
 @task(name="load-spec", cache_policy=NONE)
@@ -22,82 +31,104 @@ def load_spec(fleet_file: str, name: str) -> SpecialistSpec:
     return load_fleet(fleet_file).select([name])[0]
 
 
+@task(name="load-fleet", cache_policy=NONE)
+def load_fleet_spec(fleet_file: str) -> FleetSpec:
+    return load_fleet(fleet_file)
+
+
 @task(name="curate", cache_policy=NONE)
-def curate(spec: SpecialistSpec, settings: Settings, with_feedback: bool = False) -> curation.DatasetVersion:
+def curate(spec: SpecialistSpec, settings: Settings, with_feedback: bool = False) -> DatasetVersion:
     store = settings.store_handle()
     extra = traffic.read_all(store, "feedback", spec.name) if with_feedback else None
     ds = curation.curate(spec, store, extra)
     get_run_logger().info(
-        "dataset %s %s: %s; quarantined %s; changed %s", ds.version, "written" if ds.created else "already stored",
-        ds.counts, ds.quarantined or "none", ds.changed or "none",
+        "dataset %s %s: %s; quarantined %s; changed %s",
+        ds.version,
+        "written" if ds.created else "already stored",
+        ds.counts,
+        ds.quarantined or "none",
+        ds.changed or "none",
     )
     create_markdown_artifact(
-        key=f"{spec.name}-curation", markdown=curation.load_card(store, spec.name, ds.version),
+        key=f"{spec.name}-curation",
+        markdown=versions.load_card(store, spec.name, ds.version),
         description=f"Curation report (data card) of {spec.name} dataset {ds.version}",
     )
     return ds
 
 
 @task(name="find-registered", **_MLFLOW)
-def find_registered(name: str, train_key: str) -> dict | None:
-    v = registry.find_version(name, train_key)
-    return None if v is None else {"version": str(v.version), "tags": dict(v.tags or {})}
+def find_registered(spec: SpecialistSpec, dataset: DatasetVersion) -> SpecialistResult | None:
+    return outcomes.up_to_date(spec.name, dataset, training.training_key(spec, dataset.version))
 
 
 @task(name="fine-tune", cache_policy=NONE)
-def fine_tune(spec: SpecialistSpec, dataset: curation.DatasetVersion, settings: Settings) -> dict:
+def fine_tune(spec: SpecialistSpec, dataset: DatasetVersion, settings: Settings) -> TrainedModel:
     return training.ensure_trained(spec, settings.store_handle(), dataset.version, settings.runs_dir)
 
 
 @task(name="evaluate", cache_policy=NONE)
-def evaluate(spec: SpecialistSpec, dataset: curation.DatasetVersion, model: dict, settings: Settings) -> dict:
-    store = settings.store_handle()
-    test = curation.load_split(store, spec.name, dataset.version, "test")
-    champ = registry.champion_version(spec.name)
-    champion = None
-    if champ is not None:
-        dest = settings.runs_dir / spec.name / "champions" / str(champ.version)
-        champion = (str(champ.version), registry.download_model_dir(spec.name, str(champ.version), dest))
-    workdir = settings.runs_dir / spec.name / model["training_key"] / "evaluation"
-    report = evaluation.evaluate_specialist(
-        spec, test, dataset.version, model["model_dir"], model["max_length"], champion, workdir
-    )
+def evaluate(
+    spec: SpecialistSpec, dataset: DatasetVersion, model: TrainedModel, settings: Settings
+) -> EvaluationReport:
+    test = versions.load_split(settings.store_handle(), spec.name, dataset.version, "test")
+    champion = registry.champion_model(spec.name, settings.runs_dir / spec.name / "champions")
+    report = evaluation.evaluate(spec, test, model, champion)
     create_markdown_artifact(
-        key=f"{spec.name}-evaluation", markdown=evaluation.report_markdown(report),
-        description=f"Challenger vs champion vs general baseline for {spec.name}",
+        key=f"{spec.name}-evaluation",
+        markdown=evaluation.report_markdown(report) + _pictures(kinds.kind_of(spec).figures(report)),
+        description=f"Challenger vs champion vs general baselines for {spec.name}",
     )
     return report
 
 
 @task(name="reference-profile", cache_policy=NONE)
-def reference_profile(spec: SpecialistSpec, dataset: curation.DatasetVersion, model: dict, settings: Settings) -> bytes:
-    return drift.profile(spec, settings.store_handle(), dataset.version, model["model_dir"])
+def reference_profile(spec: SpecialistSpec, model: TrainedModel, report: EvaluationReport, settings: Settings) -> bytes:
+    return profiles.build(spec, settings.store_handle(), model, report)
 
 
-@task(name="register", cache_policy=NONE)
+@task(name="register", **_MLFLOW)
 def register(
-    spec: SpecialistSpec, dataset: curation.DatasetVersion, model: dict, report: dict, trigger: str, settings: Settings,
-    reference: bytes | None = None, drift_report: str | None = None,
-) -> dict:
-    store = settings.store_handle()
-    splits = {s: curation.load_split(store, spec.name, dataset.version, s) for s in curation.SPLITS}
-    card = curation.card_files(store, spec.name, dataset.version)
+    spec: SpecialistSpec,
+    dataset: DatasetVersion,
+    model: TrainedModel,
+    report: EvaluationReport,
+    trigger: str,
+    settings: Settings,
+    reference: bytes,
+    drift_report: str | None = None,
+) -> Registration:
+    files = {
+        "dataset": versions.card_files(settings.store_handle(), spec.name, dataset.version),
+        "drift": {"reference.npz": reference},
+    }
     reg = registry.register(
-        spec, dataset, splits, model["model_dir"], model, report, trigger, model["training_key"], settings.artifacts,
-        dataset_files=card, reference=reference, lineage={"drift_report": drift_report} if drift_report else None,
+        spec,
+        dataset,
+        model,
+        report,
+        trigger,
+        settings.artifacts,
+        files,
+        lineage={"drift_report": drift_report} if drift_report else None,
     )
     get_run_logger().info("registered %s version %s as %s (%s)", reg.name, reg.version, reg.alias, reg.verdict)
-    return reg.to_dict()
+    return reg
 
 
 @task(name="fleet-summary", cache_policy=NONE)
-def publish_summary(results: list[dict]) -> None:
-    create_table_artifact(key="fleet-summary", table=results, description="Outcome per specialist of this fleet run")
-    names = [r["specialist"] for r in results]
+def publish_summary(results: list[SpecialistResult]) -> None:
     create_table_artifact(
-        key="fleet-leaderboard", table=registry.fleet_status(names),
-        description="Champion vs general baseline: macro-F1 with 95% intervals, cost per 1,000 predictions, "
-        "and macro-F1 points gained per unit of cost",
+        key="fleet-summary",
+        table=[r.model_dump(mode="json") for r in results],
+        description="Outcome per specialist of this fleet run",
+    )
+    rows = leaderboard.fleet_status([r.specialist for r in results])
+    create_table_artifact(
+        key="fleet-leaderboard",
+        table=[leaderboard.flat(r) for r in rows],
+        description="Champion vs strongest general baseline: the gate metric with 95% intervals, "
+        "cost per 1,000 predictions, and points gained per unit of cost",
     )
 
 
@@ -106,43 +137,27 @@ def result_key(flow_run_id: str) -> str:
 
 
 @task(name="store-result", **_MLFLOW)
-def store_result(settings: Settings, result: dict) -> None:
+def store_result(settings: Settings, result: SpecialistResult) -> None:
     """Keep the specialist flow's result in the object store, where a parent on another machine can read it."""
     from prefect.runtime import flow_run
 
     if flow_run.id:
-        put_json(settings.store_handle(), result_key(flow_run.id), result)
+        put_json(settings.store_handle(), result_key(flow_run.id), result.model_dump(mode="json"))
 
 
-def stored_result(settings: Settings, flow_run_id: str) -> dict:
-    return get_json(settings.store_handle(), result_key(flow_run_id))
+def stored_result(settings: Settings, flow_run_id: str) -> SpecialistResult:
+    return SpecialistResult.model_validate(get_json(settings.store_handle(), result_key(flow_run_id)))
 
 
-@task(name="load-fleet", cache_policy=NONE)
-def load_fleet_spec(fleet_file: str):
-    return load_fleet(fleet_file)
-
-
-def summarize(states: dict) -> list[dict]:
+def summarize(states: dict) -> list[SpecialistResult]:
     """One row per specialist from the final states of their flow runs (failures carry their message)."""
     rows = []
     for name, state in states.items():
-        if not state.is_completed():
-            err = state.result(raise_on_failure=False)
-            rows.append({"specialist": name, "status": "failed", "error": str(err) if err is not None else state.message})
-            continue
-        r = state.result()
-        row = {k: r.get(k) for k in ("specialist", "status", "version", "alias", "verdict", "dataset_version", "ran_on")}
-        if "report" in r:
-            c = r["report"]["contenders"]
-            for role in ("challenger", "champion", "baseline"):
-                row[f"{role}_macro_f1"] = round(c[role]["macro_f1"], 4) if c.get(role) else None
+        if state.is_completed():
+            rows.append(state.result())
         else:
-            tags = r.get("tags", {})
-            row["alias"] = "unchanged"
-            row["verdict"] = tags.get("gate.verdict")
-            for role in ("challenger", "champion", "baseline"):
-                v = tags.get(f"{role}.macro_f1")
-                row[f"{role}_macro_f1"] = None if v in (None, "none") else float(v)
-        rows.append(row)
+            err = state.result(raise_on_failure=False)
+            rows.append(
+                SpecialistResult(specialist=name, status="failed", error=str(err) if err is not None else state.message)
+            )
     return rows

@@ -29,7 +29,8 @@ def moto_server():
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -80,10 +81,26 @@ def fleet_home(tmp_path, monkeypatch):
 
 TOY_TOPICS = {
     # the label descriptions are deliberately swapped, so the zero-shot baseline does badly
-    "weather": ("rain and wind", ["It will rain {} tomorrow", "Strong wind expected near {}", "Sunny skies over {} today",
-                                  "Snow is falling in {}", "A storm hits {} tonight"]),
-    "food": ("cooking a meal", ["I cooked pasta in {}", "The best pizza is in {}", "We baked bread at {}",
-                                "Fresh salad served in {}", "Soup recipe from {}"]),
+    "weather": (
+        "rain and wind",
+        [
+            "It will rain {} tomorrow",
+            "Strong wind expected near {}",
+            "Sunny skies over {} today",
+            "Snow is falling in {}",
+            "A storm hits {} tonight",
+        ],
+    ),
+    "food": (
+        "cooking a meal",
+        [
+            "I cooked pasta in {}",
+            "The best pizza is in {}",
+            "We baked bread at {}",
+            "Fresh salad served in {}",
+            "Soup recipe from {}",
+        ],
+    ),
 }
 PLACES = ["Paris", "Oslo", "Lima", "Cairo", "Delhi", "Tokyo", "Quito", "Rome", "Bern", "Accra", "Hanoi", "Perth"]
 
@@ -92,7 +109,9 @@ def write_toy_fleet(folder: Path, *, extra_train: str = "", extra_specialists: s
     """A one-specialist fleet on 120 easy, hand-made rows, trained in seconds."""
     import pandas as pd
 
-    rows = [{"text": t.format(p), "label": lab} for lab, (_, temps) in TOY_TOPICS.items() for t in temps for p in PLACES]
+    rows = [
+        {"text": t.format(p), "label": lab} for lab, (_, temps) in TOY_TOPICS.items() for t in temps for p in PLACES
+    ]
     folder.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(folder / "toy.csv", index=False)
     (folder / "fleet.yaml").write_text(f"""
@@ -110,8 +129,8 @@ specialists:
   toy:
     data: {{source: toy.csv}}
     labels:
-      weather: {TOY_TOPICS['food'][0]}
-      food: {TOY_TOPICS['weather'][0]}
+      weather: {TOY_TOPICS["food"][0]}
+      food: {TOY_TOPICS["weather"][0]}
 {extra_specialists}""")
     return folder / "fleet.yaml"
 
@@ -122,5 +141,7 @@ def sentences(n: int, seed: int = 0, words: int = 8) -> list[str]:
     import string
 
     rng = random.Random(seed)
-    return [" ".join("".join(rng.choices(string.ascii_lowercase, k=rng.randint(3, 8))) for _ in range(words))
-            for _ in range(n)]
+    return [
+        " ".join("".join(rng.choices(string.ascii_lowercase, k=rng.randint(3, 8))) for _ in range(words))
+        for _ in range(n)
+    ]

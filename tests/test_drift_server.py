@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fleet.localserver import start_prefect_server
+from cli.localserver import start_prefect_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 FLEET_BIN = str(Path(sys.executable).parent / "fleet")
@@ -47,8 +47,9 @@ specialists:
 
 
 def api(url: str, path: str, body: dict | None = None):
-    req = urllib.request.Request(url + path, data=json.dumps(body or {}).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url + path, data=json.dumps(body or {}).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())
 
@@ -73,20 +74,30 @@ def wait_for(predicate, timeout_s: float, what: str, every: float = 2.0):
 def stack(tmp_path_factory):
     folder = tmp_path_factory.mktemp("drift-server")
     server = start_prefect_server(folder / "server")
-    env = {**os.environ, "PREFECT_API_URL": server.url, "FLEET_HOME": str(folder / "home"),
-           "PREFECT_HOME": str(folder / "client-home"), "PREFECT_RUNNER_POLL_FREQUENCY": "2",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": server.url,
+        "FLEET_HOME": str(folder / "home"),
+        "PREFECT_HOME": str(folder / "client-home"),
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
     env.pop("MLFLOW_TRACKING_URI", None)
     fleet_file = folder / "fleet.yaml"
     fleet_file.write_text(FLEET)
     serve = None
     try:
-        run = subprocess.run([FLEET_BIN, "run", "--fleet", str(fleet_file)], env=env, capture_output=True, text=True,
-                             timeout=900)
+        run = subprocess.run(
+            [FLEET_BIN, "run", "--fleet", str(fleet_file)], env=env, capture_output=True, text=True, timeout=900
+        )
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         serve_log = (folder / "serve.log").open("wb")
-        serve = subprocess.Popen([FLEET_BIN, "serve", "--fleet", str(fleet_file), "--train-cron", ""], env=env,
-                                 stdout=serve_log, stderr=subprocess.STDOUT)
+        serve = subprocess.Popen(
+            [FLEET_BIN, "serve", "--fleet", str(fleet_file), "--train-cron", ""],
+            env=env,
+            stdout=serve_log,
+            stderr=subprocess.STDOUT,
+        )
         wait_for(lambda: len(api(server.url, "/deployments/filter", {})) >= 5, 120, "the served deployments")
         wait_for(lambda: api(server.url, "/automations/filter", {}), 60, "the drift automation")
         yield {"server": server, "env": env, "fleet": str(fleet_file), "folder": folder}
@@ -101,8 +112,13 @@ def stack(tmp_path_factory):
 
 
 def fleet(stack, *args, timeout=600) -> str:
-    r = subprocess.run([FLEET_BIN, *args, "--fleet", stack["fleet"]] if args[0] in ("simulate", "monitor") else
-                       [FLEET_BIN, *args], env=stack["env"], capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(
+        [FLEET_BIN, *args, "--fleet", stack["fleet"]] if args[0] in ("simulate", "monitor") else [FLEET_BIN, *args],
+        env=stack["env"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return r.stdout
 
@@ -113,8 +129,9 @@ def feedback(stack, name: str, rows: int, seed: int) -> None:
 
     labels = ["negative", "neutral", "positive"] if name == "mood-b" else ["ham", "spam"]
     path = stack["folder"] / f"feedback-{name}.csv"
-    pd.DataFrame({"text": sentences(rows, seed=seed, words=10),
-                  "label": [labels[i % len(labels)] for i in range(rows)]}).to_csv(path, index=False)
+    pd.DataFrame(
+        {"text": sentences(rows, seed=seed, words=10), "label": [labels[i % len(labels)] for i in range(rows)]}
+    ).to_csv(path, index=False)
     fleet(stack, "feedback", name, str(path))
 
 
@@ -138,8 +155,9 @@ def test_no_shift_gives_no_event_and_domain_shift_retrains_that_specialist_only(
     assert "spam-a: drift" in out
     report_id = out.split("report ")[-1].strip()
 
-    done = wait_for(lambda: [r for r in retrain_runs(url) if r["state_type"] == "COMPLETED"], 600,
-                    "a completed retrain run")
+    done = wait_for(
+        lambda: [r for r in retrain_runs(url) if r["state_type"] == "COMPLETED"], 600, "a completed retrain run"
+    )
     assert [r["parameters"]["name"] for r in done] == ["spam-a"]
     assert all(r["parameters"]["name"] == "spam-a" for r in retrain_runs(url))  # and no run for mood-b
     started = pd.Timestamp(done[0]["start_time"]).timestamp()

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 
 def run_fleet(fleet_file, **kw):
-    from flows.fleet import fleet_flow
+    from flows.fleet_run import fleet_flow
 
     return fleet_flow(fleet_file=str(fleet_file), **kw)
 
@@ -24,13 +24,13 @@ def run_fleet(fleet_file, **kw):
 def test_specialist_path_then_up_to_date_then_worse_challenger(tmp_path, fleet_home):
     fleet_file = write_toy_fleet(tmp_path / "f")
     [first] = run_fleet(fleet_file)
-    assert first["status"] == "trained" and first["alias"] == "champion" and first["version"] == "1"
-    assert first["challenger_macro_f1"] > first["baseline_macro_f1"]
+    assert first.status == "trained" and first.alias == "champion" and first.version == "1"
+    assert first.metric == "macro_f1" and first.scores["challenger"] > first.scores["baseline"]
 
     client = MlflowClient()
     v1 = client.get_model_version_by_alias("toy", "champion")
     tags = v1.tags
-    assert tags["trigger"] == "manual" and tags["dataset_version"] == first["dataset_version"]
+    assert tags["trigger"] == "manual" and tags["dataset_version"] == first.dataset_version
     assert tags["base_model"] == "minilm-l6" and tags["code_version"] and tags["gate.verdict"] == "promote"
     assert {"challenger.macro_f1", "baseline.macro_f1", "champion.macro_f1"} <= set(tags)
     assert "## Evaluation (frozen test split)" in v1.description
@@ -38,13 +38,19 @@ def test_specialist_path_then_up_to_date_then_worse_challenger(tmp_path, fleet_h
     record = mlflow.artifacts.load_dict(f"runs:/{v1.run_id}/decision/record.json")
     assert record["verdict"] == "promote" and record["thresholds"]["min_gain_over_baseline"] == 0.0
     chal = record["contenders"]["challenger"]
-    assert set(chal["slices"]) == {"mentions-rain", "short"} and chal["macro_f1_ci"][0] <= chal["macro_f1"]
-    assert chal["cost_per_1k"] > 0 and chal["latency_p95_ms"] > 0 and chal["parameters"] > 20_000_000
+    f1 = chal["metrics"]["macro_f1"]
+    assert set(chal["slices"]) == {"mentions-rain", "short"} and f1["ci"][0] <= f1["value"]
+    assert chal["cost"]["cost_per_1k"] > 0 and chal["cost"]["latency_p95_ms"] > 0 and chal["parameters"] > 20_000_000
     artifacts = {a.path for a in client.list_artifacts(v1.run_id, "evaluation")}
     assert {"evaluation/confusion_challenger.png", "evaluation/confusion_baseline.png"} <= artifacts
-    assert {a.path for a in client.list_artifacts(v1.run_id, "dataset")} >= {"dataset/DATASET.md", "dataset/lengths.png"}
+    assert {a.path for a in client.list_artifacts(v1.run_id, "dataset")} >= {
+        "dataset/DATASET.md",
+        "dataset/lengths.png",
+    }
     # embedded: artifacts under the home, never in MLflow's default ./mlruns of the working folder
-    assert client.get_run(v1.run_id).info.artifact_uri.startswith((fleet_home / "mlflow" / "artifacts").resolve().as_uri())
+    assert client.get_run(v1.run_id).info.artifact_uri.startswith(
+        (fleet_home / "mlflow" / "artifacts").resolve().as_uri()
+    )
 
     model = mlflow.pyfunc.load_model("models:/toy@champion")
     pred = model.predict(["It will rain in Madrid tomorrow", "I cooked pasta in Madrid"])
@@ -53,48 +59,62 @@ def test_specialist_path_then_up_to_date_then_worse_challenger(tmp_path, fleet_h
 
     # nothing changed: nothing is trained or registered again
     [again] = run_fleet(fleet_file)
-    assert again["status"] == "up-to-date" and again["version"] == "1"
+    assert again.status == "up-to-date" and again.version == "1"
+    assert again.verdict == "promote" and again.scores == first.scores  # read back from the decision record
     assert len(client.search_model_versions("name='toy'")) == 1
 
     # new settings that train a much worse model: registered, but the champion stays
     worse = write_toy_fleet(tmp_path / "f", extra_train=", learning_rate: 1.0e-7, epochs: 0.2")
     [third] = run_fleet(worse, trigger="schedule")
-    assert third["status"] == "trained" and third["alias"] == "challenger" and third["verdict"] == "keep-champion"
+    assert third.status == "trained" and third.alias == "challenger" and third.verdict == "keep-champion"
     assert str(client.get_model_version_by_alias("toy", "champion").version) == "1"
     v2 = client.get_model_version_by_alias("toy", "challenger")
     assert str(v2.version) == "2" and v2.tags["trigger"] == "schedule" and v2.tags["gate.verdict"] == "keep-champion"
     assert "vs champion" in v2.tags["gate.reason"]
 
     # manual promotion and rollback, both recorded; unknown names and versions are refused
-    from fleet import registry
+    from fleet import champions, registry
 
-    registry.promote("toy", "2")
+    champions.promote("toy", "2")
     assert str(client.get_model_version_by_alias("toy", "champion").version) == "2"
-    assert registry.rollback("toy") == ("2", "1")
+    assert champions.rollback("toy") == ("2", "1")
     assert str(client.get_model_version_by_alias("toy", "champion").version) == "1"
-    history = [h["reason"] for h in registry._history("toy")]
+    history = [h["reason"] for h in registry.history("toy")]
     assert history == ["gate: promote", "manual promotion", "rollback from 2"]
     with pytest.raises(registry.RegistryError, match="no specialist 'ghost'"):
-        registry.promote("ghost", "1")
+        champions.promote("ghost", "1")
     with pytest.raises(registry.RegistryError, match=r"toy: no version '9' \(versions: 1, 2\)"):
-        registry.promote("toy", "9")
+        champions.promote("toy", "9")
 
 
 def test_the_champions_own_weights_keep_the_champion(tmp_path, fleet_home):
-    from fleet.curation import load_split
-    from fleet.evaluation import evaluate_specialist
+    from fleet.evaluation import evaluate
     from fleet.registry import download_model_dir
+    from fleet.results import TrainedModel
     from fleet.settings import Settings
     from fleet.spec import load_fleet
+    from fleet.versions import load_split
 
     fleet_file = write_toy_fleet(tmp_path / "f")
     [first] = run_fleet(fleet_file)
     spec = load_fleet(fleet_file).specialists["toy"]
-    test = load_split(Settings.load().store_handle(), "toy", first["dataset_version"], "test")
+    test = load_split(Settings.load().store_handle(), "toy", first.dataset_version, "test")
     weights = download_model_dir("toy", "1", tmp_path / "champion")
-    report = evaluate_specialist(spec, test, first["dataset_version"], weights, 16, champion=("1", weights))
-    assert report["gate"]["verdict"] == "keep-champion"
-    assert report["paired_tests"]["vs_champion"]["p_value"] == 1.0
+    same = TrainedModel(
+        specialist="toy",
+        training_key="same",
+        dataset_version=first.dataset_version,
+        model_dir=weights,
+        max_length=16,
+        train_examples=0,
+        train_seconds=0,
+        train_loss=0,
+        trainable_params=0,
+        total_params=0,
+    )
+    report = evaluate(spec, test, same, champion=("1", weights))
+    assert report.decision.verdict == "keep-champion"
+    assert report.paired_tests["vs_champion"].p_value == 1.0
 
 
 def test_one_failing_specialist_does_not_stop_the_others(tmp_path, fleet_home):
@@ -106,9 +126,9 @@ def test_one_failing_specialist_does_not_stop_the_others(tmp_path, fleet_home):
     fleet_file = write_toy_fleet(tmp_path / "f", extra_specialists=extra)
     with pytest.raises(FleetRunError) as exc:
         run_fleet(fleet_file)
-    by_name = {r["specialist"]: r for r in exc.value.results}
-    assert by_name["toy"]["status"] == "trained"
-    assert by_name["broken"]["status"] == "failed" and "has 0 label(s)" in by_name["broken"]["error"]
+    by_name = {r.specialist: r for r in exc.value.results}
+    assert by_name["toy"].status == "trained"
+    assert by_name["broken"].status == "failed" and "has 0 label(s)" in by_name["broken"].error
     names = [m.name for m in MlflowClient().search_registered_models()]
     assert names == ["toy"]
 

@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleet.evaluation import VERDICTS, gate
+from fleet.gate import VERDICTS, gate
+from fleet.results import ContenderScore, Cost, Metric, Outputs
 from fleet.spec import GateSpec
 from fleet.stats import expected_calibration_error, mcnemar_exact, metrics_with_ci
 
@@ -14,8 +15,14 @@ margin = st.floats(0, 0.3, allow_nan=False)
 p_values = st.one_of(st.none(), unit)
 
 
-def m(x, **extra):
-    return {"macro_f1": x, "accuracy": x, **extra}
+def m(x, **cost):
+    return ContenderScore(
+        role="contender",
+        model="m",
+        n=100,
+        metrics={"macro_f1": Metric(value=x), "accuracy": Metric(value=x)},
+        cost=Cost(**cost),
+    )
 
 
 gate_specs = st.builds(
@@ -29,12 +36,27 @@ gate_specs = st.builds(
 
 
 @settings(max_examples=400, deadline=None)
-@given(chal=unit, champ=unit, base=unit, spec=gate_specs, p=p_values,
-       lat=st.floats(0.1, 200), cost=st.floats(0, 2), regressed=st.booleans())
+@given(
+    chal=unit,
+    champ=unit,
+    base=unit,
+    spec=gate_specs,
+    p=p_values,
+    lat=st.floats(0.1, 200),
+    cost=st.floats(0, 2),
+    regressed=st.booleans(),
+)
 def test_gate_properties(chal, champ, base, spec, p, lat, cost, regressed):
     regressions = ["short: macro_f1 0.5 < champion 0.9 - tolerance 0.02"] if regressed else []
-    d = gate(m(chal, latency_p95_ms=lat, cost_per_1k=cost), m(base), m(champ), spec, p_vs_champion=p,
-             slice_regressions=regressions, slice_tolerances={"short": 0.02})
+    d = gate(
+        m(chal, latency_p95_ms=lat, cost_per_1k=cost),
+        m(base),
+        m(champ),
+        spec,
+        p_vs_champion=p,
+        slice_regressions=regressions,
+        slice_tolerances={"short": 0.02},
+    )
     assert d.verdict in VERDICTS and d.promote == (d.verdict == "promote")
     if chal <= champ:  # a challenger no better than the champion is never promoted
         assert not d.promote
@@ -44,16 +66,27 @@ def test_gate_properties(chal, champ, base, spec, p, lat, cost, regressed):
         assert chal - champ > spec.min_gain_over_champion and p is not None and p < spec.alpha
         assert chal - base >= spec.min_gain_over_baseline
     # the record names every threshold it used
-    assert set(d.thresholds) == {"metric", "min_gain_over_baseline", "min_gain_over_champion", "alpha",
-                                 "max_latency_p95_ms", "max_cost_per_1k", "guarded_slice_tolerances"}
+    assert set(d.thresholds) == {
+        "metric",
+        "min_gain_over_baseline",
+        "min_gain_over_champion",
+        "alpha",
+        "max_latency_p95_ms",
+        "max_cost_per_1k",
+        "guarded_slice_tolerances",
+    }
     assert d.thresholds["alpha"] == spec.alpha and d.thresholds["guarded_slice_tolerances"] == {"short": 0.02}
 
 
 @settings(max_examples=200, deadline=None)
 @given(chal=unit, base=unit, spec=gate_specs)
 def test_without_a_champion_the_baseline_margin_decides(chal, base, spec):
-    d = gate(m(chal, latency_p95_ms=0.5, cost_per_1k=0.0), m(base), None, spec.model_copy(
-        update={"max_latency_p95_ms": None, "max_cost_per_1k": None}))
+    d = gate(
+        m(chal, latency_p95_ms=0.5, cost_per_1k=0.0),
+        m(base),
+        None,
+        spec.model_copy(update={"max_latency_p95_ms": None, "max_cost_per_1k": None}),
+    )
     assert d.promote == (chal - base >= spec.min_gain_over_baseline)
     assert d.verdict in ("promote", "reject")
 
@@ -79,19 +112,19 @@ def test_bootstrap_intervals_contain_the_point_and_shrink_with_n():
     big = metrics_with_ci(y, pred, ["a", "b", "c"])
     small = metrics_with_ci(y[:200], pred[:200], ["a", "b", "c"])
     for r in (big, small):
-        assert r["macro_f1_ci"][0] <= r["macro_f1"] <= r["macro_f1_ci"][1]
-        assert set(r["per_label"]) == {"a", "b", "c"}
-    width = lambda r: r["macro_f1_ci"][1] - r["macro_f1_ci"][0]  # noqa: E731
+        assert r.macro_f1.ci[0] <= r.macro_f1.value <= r.macro_f1.ci[1]
+        assert set(r.per_label) == {"a", "b", "c"}
+    width = lambda r: r.macro_f1.ci[1] - r.macro_f1.ci[0]  # noqa: E731
     assert width(big) < width(small)
-    assert metrics_with_ci(y, pred, ["a", "b", "c"], seed=1)["macro_f1"] == big["macro_f1"]
+    assert metrics_with_ci(y, pred, ["a", "b", "c"], seed=1).macro_f1.value == big.macro_f1.value
 
 
 def test_mcnemar_and_ece():
     y = np.array([0] * 100)
     same = mcnemar_exact(y, y, y)
-    assert same["p_value"] == 1.0
+    assert same.p_value == 1.0
     better = mcnemar_exact(y, y, np.array([1] * 30 + [0] * 70))
-    assert better["only_a_correct"] == 30 and better["only_b_correct"] == 0 and better["p_value"] < 1e-8
+    assert better.a_wins == 30 and better.b_wins == 0 and better.p_value < 1e-8
     probs = np.array([[0.9, 0.1]] * 10)
     assert expected_calibration_error(probs, np.array([0] * 9 + [1])) == pytest.approx(0.0)
     assert expected_calibration_error(probs, np.array([1] * 10)) == pytest.approx(0.9)
@@ -100,14 +133,27 @@ def test_mcnemar_and_ece():
 def test_a_slice_is_scored_over_the_labels_it_holds():
     import pandas as pd
 
-    from fleet.evaluation import score
+    from fleet.kinds.classification.scoring import score
     from fleet.spec import parse_fleet
 
-    spec = parse_fleet({"specialists": {"s": {"data": {"source": "a.csv"}, "labels": ["ham", "spam"], "evaluation": {
-        "bootstrap_resamples": 100, "slices": [{"name": "short", "max_chars": 5}]}}}}).specialists["s"]
-    test = pd.DataFrame({"text": ["hi", "yo", "a much longer spam text", "another long ham text"],
-                         "label": ["ham", "ham", "spam", "ham"]})
-    y = np.array([0, 0, 1, 0])
+    spec = parse_fleet(
+        {
+            "specialists": {
+                "s": {
+                    "data": {"source": "a.csv"},
+                    "labels": ["ham", "spam"],
+                    "evaluation": {"bootstrap_resamples": 100, "slices": [{"name": "short", "max_chars": 5}]},
+                }
+            }
+        }
+    ).specialists["s"]
+    test = pd.DataFrame(
+        {
+            "text": ["hi", "yo", "a much longer spam text", "another long ham text"],
+            "label": ["ham", "ham", "spam", "ham"],
+        }
+    )
     probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.2, 0.8], [0.6, 0.4]])
-    out = score("m", probs, y, ["ham", "spam"], test, spec, {}, {})
-    assert out["slices"]["short"]["macro_f1"] == 1.0 and out["slices"]["short"]["labels"] == ["ham"]
+    outputs = Outputs(predictions=["ham", "ham", "spam", "ham"], probabilities=probs.tolist())
+    out = score(spec, "challenger", "m", outputs, test)
+    assert out.slices["short"].metrics["macro_f1"].value == 1.0 and out.slices["short"].labels == ["ham"]

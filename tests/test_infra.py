@@ -30,6 +30,7 @@ SCHEMAS = ROOT / "tests" / "schemas"
 
 # ---------------------------------------------------------------- docker compose
 
+
 def compose_command() -> list[str] | None:
     if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
         return ["docker", "compose"]
@@ -57,8 +58,19 @@ def test_env_example_covers_every_variable_of_the_compose_file():
 
 @pytest.mark.skipif(compose_command() is None, reason="no docker compose client installed")
 def test_compose_file_parses_with_health_checks_and_ordering():
-    r = subprocess.run([*compose_command(), "-f", str(INFRA / "docker-compose.yml"), "--env-file",
-                        str(INFRA / ".env.example"), "config"], capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run(
+        [
+            *compose_command(),
+            "-f",
+            str(INFRA / "docker-compose.yml"),
+            "--env-file",
+            str(INFRA / ".env.example"),
+            "config",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert r.returncode == 0, r.stderr
     assert "not set" not in r.stderr, r.stderr  # every variable comes from .env.example
     doc = yaml.safe_load(r.stdout)
@@ -73,16 +85,22 @@ def test_compose_file_parses_with_health_checks_and_ordering():
 
     assert depends("prefect-server") == {"postgres": "service_healthy"}
     assert depends("mlflow") == {"postgres": "service_healthy", "minio-init": "service_completed_successfully"}
-    assert depends("worker") == {"prefect-server": "service_healthy", "mlflow": "service_healthy",
-                                 "minio-init": "service_completed_successfully"}
+    assert depends("worker") == {
+        "prefect-server": "service_healthy",
+        "mlflow": "service_healthy",
+        "minio-init": "service_completed_successfully",
+    }
     assert depends("minio-init") == {"minio": "service_healthy"}
     env = env_example()
     mlflow_cmd = services["mlflow"]["command"]
-    assert any(a.startswith("--backend-store-uri=postgresql+psycopg2://") and a.endswith("@postgres:5432/mlflow")
-               for a in mlflow_cmd)
+    assert any(
+        a.startswith("--backend-store-uri=postgresql+psycopg2://") and a.endswith("@postgres:5432/mlflow")
+        for a in mlflow_cmd
+    )
     assert f"--artifacts-destination=s3://{env['FLEET_BUCKET']}/mlflow-artifacts" in mlflow_cmd
     assert services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"].startswith(
-        "postgresql+asyncpg://")
+        "postgresql+asyncpg://"
+    )
     assert "mc mb" in " ".join(services["minio-init"]["command"])
 
     # the worker's environment is the fleet's settings model: every variable is one it reads
@@ -99,8 +117,14 @@ def test_compose_file_parses_with_health_checks_and_ordering():
 
 # ---------------------------------------------------------------- kubernetes objects
 
-KINDS = {"Deployment": "V1Deployment", "Service": "V1Service", "Secret": "V1Secret", "Job": "V1Job",
-         "ServiceAccount": "V1ServiceAccount", "ConfigMap": "V1ConfigMap"}
+KINDS = {
+    "Deployment": "V1Deployment",
+    "Service": "V1Service",
+    "Secret": "V1Secret",
+    "Job": "V1Job",
+    "ServiceAccount": "V1ServiceAccount",
+    "ConfigMap": "V1ConfigMap",
+}
 _PRIMITIVE = {"str": str, "int": int, "bool": bool, "float": (int, float)}
 
 
@@ -149,17 +173,23 @@ def check_k8s_object(doc: dict, where: str) -> None:
 
 
 def test_the_checker_catches_mistakes():
-    good = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"},
-            "spec": {"ports": [{"port": 5000}], "selector": {"a": "b"}}}
+    good = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "x"},
+        "spec": {"ports": [{"port": 5000}], "selector": {"a": "b"}},
+    }
     assert k8s_errors(good, "V1Service") == []
-    assert k8s_errors({**good, "spec": {"ports": [{"prot": 5000}]}}, "V1Service") == \
-        [".spec.ports[0].prot: not a field of V1ServicePort"]
+    assert k8s_errors({**good, "spec": {"ports": [{"prot": 5000}]}}, "V1Service") == [
+        ".spec.ports[0].prot: not a field of V1ServicePort"
+    ]
     assert k8s_errors({**good, "spec": {"ports": [{"port": "5000"}]}}, "V1Service")
     with pytest.raises(ValueError):
         from kubernetes.client import ApiClient
 
-        ApiClient()._ApiClient__deserialize({"kind": "Job", "spec": {"template": {"spec": {"containers": [{}]}}}},
-                                            "V1Job")
+        ApiClient()._ApiClient__deserialize(
+            {"kind": "Job", "spec": {"template": {"spec": {"containers": [{}]}}}}, "V1Job"
+        )
 
 
 @pytest.mark.parametrize("name", ["mlflow.yaml", "secrets.example.yaml", "service-account.yaml"])
@@ -182,6 +212,7 @@ def test_mlflow_manifest_uses_postgres_and_s3_from_secrets():
 
 # ---------------------------------------------------------------- helm values
 
+
 @pytest.mark.parametrize("chart", ["prefect-server", "prefect-worker"])
 def test_helm_values_match_the_chart_schema(chart):
     import jsonschema
@@ -189,7 +220,10 @@ def test_helm_values_match_the_chart_schema(chart):
     schema = json.loads((SCHEMAS / f"{chart}-values.schema.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     values = yaml.safe_load((K8S / f"{chart}-values.yaml").read_text())
-    errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in jsonschema.Draft202012Validator(schema).iter_errors(values)]
+    errors = [
+        f"{'.'.join(map(str, e.path))}: {e.message}"
+        for e in jsonschema.Draft202012Validator(schema).iter_errors(values)
+    ]
     assert not errors, errors
     # and the schema does catch a typo
     broken = json.loads(json.dumps(values))
@@ -208,12 +242,12 @@ def test_worker_values_point_at_the_gpu_template_and_the_server():
 
 # ---------------------------------------------------------------- GPU work pool template
 
+
 def render_job(values: dict) -> dict:
     """The Job Prefect's Kubernetes worker would create for a flow run of this pool, with ``values``."""
+    import jsonschema
     from prefect.client.schemas.objects import FlowRun
     from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
-
-    import jsonschema
 
     template = json.loads((K8S / "gpu-base-job-template.json").read_text())
     jsonschema.validate(values, template["variables"])  # what the Prefect server checks of a deployment's job variables
@@ -234,7 +268,9 @@ def test_gpu_job_template_renders_a_valid_gpu_job():
     template = json.loads((K8S / "gpu-base-job-template.json").read_text())
     jsonschema.Draft202012Validator.check_schema(template["variables"])
     placeholders = set(re.findall(r"\{\{\s*([a-z_]+)\s*\}\}", json.dumps(template["job_configuration"])))
-    assert placeholders <= set(template["variables"]["properties"]), placeholders - set(template["variables"]["properties"])
+    assert placeholders <= set(template["variables"]["properties"]), placeholders - set(
+        template["variables"]["properties"]
+    )
 
     job = render_job({})
     check_k8s_object(job, "rendered job (defaults)")
@@ -247,8 +283,13 @@ def test_gpu_job_template_renders_a_valid_gpu_job():
     assert c["args"][:3] == ["prefect", "flow-run", "execute"]  # the worker filled in the command
     assert any(e["name"] == "PREFECT__FLOW_RUN_ID" for e in c["env"])
 
-    two = render_job({"gpu_count": "2", "node_selector": {"cloud.google.com/gke-accelerator": "nvidia-l4"},
-                      "env": {"FLEET_TASK_RUNNER": "threads"}})
+    two = render_job(
+        {
+            "gpu_count": "2",
+            "node_selector": {"cloud.google.com/gke-accelerator": "nvidia-l4"},
+            "env": {"FLEET_TASK_RUNNER": "threads"},
+        }
+    )
     check_k8s_object(two, "rendered job (2 GPUs)")
     c2 = two["spec"]["template"]["spec"]["containers"][0]
     assert c2["resources"]["limits"]["nvidia.com/gpu"] == "2"

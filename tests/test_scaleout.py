@@ -24,22 +24,22 @@ SECOND = """
 
 def _run(fleet_file, home, monkeypatch, runner: str) -> tuple[dict, dict]:
     """Run the fleet in its own home with ``runner``; return its rows and each specialist's test probabilities."""
-    from fleet.curation import load_split
+    from fleet.kinds.classification.predict import TextClassifier
     from fleet.registry import download_model_dir
     from fleet.settings import Settings
-    from fleet.training import TextClassifier
-    from flows.fleet import fleet_flow
+    from fleet.versions import load_split
+    from flows.fleet_run import fleet_flow
 
     monkeypatch.setenv("FLEET_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the previous run exported its own
     monkeypatch.setenv("FLEET_TASK_RUNNER", runner)
     monkeypatch.setenv("FLEET_DASK_WORKERS", "2")
-    rows = {r["specialist"]: r for r in fleet_flow(fleet_file=str(fleet_file))}
+    rows = {r.specialist: r for r in fleet_flow(fleet_file=str(fleet_file))}
     settings = Settings.load().apply()
     probs = {}
     for name, row in rows.items():
-        test = load_split(settings.store_handle(), name, row["dataset_version"], "test")
-        model = TextClassifier(download_model_dir(name, row["version"], home / "check" / name))
+        test = load_split(settings.store_handle(), name, row.dataset_version, "test")
+        model = TextClassifier(download_model_dir(name, row.version, home / "check" / name))
         probs[name] = model.predict_proba(test["text"].tolist())
     return rows, probs
 
@@ -51,13 +51,13 @@ def test_dask_runner_matches_thread_runner(tmp_path, fleet_home, monkeypatch):
 
     assert set(threads) == set(dask) == {"toy", "toy2"}
     here = f":{os.getpid()}"
-    assert all(r["ran_on"].endswith(here) for r in threads.values())
-    assert not any(r["ran_on"].endswith(here) for r in dask.values()), "the Dask run did not run in worker processes"
+    assert all(r.ran_on.endswith(here) for r in threads.values())
+    assert not any(r.ran_on.endswith(here) for r in dask.values()), "the Dask run did not run in worker processes"
     for name in threads:
         a, b = threads[name], dask[name]
-        assert a["status"] == b["status"] == "trained", (a, b)
-        for k in ("dataset_version", "version", "alias", "verdict", "challenger_macro_f1", "baseline_macro_f1"):
-            assert a[k] == b[k], (name, k, a[k], b[k])
+        assert a.status == b.status == "trained", (a, b)
+        for k in ("dataset_version", "version", "alias", "verdict", "metric", "scores"):
+            assert getattr(a, k) == getattr(b, k), (name, k, getattr(a, k), getattr(b, k))
         # Not bitwise: Dask workers run torch with one intra-op thread (Dask sets OMP_NUM_THREADS=1), this
         # process with two, so float sums happen in another order (seen: up to 2.7e-5 on probabilities ~1e-5).
         np.testing.assert_array_equal(p_threads[name].argmax(1), p_dask[name].argmax(1))
@@ -77,14 +77,31 @@ def test_distributed_fine_tune_then_register(tmp_path, fleet_home, monkeypatch):
 
     from conftest import free_port
     from fleet.settings import Settings
-    from flows.fleet import fleet_flow
+    from flows.fleet_run import fleet_flow
 
     fleet_file = write_toy_fleet(tmp_path / "f")
     env = {**os.environ, "FLEET_HOME": str(fleet_home), "OMP_NUM_THREADS": "1"}
     launcher = Path(sys.executable).parent / "torchrun"
-    r = subprocess.run([str(launcher), "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-                        "--master_port", str(free_port()), "-m", "fleet.cli", "train", "--fleet", str(fleet_file)],
-                       env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            str(launcher),
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(free_port()),
+            "-m",
+            "cli.main",
+            "train",
+            "--fleet",
+            str(fleet_file),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert r.stdout.count("trained by 2 process(es)") == 1, r.stdout  # printed by the main process only
 
@@ -94,7 +111,7 @@ def test_distributed_fine_tune_then_register(tmp_path, fleet_home, monkeypatch):
     assert manifest["world_size"] == 2
 
     [row] = fleet_flow(fleet_file=str(fleet_file))
-    assert row["status"] == "trained" and row["version"] == "1"
+    assert row.status == "trained" and row.version == "1"
     from mlflow import MlflowClient
 
     version = MlflowClient().get_model_version("toy", "1")

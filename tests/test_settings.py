@@ -8,17 +8,28 @@ import logging
 import pytest
 from typer.testing import CliRunner
 
-from fleet.cli import app
+from cli.main import app
 from fleet.settings import Settings, SettingsError
 
-SECRETS = {"PREFECT_API_KEY": "pnu_abc123-secret", "MLFLOW_TRACKING_PASSWORD": "mlflow-pw-secret",
-           "MLFLOW_TRACKING_TOKEN": "tok-secret-9", "PREFECT_API_AUTH_STRING": "admin:auth-secret"}
+SECRETS = {
+    "PREFECT_API_KEY": "pnu_abc123-secret",
+    "MLFLOW_TRACKING_PASSWORD": "mlflow-pw-secret",
+    "MLFLOW_TRACKING_TOKEN": "tok-secret-9",
+    "PREFECT_API_AUTH_STRING": "admin:auth-secret",
+}
 
 
 @pytest.fixture
 def clean_env(monkeypatch, tmp_path):
-    for var in ("FLEET_ENV_FILE", "FLEET_STORE", "FLEET_TASK_RUNNER", "MLFLOW_TRACKING_URI", "PREFECT_API_URL",
-                "AWS_ENDPOINT_URL", *SECRETS):
+    for var in (
+        "FLEET_ENV_FILE",
+        "FLEET_STORE",
+        "FLEET_TASK_RUNNER",
+        "MLFLOW_TRACKING_URI",
+        "PREFECT_API_URL",
+        "AWS_ENDPOINT_URL",
+        *SECRETS,
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("FLEET_HOME", str(tmp_path / "home"))
     return monkeypatch
@@ -26,8 +37,10 @@ def clean_env(monkeypatch, tmp_path):
 
 def test_file_then_environment(clean_env, tmp_path):
     f = tmp_path / "fleet.env"
-    f.write_text("FLEET_STORE=s3://bucket/fleet\nMLFLOW_TRACKING_URI=http://mlflow:5000\nFLEET_TASK_RUNNER=dask\n"
-                 "PREFECT_API_KEY=from-file-secret\n")
+    f.write_text(
+        "FLEET_STORE=s3://bucket/fleet\nMLFLOW_TRACKING_URI=http://mlflow:5000\nFLEET_TASK_RUNNER=dask\n"
+        "PREFECT_API_KEY=from-file-secret\n"
+    )
     clean_env.setenv("FLEET_ENV_FILE", str(f))
     clean_env.setenv("FLEET_TASK_RUNNER", "deployments")  # the environment wins over the file
     s = Settings.load()
@@ -68,7 +81,7 @@ def test_artifacts_stay_under_the_home_after_apply(clean_env, tmp_path):
 
 def test_bad_settings_are_named(clean_env, tmp_path):
     clean_env.setenv("FLEET_ENV_FILE", str(tmp_path / "missing.env"))
-    with pytest.raises(SettingsError, match="missing.env: no such settings file"):
+    with pytest.raises(SettingsError, match=r"missing\.env: no such settings file"):
         Settings.load()
     clean_env.delenv("FLEET_ENV_FILE")
     clean_env.setenv("FLEET_TASK_RUNNER", "spark")

@@ -86,12 +86,14 @@ def test_load_fleet_file_errors_and_relative_sources(tmp_path):
         load_fleet(bad)
     good = tmp_path / "sub" / "fleet.yaml"
     good.parent.mkdir()
-    good.write_text(textwrap.dedent("""
+    good.write_text(
+        textwrap.dedent("""
         specialists:
           s:
             data: {source: data/x.csv}
             labels: [a, b]
-    """))
+    """)
+    )
     spec = load_fleet(good).specialists["s"]
     assert spec.data.source == str(tmp_path / "sub" / "data" / "x.csv")
 

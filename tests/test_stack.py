@@ -21,11 +21,13 @@ from pathlib import Path
 
 import pytest
 
+from cli import stack as fleet_stack
 from conftest import write_toy_fleet
-from fleet import stack as fleet_stack
 
 pytestmark = [
-    pytest.mark.slow, pytest.mark.integration, pytest.mark.stack,
+    pytest.mark.slow,
+    pytest.mark.integration,
+    pytest.mark.stack,
     pytest.mark.skipif(fleet_stack.find_pg_bin() is None, reason="PostgreSQL's server binaries are not installed"),
 ]
 FLEET_BIN = str(Path(sys.executable).parent / "fleet")
@@ -43,18 +45,24 @@ def fleet(*args, env, timeout=600, check=True) -> subprocess.CompletedProcess:
 
 
 def post(url: str, body: dict):
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())
 
 
 def test_fleet_up_run_down(tmp_path):
     home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PREFECT_", "MLFLOW_", "FLEET_", "AWS_"))}
-    env.update(FLEET_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_RUNNER_POLL_FREQUENCY="2",
-               MLFLOW_TRACKING_USERNAME="fleet", MLFLOW_TRACKING_PASSWORD=SECRET, PREFECT_API_KEY=SECRET)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "FLEET_", "AWS_"))}
+    env.update(
+        FLEET_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_RUNNER_POLL_FREQUENCY="2",
+        MLFLOW_TRACKING_USERNAME="fleet",
+        MLFLOW_TRACKING_PASSWORD=SECRET,
+        PREFECT_API_KEY=SECRET,
+    )
     outputs = []
     serve = None
     try:
@@ -89,15 +97,25 @@ def test_fleet_up_run_down(tmp_path):
         client = MlflowClient(tracking_uri=st.env["MLFLOW_TRACKING_URI"])
         v1 = client.get_model_version_by_alias("toy", "champion")
         assert v1.version == "1"
-        s3 = boto3.client("s3", endpoint_url=st.env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                          aws_access_key_id="x", aws_secret_access_key="y")
-        keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="fleet")
-                for o in page.get("Contents", [])]
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=st.env["AWS_ENDPOINT_URL"],
+            region_name="us-east-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="y",
+        )
+        keys = [
+            o["Key"]
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket="fleet")
+            for o in page.get("Contents", [])
+        ]
         run_keys = [k for k in keys if k.startswith("mlflow-artifacts/") and f"/{v1.run_id}/artifacts/" in k]
         assert any(k.endswith("decision/record.json") for k in run_keys), run_keys
         assert any(k.endswith("evaluation/confusion_challenger.png") for k in run_keys)
         assert any(k.startswith("mlflow-artifacts/") and k.endswith("model/model.safetensors") for k in keys)
-        assert any(k.startswith("store/datasets/toy/") for k in keys) and any(k.startswith("store/models/toy/") for k in keys)
+        assert any(k.startswith("store/datasets/toy/") for k in keys) and any(
+            k.startswith("store/models/toy/") for k in keys
+        )
         pg = f"host=127.0.0.1 port={st.pg_port} user=postgres"
         with psycopg2.connect(f"{pg} dbname=mlflow") as conn, conn.cursor() as cur:
             cur.execute("select name, version from model_versions")
@@ -112,9 +130,13 @@ def test_fleet_up_run_down(tmp_path):
             assert ("toy", "COMPLETED") in cur.fetchall()
 
         # The same specialist as one run of the `specialist` deployment, served by another process
-        serve = subprocess.Popen([FLEET_BIN, "serve", "--fleet", str(fleet_file), "--train-cron", ""], env=env,
-                                 stdout=(tmp_path / "serve.log").open("wb"), stderr=subprocess.STDOUT,
-                                 start_new_session=True)
+        serve = subprocess.Popen(
+            [FLEET_BIN, "serve", "--fleet", str(fleet_file), "--train-cron", ""],
+            env=env,
+            stdout=(tmp_path / "serve.log").open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 120
         while not post(f"{api}/deployments/filter", {"deployments": {"name": {"any_": ["specialist"]}}}):
             assert time.monotonic() < deadline and serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
@@ -125,7 +147,9 @@ def test_fleet_up_run_down(tmp_path):
         runs = post(f"{api}/flow_runs/filter", {"limit": 50, "sort": "EXPECTED_START_TIME_DESC"})
         deployed = [r for r in runs if r["name"] == "toy" and r["deployment_id"]]
         assert len(deployed) == 1 and deployed[0]["state_type"] == "COMPLETED"
-        result = json.loads(s3.get_object(Bucket="fleet", Key=f"store/results/specialist/{deployed[0]['id']}.json")["Body"].read())
+        result = json.loads(
+            s3.get_object(Bucket="fleet", Key=f"store/results/specialist/{deployed[0]['id']}.json")["Body"].read()
+        )
         assert not result["ran_on"].endswith(f":{remote.pid}")  # it ran under `fleet serve`, not in `fleet run`
 
         # No secret anywhere: command output, files under the home, Prefect logs, MLflow params and tags
@@ -152,8 +176,12 @@ def test_fleet_up_run_down(tmp_path):
         assert "stopped: mlflow, prefect, s3, postgres" in down.stdout
         import psutil
 
-        left = [(name, pid) for name, pids in members.items() for pid in pids
-                if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        left = [
+            (name, pid)
+            for name, pids in members.items()
+            for pid in pids
+            if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        ]
         assert not left, f"still running after fleet down: {left}"
         assert not Path(st.pg_data).exists() and not (home / "stack" / "stack.json").exists()
         assert "no stack is up" in fleet("down", env=env).stdout

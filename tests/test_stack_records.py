@@ -7,7 +7,7 @@ import subprocess
 import psutil
 import pytest
 
-from fleet.stack import Service, Stack, StackError, down, stack_folder, up
+from cli.stack import Service, Stack, StackError, down, stack_folder, up
 
 
 def test_down_touches_only_the_processes_it_started(tmp_path):

@@ -88,17 +88,19 @@ def _faulty_store(bucket: str, fault: _Fault, max_attempts: int = 3) -> S3Store:
 def _toy_spec(tmp_path):
     import pandas as pd
 
-    from fleet.spec import parse_fleet
-
     from conftest import sentences
+    from fleet.spec import parse_fleet
 
     rows = [{"text": t, "label": ["ham", "spam"][i % 2]} for i, t in enumerate(sentences(60))]
     pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
-    return parse_fleet({"specialists": {"s": {"data": {"source": str(tmp_path / "d.csv")}, "labels": ["ham", "spam"]}}}).specialists["s"]
+    return parse_fleet(
+        {"specialists": {"s": {"data": {"source": str(tmp_path / "d.csv")}, "labels": ["ham", "spam"]}}}
+    ).specialists["s"]
 
 
 def test_transient_s3_errors_are_retried(s3_env, tmp_path):
-    from fleet.curation import curate, load_split
+    from fleet.curation import curate
+    from fleet.versions import load_split
 
     boto3.client("s3").create_bucket(Bucket="flaky")
     fault = _Fault("train.jsonl", times=2)
@@ -109,7 +111,8 @@ def test_transient_s3_errors_are_retried(s3_env, tmp_path):
 
 
 def test_a_fault_mid_upload_leaves_no_visible_version(s3_env, tmp_path):
-    from fleet.curation import CurationError, curate, load_split
+    from fleet.curation import CurationError, curate
+    from fleet.versions import load_split
 
     boto3.client("s3").create_bucket(Bucket="broken")
     spec = _toy_spec(tmp_path)

@@ -11,32 +11,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from fleet.encoders import embed, mean_pool
+
 HEAD_FILE = "classifier_head.safetensors"
 META_FILE = "fleet.json"
-
-
-def batches(tokenizer, texts: list[str], max_length: int, batch_size: int = 64, device: str = "cpu"):
-    """Tokenized, padded batches of ``texts`` (truncated to ``max_length`` tokens)."""
-    for i in range(0, len(texts), batch_size):
-        yield tokenizer(list(texts[i : i + batch_size]), truncation=True, max_length=max_length, padding=True,
-                        return_tensors="pt").to(device)
-
-
-def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The average of the token vectors, ignoring padding."""
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
 
 class MeanPoolClassifier(nn.Module):
     """encoder -> mean pooling -> dropout -> linear; returns transformers' usual output."""
 
-    def __init__(self, encoder: nn.Module, num_labels: int, dropout: float = 0.1, class_weights=None):
+    def __init__(self, encoder: Any, num_labels: int, dropout: float = 0.1, class_weights=None):
         super().__init__()
         self.encoder = encoder
         self.config = encoder.config  # the Trainer and peft read it
@@ -58,15 +48,19 @@ class MeanPoolClassifier(nn.Module):
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
-def save_classifier(model: MeanPoolClassifier, tokenizer, folder: Path, labels: list[str], max_length: int) -> None:
+def save_classifier(model: Any, tokenizer: Any, folder: Path, labels: list[str], max_length: int) -> None:
     """Encoder and tokenizer as transformers folders, the head as safetensors, and the label list."""
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
     model.encoder.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.classifier.state_dict().items()}, str(folder / HEAD_FILE))
-    (folder / META_FILE).write_text(json.dumps({"labels": labels, "max_length": max_length, "pooling": "mean"}))
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in model.classifier.state_dict().items()}, str(folder / HEAD_FILE)
+    )
+    (folder / META_FILE).write_text(
+        json.dumps({"task": "text-classification", "labels": labels, "max_length": max_length, "pooling": "mean"})
+    )
 
 
 def load_classifier(folder: Path) -> tuple[MeanPoolClassifier, dict]:
@@ -80,20 +74,22 @@ def load_classifier(folder: Path) -> tuple[MeanPoolClassifier, dict]:
 
 
 def linear_probe_init(
-    model: MeanPoolClassifier, tokenizer, texts: list[str], label_ids: list[int], max_length: int,
-    balanced: bool, batch_size: int = 64,
+    model: MeanPoolClassifier,
+    tokenizer,
+    texts: list[str],
+    label_ids: list[int],
+    max_length: int,
+    balanced: bool,
+    batch_size: int = 64,
 ) -> None:
     """Set the head to a logistic regression fitted on the frozen encoder's pooled embeddings (LP-FT)."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
     model.eval()
-    feats = []
-    with torch.inference_mode():
-        for enc in batches(tokenizer, texts, max_length, batch_size):
-            feats.append(mean_pool(model.encoder(**enc).last_hidden_state, enc["attention_mask"]).numpy())
+    x = embed(tokenizer, model.encoder, texts, max_length, batch_size, normalize=False)
     model.train()
-    x, y = np.concatenate(feats), np.asarray(label_ids)
+    y = np.asarray(label_ids)
     k = model.classifier.out_features
     lr = LogisticRegression(max_iter=1000, class_weight="balanced" if balanced else None).fit(x, y)
     coef = np.zeros((k, x.shape[1]), dtype=np.float32)

@@ -13,7 +13,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from fleet.results import FleetRunError
+from fleet.results import FleetRunError, SpecialistResult
 from fleet.settings import Settings
 from flows.specialist import DEFAULT_FLEET_FILE, specialist_flow
 from tasks import specialist as t
@@ -26,25 +26,36 @@ def task_runner(settings: Settings):
         if settings.dask_address:
             return DaskTaskRunner(address=settings.dask_address)
         # One thread per worker process: a specialist's training already uses the process's cores.
-        return DaskTaskRunner(cluster_kwargs={"n_workers": settings.dask_workers, "threads_per_worker": 1,
-                                             "processes": True, "dashboard_address": None})
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": settings.dask_workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+            }
+        )
     return ThreadPoolTaskRunner(max_workers=settings.max_workers)
 
 
 @task(name="specialist", task_run_name="{name}", cache_policy=NONE)
-def run_specialist(name: str, fleet_file: str, trigger: str) -> dict:
+def run_specialist(name: str, fleet_file: str, trigger: str) -> SpecialistResult:
     """One specialist's flow, as a subflow of this task (in a thread or a Dask worker)."""
     Settings.load().apply()  # a Dask worker is a fresh process: export the settings there too
     return specialist_flow(name=name, fleet_file=fleet_file, trigger=trigger)
 
 
 @task(name="specialist-deployment", task_run_name="{name}", cache_policy=NONE)
-def run_specialist_deployment(name: str, fleet_file: str, trigger: str, deployment: str) -> dict:
+def run_specialist_deployment(name: str, fleet_file: str, trigger: str, deployment: str) -> SpecialistResult:
     """One run of the specialist deployment (on a worker elsewhere); its result comes back through the object store."""
     from prefect.deployments import run_deployment
 
-    run = run_deployment(deployment, parameters={"name": name, "fleet_file": fleet_file, "trigger": trigger},
-                         flow_run_name=name, timeout=None, as_subflow=True)
+    run = run_deployment(
+        deployment,
+        parameters={"name": name, "fleet_file": fleet_file, "trigger": trigger},
+        flow_run_name=name,
+        timeout=None,
+        as_subflow=True,
+    )
     get_run_logger().info("%s: flow run %s ended %s", name, run.id, run.state.name)
     if not run.state.is_completed():
         raise RuntimeError(f"{name}: deployment run {run.name} ({run.id}) ended {run.state.name}: {run.state.message}")
@@ -52,24 +63,39 @@ def run_specialist_deployment(name: str, fleet_file: str, trigger: str, deployme
 
 
 @flow(name="fleet", flow_run_name="fleet-{trigger}")
-def fleet_flow(fleet_file: str = DEFAULT_FLEET_FILE, only: list[str] | None = None, trigger: str = "manual") -> list[dict]:
+def fleet_flow(
+    fleet_file: str = DEFAULT_FLEET_FILE, only: list[str] | None = None, trigger: str = "manual"
+) -> list[SpecialistResult]:
     """Run every selected specialist through the settings' task runner; one failure does not stop the others."""
     settings = Settings.load().apply()
     names = [s.name for s in t.load_fleet_spec(fleet_file).select(only)]
-    get_run_logger().info("%d specialist(s) through the %s runner: %s", len(names), settings.task_runner, ", ".join(names))
+    get_run_logger().info(
+        "%d specialist(s) through the %s runner: %s", len(names), settings.task_runner, ", ".join(names)
+    )
     runner = task_runner(settings) if settings.task_runner != "deployments" else ThreadPoolTaskRunner(len(names) or 1)
     with runner.duplicate() as r:
         if settings.task_runner == "deployments":
-            futures = {n: r.submit(run_specialist_deployment, {"name": n, "fleet_file": fleet_file, "trigger": trigger,
-                                                               "deployment": settings.specialist_deployment})
-                       for n in names}
+            futures = {
+                n: r.submit(
+                    run_specialist_deployment,
+                    {
+                        "name": n,
+                        "fleet_file": fleet_file,
+                        "trigger": trigger,
+                        "deployment": settings.specialist_deployment,
+                    },
+                )
+                for n in names
+            }
         else:
-            futures = {n: r.submit(run_specialist, {"name": n, "fleet_file": fleet_file, "trigger": trigger}) for n in names}
+            futures = {
+                n: r.submit(run_specialist, {"name": n, "fleet_file": fleet_file, "trigger": trigger}) for n in names
+            }
         for f in futures.values():
             f.wait()
         states = {n: f.state for n, f in futures.items()}
     results = t.summarize(states)
     t.publish_summary(results)
-    if any(r["status"] == "failed" for r in results):
+    if any(r.status == "failed" for r in results):
         raise FleetRunError(results)
     return results

@@ -1,4 +1,4 @@
-"""The ``fleet`` command.
+"""The ``fleet`` command: the app layer, above the flows (cli -> flows -> tasks -> fleet).
 
 Settings are read here, at the entry point, and exported to the environment
 before Prefect or the flows are imported, so that Prefect's home and MLflow's
@@ -7,25 +7,31 @@ store land under ``FLEET_HOME``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="Train, evaluate and register a fleet of specialist models.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    help="Train, evaluate and register a fleet of specialist models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 # Piped output (CI logs, `make demo | tee`) gets a wide table rather than rich's 80-column default.
 out = Console() if sys.stdout.isatty() else Console(width=160)
 err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=160)
 
 DEFAULT_FLEET = os.environ.get("FLEET_FILE", "deployments/fleet.yaml")
-FleetOpt = typer.Option(DEFAULT_FLEET, "--fleet", "-f", help="The fleet file (default: $FLEET_FILE or deployments/fleet.yaml).")
+FleetOpt = typer.Option(
+    DEFAULT_FLEET, "--fleet", "-f", help="The fleet file (default: $FLEET_FILE or deployments/fleet.yaml)."
+)
 
 
 def _settings():
@@ -44,9 +50,9 @@ def _fail(message: str, code: int = 2) -> None:
 
 def _load(fleet: Path, only: list[str] | None):
     """Parse the fleet file and check every selected specialist's data and base model, before any work."""
-    from fleet.curation import CurationError, check_source
+    from fleet.bases import TrainingError, resolve_base_model
+    from fleet.sources import CurationError, check_source
     from fleet.spec import SpecError, load_fleet
-    from fleet.training import TrainingError, resolve_base_model
 
     try:
         spec = load_fleet(fleet)
@@ -78,7 +84,7 @@ def validate(fleet: Path = FleetOpt) -> None:
 @app.command()
 def run(
     fleet: Path = FleetOpt,
-    only: Optional[list[str]] = typer.Option(None, "--only", help="Run only this specialist (repeatable)."),
+    only: list[str] | None = typer.Option(None, "--only", help="Run only this specialist (repeatable)."),
     trigger: str = typer.Option("manual", help="Why this run happens: manual, schedule or drift."),
 ) -> None:
     """Curate, fine-tune, evaluate and register each specialist (skipping what is up to date)."""
@@ -88,7 +94,7 @@ def run(
     _load(fleet, only)
     start = time.monotonic()
     from fleet.results import FleetRunError
-    from flows.fleet import fleet_flow
+    from flows.fleet_run import fleet_flow
 
     state = fleet_flow(fleet_file=str(fleet.resolve()), only=only or None, trigger=trigger, return_state=True)
     result = state.result(raise_on_failure=False)
@@ -104,7 +110,7 @@ def run(
 @app.command()
 def train(
     fleet: Path = FleetOpt,
-    only: Optional[list[str]] = typer.Option(None, "--only", help="Train only this specialist (repeatable)."),
+    only: list[str] | None = typer.Option(None, "--only", help="Train only this specialist (repeatable)."),
 ) -> None:
     """Curate and fine-tune only: no evaluation, no registration (the next `fleet run` does those).
 
@@ -128,25 +134,40 @@ def train(
         except training.TrainingError as exc:
             _fail(str(exc))
         if state.is_main_process:
-            how = "already stored" if info["reused"] else f"trained by {info.get('world_size', 1)} process(es)"
-            out.print(f"{s.name}: data {ds.version}, model {info['training_key']} {how}", highlight=False)
+            how = "already stored" if info.reused else f"trained by {info.world_size} process(es)"
+            out.print(f"{s.name}: data {ds.version}, model {info.training_key} {how}", highlight=False)
 
 
-def _print_rows(rows: list[dict]) -> None:
+def _print_rows(rows) -> None:
+    metric = next((r.metric for r in rows if r.metric), "score")
     table = Table(title="fleet run")
-    cols = ["specialist", "status", "version", "alias", "verdict", "challenger_macro_f1", "champion_macro_f1",
-            "baseline_macro_f1", "dataset_version"]
-    for c in cols:
-        table.add_column(c.replace("_macro_f1", " F1"))
+    for c in (
+        "specialist",
+        "status",
+        "version",
+        "alias",
+        "verdict",
+        f"challenger {metric}",
+        f"champion {metric}",
+        f"baseline {metric}",
+        "dataset_version",
+    ):
+        table.add_column(c)
     for r in rows:
-        if r["status"] == "failed":
-            table.add_row(r["specialist"], "[red]failed[/]", *[""] * (len(cols) - 2))
+        if r.status == "failed":
+            table.add_row(r.specialist, "[red]failed[/]", *[""] * 7)
             continue
-        table.add_row(*[("" if r.get(c) is None else str(r.get(c))) for c in cols])
+        scores = [
+            "" if r.scores.get(role) is None else f"{r.scores[role]:.4f}"
+            for role in ("challenger", "champion", "baseline")
+        ]
+        table.add_row(
+            r.specialist, r.status, r.version or "", r.alias or "", r.verdict or "", *scores, r.dataset_version or ""
+        )
     out.print(table)
     for r in rows:
-        if r["status"] == "failed":
-            err.print(f"[red]{r['specialist']}[/]: {r.get('error')}", highlight=False)
+        if r.status == "failed":
+            err.print(f"[red]{r.specialist}[/]: {r.error}", highlight=False)
 
 
 @app.command()
@@ -154,52 +175,48 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     fleet: Path = FleetOpt,
 ) -> None:
-    """The champion of each specialist, read from the MLflow registry."""
+    """The champion of each specialist against the general baselines, read from the MLflow registry."""
     _settings()
-    from fleet.registry import RegistryError, fleet_status, registered_names
+    from fleet.leaderboard import flat, fleet_status
+    from fleet.registry import RegistryError, registered_names
     from fleet.spec import SpecError, load_fleet
 
     names = []
-    try:
+    with contextlib.suppress(SpecError):
         names = list(load_fleet(fleet).specialists) if fleet.exists() else []
-    except SpecError:
-        pass
     try:
         names += [n for n in registered_names() if n not in names]
         rows = fleet_status(names)
     except RegistryError as exc:
         _fail(str(exc))
     if as_json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
         return
-    table = Table(title="fleet status: champion vs general baseline (macro-F1, 95% CI; cost per 1,000 predictions)")
-    for c in ("specialist", "champion", "macro-F1", "baseline", "baseline macro-F1", "cost/1k", "baseline cost/1k",
-              "gain (points)", "points per cost", "dataset", "trained"):
+    table = Table(
+        title="fleet status: champion vs strongest general baseline (gate metric, 95% CI; cost per 1,000 predictions)"
+    )
+    cells = [flat(r) for r in rows]
+    for c in cells[0] if cells else {"specialist": ""}:
         table.add_column(c)
-
-    def f1(v, ci):
-        return "" if v is None else (f"{v:.4f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{v:.4f}")
-
-    def money(v):
-        return "" if v is None else f"{v:.6f}"
-
-    for r in rows:
-        table.add_row(r["specialist"], r["champion_version"] or "none", f1(r["champion_macro_f1"], r["champion_macro_f1_ci"]),
-                      r["baseline"] or "", f1(r["baseline_macro_f1"], r["baseline_macro_f1_ci"]),
-                      money(r["champion_cost_per_1k"]), money(r["baseline_cost_per_1k"]),
-                      "" if r["gain_points"] is None else f"{r['gain_points']:+.2f}",
-                      "" if r["gain_points_per_cost"] is None else f"{r['gain_points_per_cost']:,.0f}",
-                      r["dataset_version"] or "", r["last_trained"] or "")
+    for c in cells:
+        table.add_row(
+            *[
+                "" if v is None else (f"{v:,.6f}" if isinstance(v, float) and "cost" in k else str(v))
+                for k, v in c.items()
+            ]
+        )
     out.print(table)
 
 
 @app.command()
-def promote(name: str = typer.Argument(..., help="The specialist."),
-            version: str = typer.Argument(..., help="The version to make champion.")) -> None:
+def promote(
+    name: str = typer.Argument(..., help="The specialist."),
+    version: str = typer.Argument(..., help="The version to make champion."),
+) -> None:
     """Make a registered version the champion by hand (recorded in the champion history)."""
     _settings()
+    from fleet.champions import promote as do_promote
     from fleet.registry import RegistryError
-    from fleet.registry import promote as do_promote
 
     try:
         do_promote(name, version)
@@ -212,8 +229,8 @@ def promote(name: str = typer.Argument(..., help="The specialist."),
 def rollback(name: str = typer.Argument(..., help="The specialist.")) -> None:
     """Move the champion back to the previous champion (recorded)."""
     _settings()
+    from fleet.champions import rollback as do_rollback
     from fleet.registry import RegistryError
-    from fleet.registry import rollback as do_rollback
 
     try:
         old, new = do_rollback(name)
@@ -225,12 +242,12 @@ def rollback(name: str = typer.Argument(..., help="The specialist.")) -> None:
 @app.command()
 def predict(
     name: str = typer.Argument(..., help="The specialist."),
-    texts: list[str] = typer.Argument(..., help="Texts to classify."),
+    texts: list[str] = typer.Argument(..., help="Texts to answer."),
     alias: str = typer.Option("champion", help="Registry alias to use."),
-    version: Optional[str] = typer.Option(None, help="A version number instead of an alias."),
+    version: str | None = typer.Option(None, help="A version number instead of an alias."),
     log: bool = typer.Option(True, help="Append the predictions to the specialist's traffic log (for drift)."),
 ) -> None:
-    """Classify texts with a specialist's registered model; prints label, score and text."""
+    """Answer texts with a specialist's registered model; prints its answer (a classifier: label, score) and the text."""
     _settings()
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -243,16 +260,17 @@ def predict(
         model = mlflow.pyfunc.load_model(uri)
     except MlflowException as exc:
         _fail(f"{uri}: cannot load ({exc.message.splitlines()[0]}); train it with `fleet run --only {name}`")
-    pred = model.predict(list(texts))
-    for text, label, score in zip(texts, pred["label"], pred["score"]):
-        print(f"{label}\t{score:.4f}\t{text}")  # plain TSV, for pipes
+    answers = model.predict(list(texts)).to_dict("records")
+    for text, answer in zip(texts, answers):  # plain TSV, for pipes: the answer's fields, then the text
+        print("\t".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in answer.values()) + f"\t{text}")
     if log:
         from fleet import traffic
         from fleet.settings import Settings
 
         served = version or _alias_version(name, alias)
-        traffic.log_predictions(Settings.load().store_handle(), name, list(texts), pred["label"].tolist(),
-                                pred["score"].tolist(), served)
+        traffic.log_predictions(
+            Settings.load().store_handle(), name, [{"text": t, **a} for t, a in zip(texts, answers)], served
+        )
 
 
 def _alias_version(name: str, alias: str) -> str:
@@ -262,30 +280,45 @@ def _alias_version(name: str, alias: str) -> str:
 
 
 @app.command()
-def feedback(name: str = typer.Argument(..., help="The specialist."),
-             file: Path = typer.Argument(..., help="CSV/TSV/JSONL/Parquet with text and label columns."),
-             text_column: str = typer.Option("text"), label_column: str = typer.Option("label")) -> None:
-    """Store labelled feedback for a specialist (redacted, date-partitioned); retraining merges it."""
+def feedback(
+    name: str = typer.Argument(..., help="The specialist."),
+    file: Path = typer.Argument(..., help="CSV/TSV/JSONL/Parquet with the input and the right answer."),
+    text_column: str = typer.Option("text", help="The input's column."),
+    answer_column: str | None = typer.Option(
+        None,
+        "--answer-column",
+        "--label-column",
+        help="The right answer's column (default: label for a classifier, response for a generative specialist).",
+    ),
+    fleet: Path = FleetOpt,
+) -> None:
+    """Store corrected answers for a specialist (redacted, date-partitioned); retraining merges them."""
     settings = _settings()
+    spec, _ = _load(fleet, [name])
     from fleet import traffic
-    from fleet.curation import CurationError, load_raw
+    from fleet.kinds import kind_of
+    from fleet.sources import CurationError, load_raw
     from fleet.spec import DataSpec
 
+    target = kind_of(spec.specialists[name]).target
     try:
-        raw = load_raw(DataSpec(source=str(file.resolve()), text_column=text_column, label_column=label_column))
+        raw = load_raw(DataSpec(source=str(file.resolve())), {"text": text_column, target: answer_column or target})
     except CurationError as exc:
         _fail(str(exc))
-    rows = [{"text": str(t), "label": str(lab)} for t, lab in zip(raw["text"], raw["label"]) if str(t).strip()]
+    rows = [{"text": str(t), target: str(a)} for t, a in zip(raw["text"], raw[target]) if str(t).strip()]
     key = traffic.append(settings.store_handle(), "feedback", name, rows)
     out.print(f"{name}: {len(rows)} feedback row(s) stored at {key}")
 
 
 @app.command()
-def simulate(name: str = typer.Argument(..., help="The specialist whose traffic is simulated."),
-             shift: str = typer.Option("none", help="none (held-out data), prior (label mix changed), domain."),
-             from_: Optional[str] = typer.Option(None, "--from", help="domain: the specialist whose data to send."),
-             rows: int = typer.Option(200, help="Rows in the window."),
-             seed: int = typer.Option(0), fleet: Path = FleetOpt) -> None:
+def simulate(
+    name: str = typer.Argument(..., help="The specialist whose traffic is simulated."),
+    shift: str = typer.Option("none", help="none (held-out data), prior (label mix changed), domain."),
+    from_: str | None = typer.Option(None, "--from", help="domain: the specialist whose data to send."),
+    rows: int = typer.Option(200, help="Rows in the window."),
+    seed: int = typer.Option(0),
+    fleet: Path = FleetOpt,
+) -> None:
     """Write a simulated traffic window, scored by the champion, to the traffic log."""
     settings = _settings()
     spec, _ = _load(fleet, [name])
@@ -306,28 +339,54 @@ def simulate(name: str = typer.Argument(..., help="The specialist whose traffic 
 
 
 @app.command()
-def monitor(fleet: Path = FleetOpt,
-            only: Optional[list[str]] = typer.Option(None, "--only", help="Monitor only this specialist.")) -> None:
+def monitor(
+    fleet: Path = FleetOpt, only: list[str] | None = typer.Option(None, "--only", help="Monitor only this specialist.")
+) -> None:
     """Check each specialist's latest traffic window for drift; emit a Prefect event when it drifted."""
     _settings()
     _load(fleet, only)
     from flows.monitor import monitor_fleet_flow
 
     for r in monitor_fleet_flow(fleet_file=str(fleet.resolve()), only=only or None):
-        out.print(f"{r['specialist']}: {r['status']}" + (f" (fired: {', '.join(r['fired'])}; event {r['event_id']})"
-                                                          if r.get("event_id") else "") + f"  report {r['report_id']}")
+        out.print(
+            f"{r['specialist']}: {r['status']}"
+            + (f" (fired: {', '.join(r['fired'])}; event {r['event_id']})" if r.get("event_id") else "")
+            + f"  report {r['report_id']}"
+        )
 
 
 @app.command()
-def serve(fleet: Path = FleetOpt,
-          train_cron: Optional[str] = typer.Option("0 3 * * *", help="Cron of the fleet training deployment."),
-          limit: int = typer.Option(4, help="Flow runs this process runs at once.")) -> None:
+def score(
+    name: str = typer.Argument(..., help="The specialist."),
+    source: str = typer.Argument(..., help="A file, s3://BUCKET/KEY, or s3://BUCKET/PREFIX/ of texts."),
+    dest: str = typer.Argument(..., help="Where the answers go (JSONL): a path or s3://BUCKET/KEY."),
+    text_column: str = typer.Option("text", help="The texts' column."),
+) -> None:
+    """Batch scoring: the champion answers every text; every answer is also logged as traffic (for drift)."""
+    _settings()
+    from flows.score import score_flow
+
+    state = score_flow(name=name, source=source, dest=dest, text_column=text_column, return_state=True)
+    if not state.is_completed():
+        _fail(f"batch scoring failed: {state.result(raise_on_failure=False)}", code=1)
+    result = state.result()
+    out.print(f"{name}: {result['rows']} answer(s) written to {result['dest']}", highlight=False)
+
+
+@app.command()
+def serve(
+    fleet: Path = FleetOpt,
+    train_cron: str | None = typer.Option("0 3 * * *", help="Cron of the fleet training deployment."),
+    limit: int = typer.Option(4, help="Flow runs this process runs at once."),
+) -> None:
     """Serve every deployment (schedules, the drift trigger) from this process; needs a Prefect server."""
     _settings()
     _load(fleet, None)
     if not os.environ.get("PREFECT_API_URL"):
-        err.print("[yellow]warning:[/] PREFECT_API_URL is not set: schedules and event triggers need a Prefect "
-                  "server (`prefect server start`); the temporary local server runs neither.")
+        err.print(
+            "[yellow]warning:[/] PREFECT_API_URL is not set: schedules and event triggers need a Prefect "
+            "server (`prefect server start`); the temporary local server runs neither."
+        )
     from prefect import serve as prefect_serve
 
     from flows.deployments import runner_deployments
@@ -336,9 +395,13 @@ def serve(fleet: Path = FleetOpt,
 
 
 @app.command()
-def deploy(pool: str = typer.Option(..., help="The work pool (create it with `prefect work-pool create POOL --type process`)."),
-           fleet: Path = FleetOpt,
-           train_cron: Optional[str] = typer.Option("0 3 * * *", help="Cron of the fleet training deployment.")) -> None:
+def deploy(
+    pool: str = typer.Option(
+        ..., help="The work pool (create it with `prefect work-pool create POOL --type process`)."
+    ),
+    fleet: Path = FleetOpt,
+    train_cron: str | None = typer.Option("0 3 * * *", help="Cron of the fleet training deployment."),
+) -> None:
     """Register every deployment with a work pool, for `prefect worker start --pool POOL`."""
     _settings()
     _load(fleet, None)
@@ -381,10 +444,13 @@ def _stack_home() -> Path:
 
 
 @app.command()
-def up(pg_bin: Optional[str] = typer.Option(None, help="PostgreSQL's bin folder (default: $FLEET_PG_BIN, "
-                                            "/usr/lib/postgresql/*/bin, PATH).")) -> None:
+def up(
+    pg_bin: str | None = typer.Option(
+        None, help="PostgreSQL's bin folder (default: $FLEET_PG_BIN, /usr/lib/postgresql/*/bin, PATH)."
+    ),
+) -> None:
     """Start a local production-like stack: PostgreSQL, Prefect server, MLflow server, S3 (moto)."""
-    from fleet import stack
+    from cli import stack
 
     home = _stack_home()
     start = time.monotonic()
@@ -398,15 +464,19 @@ def up(pg_bin: Optional[str] = typer.Option(None, help="PostgreSQL's bin folder 
     for s in st.services:
         table.add_row(s.name, str(s.pid), s.url, s.log)
     out.print(table)
-    out.print(f"Point fleet commands at it:\n  export FLEET_ENV_FILE={stack.env_file(home)}\n"
-              f"Prefect UI: {st.env['PREFECT_API_URL'].removesuffix('/api')}   MLflow UI: {st.env['MLFLOW_TRACKING_URI']}\n"
-              "Stop it with `fleet down`.", highlight=False, soft_wrap=True)
+    out.print(
+        f"Point fleet commands at it:\n  export FLEET_ENV_FILE={stack.env_file(home)}\n"
+        f"Prefect UI: {st.env['PREFECT_API_URL'].removesuffix('/api')}   MLflow UI: {st.env['MLFLOW_TRACKING_URI']}\n"
+        "Stop it with `fleet down`.",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()
 def down() -> None:
     """Stop the processes `fleet up` started (and only those)."""
-    from fleet import stack
+    from cli import stack
 
     stopped = stack.down(_stack_home(), progress=lambda m: err.print(m, highlight=False))
     out.print(f"stopped: {', '.join(stopped)}" if stopped else "no stack is up")

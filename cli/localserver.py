@@ -7,19 +7,12 @@ temporary in-process server does not run.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from cli.health import ServerError, free_port, wait_http
 
 
 @dataclass
@@ -41,27 +34,25 @@ class PrefectServer:
 def start_prefect_server(folder: Path, timeout_s: float = 180) -> PrefectServer:
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    env = {**os.environ,
-           "PREFECT_HOME": str(folder / "server-home"),
-           "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{folder / 'prefect.db'}",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_UI_ENABLED": "false"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(folder / "server-home"),
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{folder / 'prefect.db'}",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+    }
     env.pop("PREFECT_API_URL", None)
     log = folder / "server.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prefect server exited with {proc.returncode}; see {log}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return PrefectServer(url, proc, log)
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"prefect server did not answer on {url} within {timeout_s:.0f} s; see {log}")
+    try:
+        wait_http(f"{url}/health", timeout_s, "prefect server", proc, log)
+    except ServerError:
+        proc.kill()
+        raise
+    return PrefectServer(url, proc, log)

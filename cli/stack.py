@@ -27,12 +27,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from fleet.localserver import free_port
+from cli.health import ServerError, free_port, tail, wait_http
 
 BUCKET = "fleet"
 PG_USER = "postgres"
@@ -69,7 +68,7 @@ class Stack:
         tmp.replace(Path(self.folder) / "stack.json")
 
     @classmethod
-    def read(cls, folder: Path) -> "Stack | None":
+    def read(cls, folder: Path) -> Stack | None:
         path = folder / "stack.json"
         if not path.is_file():
             return None
@@ -92,8 +91,11 @@ def find_pg_bin(explicit: str | None = None) -> Path | None:
         ok = (Path(explicit) / "initdb").is_file() and (Path(explicit) / "pg_ctl").is_file()
         return Path(explicit) if ok else None
     candidates = [os.environ.get("FLEET_PG_BIN")]
-    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name)
-                         if Path(p).parent.name.isdigit() else 0, reverse=True)
+    candidates += sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
+        reverse=True,
+    )
     on_path = shutil.which("initdb")
     candidates.append(str(Path(on_path).parent) if on_path else None)
     for c in candidates:
@@ -113,36 +115,26 @@ def _record(name: str, pid: int, url: str = "", log: str = "", own_group: bool =
 
 
 def _spawn(name: str, cmd: list[str], env: dict, log: Path, url: str = "") -> tuple[Service, subprocess.Popen]:
-    proc = subprocess.Popen(cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)  # its own group: `down` stops it and its workers together
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+    )  # its own group: `down` stops it and its workers together
     return _record(name, proc.pid, url, str(log)), proc
 
 
-def _tail(path: str | Path, n: int = 15) -> str:
-    with suppress(OSError):
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-n:])
-    return ""
-
-
 def _wait_http(url: str, proc: subprocess.Popen | None, name: str, log: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise StackError(f"{name} exited with code {proc.returncode} while starting; its log {log}:\n{_tail(log)}")
-        try:
-            with urllib.request.urlopen(url, timeout=3) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise StackError(f"{name} did not answer on {url} within {timeout_s:.0f} s; its log {log}:\n{_tail(log)}")
+    try:
+        wait_http(url, timeout_s, name, proc, log)
+    except ServerError as exc:
+        raise StackError(str(exc)) from None
 
 
 def _run(cmd: list[str], what: str, log: Path | None = None) -> None:
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
-        raise StackError(f"{what} failed (exit {r.returncode}): {' '.join(cmd)}\n{(r.stderr or r.stdout).strip()}"
-                         + (f"\nlog {log}:\n{_tail(log)}" if log else ""))
+        raise StackError(
+            f"{what} failed (exit {r.returncode}): {' '.join(cmd)}\n{(r.stderr or r.stdout).strip()}"
+            + (f"\nlog {log}:\n{tail(log)}" if log else "")
+        )
 
 
 def up(home: Path, pg_bin: str | None = None, timeout_s: float = 240, progress=print) -> Stack:
@@ -153,14 +145,17 @@ def up(home: Path, pg_bin: str | None = None, timeout_s: float = 240, progress=p
     if existing is not None:
         alive = [s.name for s in existing.services if _alive(s)]
         if alive:
-            raise StackError(f"a stack is already up ({', '.join(alive)}; see {folder / 'stack.json'}): "
-                             "run `fleet down` first")
+            raise StackError(
+                f"a stack is already up ({', '.join(alive)}; see {folder / 'stack.json'}): run `fleet down` first"
+            )
         down(home, progress=lambda *_: None)  # leftovers of a crashed stack
     bin_dir = find_pg_bin(pg_bin)
     if bin_dir is None:
         where = f"--pg-bin {pg_bin}" if pg_bin else "$FLEET_PG_BIN, /usr/lib/postgresql/*/bin or PATH"
-        raise StackError(f"PostgreSQL's server binaries (initdb, pg_ctl) were not found in {where}: "
-                         "install them (Debian: apt-get install postgresql)")
+        raise StackError(
+            f"PostgreSQL's server binaries (initdb, pg_ctl) were not found in {where}: "
+            "install them (Debian: apt-get install postgresql)"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "logs").mkdir(exist_ok=True)
     pg_as = PG_USER if os.geteuid() == 0 else None
@@ -188,8 +183,12 @@ def up(home: Path, pg_bin: str | None = None, timeout_s: float = 240, progress=p
         }
         stack.started_s = round(time.monotonic() - t0, 1)
         stack.save()
-        env_file(home).write_text("# written by `fleet up`; use it with: export FLEET_ENV_FILE=" + str(env_file(home)) + "\n"
-                                  + "".join(f"{k}={v}\n" for k, v in stack.env.items()))
+        env_file(home).write_text(
+            "# written by `fleet up`; use it with: export FLEET_ENV_FILE="
+            + str(env_file(home))
+            + "\n"
+            + "".join(f"{k}={v}\n" for k, v in stack.env.items())
+        )
     except BaseException:
         stack.save()
         down(home, progress=lambda *_: None)
@@ -202,18 +201,33 @@ def _start_postgres(stack: Stack, progress) -> None:
     if stack.pg_as:
         shutil.chown(data, user=stack.pg_as)
     progress(f"postgres: initdb {data}")
-    _run(_as_user([str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", PG_USER, "-E", "UTF8",
-                   "--no-sync"], stack.pg_as), "initdb")
+    _run(
+        _as_user(
+            [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", PG_USER, "-E", "UTF8", "--no-sync"],
+            stack.pg_as,
+        ),
+        "initdb",
+    )
     log = data / "server.log"
     opts = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"
     progress(f"postgres: starting on 127.0.0.1:{port}")
-    _run(_as_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(log), "-w", "-t", "60", "start"],
-                  stack.pg_as), "pg_ctl start", log)
+    _run(
+        _as_user(
+            [str(bin_dir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(log), "-w", "-t", "60", "start"],
+            stack.pg_as,
+        ),
+        "pg_ctl start",
+        log,
+    )
     pid = int((data / "postmaster.pid").read_text().split()[0])
-    stack.services.append(_record("postgres", pid, f"postgresql://{PG_USER}@127.0.0.1:{port}", str(log), own_group=False))
+    stack.services.append(
+        _record("postgres", pid, f"postgresql://{PG_USER}@127.0.0.1:{port}", str(log), own_group=False)
+    )
     for db in ("prefect", "mlflow"):
-        _run(_as_user([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", PG_USER, db], None),
-             f"createdb {db}")
+        _run(
+            _as_user([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", PG_USER, db], None),
+            f"createdb {db}",
+        )
 
 
 def _start_s3(stack: Stack, procs, progress, timeout_s) -> str:
@@ -221,26 +235,45 @@ def _start_s3(stack: Stack, procs, progress, timeout_s) -> str:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     progress(f"s3 (moto): starting on {url}")
-    svc, proc = _spawn("s3", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                       dict(os.environ), folder / "logs" / "s3.log", url)
+    svc, proc = _spawn(
+        "s3",
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        dict(os.environ),
+        folder / "logs" / "s3.log",
+        url,
+    )
     stack.services.append(svc)
     procs.append(proc)
     _wait_http(f"{url}/moto-api/", proc, "s3 (moto)", Path(svc.log), timeout_s)
     (folder / "aws-credentials").write_text(
-        "[default]\naws_access_key_id = fleet-local\naws_secret_access_key = fleet-local-secret\n")
+        "[default]\naws_access_key_id = fleet-local\naws_secret_access_key = fleet-local-secret\n"
+    )
     import boto3
 
-    boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="fleet-local",
-                 aws_secret_access_key="fleet-local-secret").create_bucket(Bucket=BUCKET)
+    boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="fleet-local",
+        aws_secret_access_key="fleet-local-secret",
+    ).create_bucket(Bucket=BUCKET)
     return url
 
 
 def _clean_env(folder: Path) -> dict:
     """The servers' environment: this one without client settings that would point them at themselves."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PREFECT_API_", "MLFLOW_TRACKING_", "FLEET_")) and k != "PREFECT_HOME"}
-    env.update(PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1", MLFLOW_ENABLE_TELEMETRY="false",
-               AWS_SHARED_CREDENTIALS_FILE=str(folder / "aws-credentials"), AWS_DEFAULT_REGION="us-east-1")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PREFECT_API_", "MLFLOW_TRACKING_", "FLEET_")) and k != "PREFECT_HOME"
+    }
+    env.update(
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        MLFLOW_ENABLE_TELEMETRY="false",
+        AWS_SHARED_CREDENTIALS_FILE=str(folder / "aws-credentials"),
+        AWS_DEFAULT_REGION="us-east-1",
+    )
     for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         env.pop(k, None)
     return env
@@ -250,13 +283,21 @@ def _start_prefect(stack: Stack, procs, progress, timeout_s) -> str:
     folder = Path(stack.folder)
     port = free_port()
     env = _clean_env(folder)
-    env.update(PREFECT_HOME=str(folder / "prefect-server"),
-               PREFECT_API_DATABASE_CONNECTION_URL=f"postgresql+asyncpg://{PG_USER}@127.0.0.1:{stack.pg_port}/prefect",
-               PREFECT_SERVER_API_HOST="127.0.0.1", PREFECT_SERVER_API_PORT=str(port))
+    env.update(
+        PREFECT_HOME=str(folder / "prefect-server"),
+        PREFECT_API_DATABASE_CONNECTION_URL=f"postgresql+asyncpg://{PG_USER}@127.0.0.1:{stack.pg_port}/prefect",
+        PREFECT_SERVER_API_HOST="127.0.0.1",
+        PREFECT_SERVER_API_PORT=str(port),
+    )
     url = f"http://127.0.0.1:{port}/api"
     progress(f"prefect server: starting on {url} (database: postgres/prefect)")
-    svc, proc = _spawn("prefect", [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                                   "--port", str(port)], env, folder / "logs" / "prefect.log", url)
+    svc, proc = _spawn(
+        "prefect",
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env,
+        folder / "logs" / "prefect.log",
+        url,
+    )
     stack.services.append(svc)
     procs.append(proc)
     _wait_http(f"{url}/health", proc, "prefect server", Path(svc.log), timeout_s)
@@ -270,10 +311,28 @@ def _start_mlflow(stack: Stack, procs, s3_url: str, progress, timeout_s) -> str:
     env["MLFLOW_S3_ENDPOINT_URL"] = s3_url
     url = f"http://127.0.0.1:{port}"
     progress(f"mlflow server: starting on {url} (backend: postgres/mlflow, artifacts: s3://{BUCKET}/mlflow-artifacts)")
-    svc, proc = _spawn("mlflow", [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                                  "--backend-store-uri", f"postgresql+psycopg2://{PG_USER}@127.0.0.1:{stack.pg_port}/mlflow",
-                                  "--artifacts-destination", f"s3://{BUCKET}/mlflow-artifacts", "--workers", "1"],
-                       env, folder / "logs" / "mlflow.log", url)
+    svc, proc = _spawn(
+        "mlflow",
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"postgresql+psycopg2://{PG_USER}@127.0.0.1:{stack.pg_port}/mlflow",
+            "--artifacts-destination",
+            f"s3://{BUCKET}/mlflow-artifacts",
+            "--workers",
+            "1",
+        ],
+        env,
+        folder / "logs" / "mlflow.log",
+        url,
+    )
     stack.services.append(svc)
     procs.append(proc)
     _wait_http(f"{url}/health", proc, "mlflow server", Path(svc.log), timeout_s)
@@ -349,8 +408,13 @@ def down(home: Path, progress=print) -> list[str]:
             continue
         progress(f"{s.name}: stopping (pid {s.pid})")
         if s.name == "postgres":
-            subprocess.run(_as_user([str(Path(stack.pg_bin) / "pg_ctl"), "-D", stack.pg_data, "-m", "fast", "-w",
-                                     "-t", "30", "stop"], stack.pg_as), capture_output=True)
+            subprocess.run(
+                _as_user(
+                    [str(Path(stack.pg_bin) / "pg_ctl"), "-D", stack.pg_data, "-m", "fast", "-w", "-t", "30", "stop"],
+                    stack.pg_as,
+                ),
+                capture_output=True,
+            )
         _stop(s)
         stopped.append(s.name)
     with suppress(OSError):  # keep PostgreSQL's log; its temporary cluster goes
@@ -360,10 +424,3 @@ def down(home: Path, progress=print) -> list[str]:
         with suppress(FileNotFoundError):
             (folder / name).unlink()
     return stopped
-
-
-def status(home: Path) -> list[dict]:
-    stack = Stack.read(stack_folder(home))
-    if stack is None:
-        return []
-    return [{"service": s.name, "pid": s.pid, "running": _alive(s), "url": s.url, "log": s.log} for s in stack.services]

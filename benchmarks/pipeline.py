@@ -1,0 +1,140 @@
+"""Where a fleet run's wall time goes: each stage of each specialist, for a cold and a warm run.
+
+Runs `fleet run` on a fleet file (default: the demo fleet) twice in a fresh home, as a user would (a
+subprocess each), then reads the stages' start and end times from Prefect's own records (the task runs
+of each specialist's flow run, in the home's Prefect database). Reported per trained specialist: curate,
+fine-tune, evaluate, reference, register, and the time outside fine-tuning; for the fleet flow: its wall
+time, the sum of the fine-tunes, and the fine-tuning share of the wall time.
+Writes benchmarks/results/pipeline.json (or --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FLEET_BIN = str(Path(sys.executable).parent / "fleet")
+STAGES = {
+    "curate": "curate",
+    "fine-tune": "fine_tune",
+    "evaluate": "evaluate",
+    "reference-profile": "reference",
+    "register": "register",
+}
+
+
+def _seconds(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def _union(intervals: list[tuple[datetime, datetime]]) -> float:
+    """Seconds covered by at least one interval."""
+    total, end = 0.0, None
+    for a, b in sorted(intervals):
+        if end is None or a > end:
+            total += (b - a).total_seconds()
+            end = b
+        elif b > end:
+            total += (b - end).total_seconds()
+            end = b
+    return total
+
+
+def stage_times(db: Path, fleet_run_name: str, newest: bool = True) -> dict:
+    """The newest (or oldest) fleet flow run named ``fleet_run_name``, its specialists' flow runs and task runs.
+
+    Fine-tunes in one process take turns (one training slot), so a fine-tune task's time includes waiting
+    for the other's; the fleet's fine-tuning time is the union of the fine-tune tasks' intervals (the time
+    during which some fine-tune was running)."""
+    con = sqlite3.connect(db)
+    con.row_factory = sqlite3.Row
+    fleet = con.execute(
+        f"select * from flow_run where name = ? order by start_time {'desc' if newest else 'asc'} limit 1",
+        (fleet_run_name,),
+    ).fetchone()
+    out: dict = {"fleet_flow_s": _seconds(fleet["start_time"], fleet["end_time"]), "specialists": {}}
+    children = con.execute(
+        "select fr.* from flow_run fr join task_run tr on fr.parent_task_run_id = tr.id where tr.flow_run_id = ?",
+        (fleet["id"],),
+    ).fetchall()
+    tuning = []
+    for child in children:
+        stages: dict[str, float] = {}
+        for tr in con.execute("select * from task_run where flow_run_id = ?", (child["id"],)):
+            key = STAGES.get(tr["name"].rsplit("-", 1)[0])
+            if key is not None and tr["start_time"] and tr["end_time"]:
+                stages[key] = round(stages.get(key, 0.0) + (_seconds(tr["start_time"], tr["end_time"]) or 0.0), 2)
+                if key == "fine_tune":
+                    tuning.append((datetime.fromisoformat(tr["start_time"]), datetime.fromisoformat(tr["end_time"])))
+        row = {"flow_s": round(_seconds(child["start_time"], child["end_time"]) or 0.0, 2), "stages": stages}
+        if "fine_tune" in stages:
+            row["outside_fine_tune_s"] = round(sum(v for k, v in stages.items() if k != "fine_tune"), 2)
+        out["specialists"][child["name"]] = row
+    out["fine_tuning_s"] = round(_union(tuning), 2)
+    out["fine_tune_share"] = round(out["fine_tuning_s"] / out["fleet_flow_s"], 4) if out["fleet_flow_s"] else None
+    return out
+
+
+def fit_seconds(store: Path) -> dict[str, float]:
+    """Each trained model's time inside the training slot (recorded by the fine-tune stage, when it does)."""
+    out = {}
+    for manifest in store.glob("models/*/*/manifest.json"):
+        info = json.loads(manifest.read_text())
+        if "fit_seconds" in info:
+            out[info.get("specialist", manifest.parts[-3])] = info["fit_seconds"]
+    return out
+
+
+def timed_run(fleet_file: str, env: dict, log: Path) -> float:
+    t0 = time.monotonic()
+    with log.open("ab") as f:
+        r = subprocess.run([FLEET_BIN, "run", "--fleet", fleet_file], env=env, stdout=f, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        sys.exit(f"fleet run failed ({r.returncode}); see {log}")
+    return round(time.monotonic() - t0, 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--fleet", default=str(ROOT / "deployments" / "fleet.yaml"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pipeline.json"))
+    ap.add_argument("--label", default="after", help="Key of this measurement in the output (e.g. before, after).")
+    args = ap.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="fleet-bench-pipeline-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "FLEET_", "AWS_"))}
+    env.update(FLEET_HOME=str(home / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    log = home / "fleet-run.log"
+    cold_s = timed_run(args.fleet, env, log)
+    cold = stage_times(home / "home" / "prefect" / "prefect.db", "fleet-manual")
+    cold["fit_seconds"] = fit_seconds(home / "home" / "store")
+    warm_s = timed_run(args.fleet, env, log)
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "fleet": args.fleet,
+        "cold": {"command_s": cold_s, **cold},
+        "warm": {"command_s": warm_s},
+        "warm_over_cold": round(warm_s / cold_s, 3),
+    }
+    out = Path(args.out)
+    doc = json.loads(out.read_text()) if out.is_file() else {}
+    doc[args.label] = result
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

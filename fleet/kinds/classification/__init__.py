@@ -1,0 +1,185 @@
+"""``task: text-classification``: a text in, one of a fixed set of labels out.
+
+Data: ``text_column`` and ``label_column`` (mapped through ``label_map``); every label needs
+``curation.min_examples_per_label`` clean rows; splits are stratified by label. Model: the base encoder
+with mean pooling and a linear head, LoRA-tuned (LP-FT). Metrics: macro-F1 (default gate metric) and
+accuracy with bootstrap intervals, ECE, per label and per slice; McNemar's exact test between
+contenders. Baselines: embedding zero-shot, an NLI zero-shot pipeline, an OpenAI-compatible chat model.
+Drift: input embeddings, predicted-label mix, confidence, and accuracy on feedback.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fleet.cleaning import Cleaner, Quarantine, TargetCheck, Verdict, clean_rows
+from fleet.config import CurationSpec
+from fleet.drift import DriftVerdict, Reference
+from fleet.figures import confusion_png, reference_vs_current_png
+from fleet.kinds.base import Baseline, Fit, Predictor, SpecialistKind
+from fleet.kinds.classification import drift, scoring
+from fleet.kinds.classification.baselines import build_baseline
+from fleet.results import ContenderScore, EvaluationReport, Outputs, PairedTest
+from fleet.sources import CurationError
+from fleet.spec import SpecialistSpec
+from fleet.splitting import stratified_sample, stratified_split
+from fleet.stats import confusion
+
+
+def label_check(labels: list[str], label_map: dict[str, str]) -> TargetCheck:
+    known = set(labels)
+
+    def check(raw: str) -> Verdict:
+        value = label_map.get(raw, raw)
+        if not value:
+            return Verdict(value, "missing-label")
+        if value not in known:
+            return Verdict(value, "unknown-label", value)
+        if value != raw:
+            return Verdict(value, changed="label-map", detail=f"{raw} -> {value}")
+        return Verdict(value)
+
+    return check
+
+
+def clean(
+    df: pd.DataFrame, labels: list[str], label_map: dict[str, str], rules: CurationSpec | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every rule over a frame of ``row``, ``text``, ``label``: (kept rows, quarantine)."""
+    q = Quarantine("label")
+    good = clean_rows(df, Cleaner(rules or CurationSpec(), label_check(labels, label_map), q), "conflicting-labels")
+    return good, q.frame()
+
+
+def check_labels(spec: SpecialistSpec, good: pd.DataFrame, q: Quarantine) -> pd.DataFrame:
+    """Every label needs ``min_examples_per_label`` clean rows (or is dropped with ``on_too_few: drop-label``)."""
+    labels, rules, src = list(spec.labels), spec.curation, spec.data.source
+    present = Counter(good["label"])
+    few = [lab for lab in labels if present.get(lab, 0) < rules.min_examples_per_label]
+    if few and rules.on_too_few == "drop-label":
+        for rec in good[good["label"].isin(few)].to_dict("records"):
+            q.add(
+                rec["row"],
+                "label-too-rare",
+                rec["text"],
+                rec["label"],
+                detail=f"{present[rec['label']]} < {rules.min_examples_per_label}",
+            )
+        good = good[~good["label"].isin(few)]
+        present, few = Counter(good["label"]), []
+    if len(present) < 2:
+        raise CurationError(
+            f"{src}: after cleaning, the data has {len(present)} label(s) "
+            f"({', '.join(present) or 'none'}); specialist {spec.name} needs at least two of "
+            f"{', '.join(labels)}"
+        )
+    if few:
+        counts = ", ".join(f"{lab} ({present.get(lab, 0)})" for lab in few)
+        raise CurationError(
+            f"{src}: label(s) with fewer than {rules.min_examples_per_label} clean examples "
+            f"(curation.min_examples_per_label): {counts}; add data, or set curation.on_too_few: "
+            "drop-label"
+        )
+    return good
+
+
+class TextClassification(SpecialistKind):
+    task = "text-classification"
+    target = "label"
+    answer_column = "label"
+    conflict_rule = "conflicting-labels"
+    metrics = ("macro_f1", "accuracy")
+
+    def source_columns(self, spec: SpecialistSpec) -> dict[str, str]:
+        return {"text": spec.data.text_column, "label": spec.data.label_column}
+
+    def labels(self, spec: SpecialistSpec) -> list[str]:
+        return list(spec.labels)
+
+    def target_check(self, spec: SpecialistSpec) -> TargetCheck:
+        return label_check(list(spec.labels), spec.data.label_map)
+
+    def check_dataset(self, spec: SpecialistSpec, good: pd.DataFrame, q: Quarantine) -> pd.DataFrame:
+        return check_labels(spec, good, q)
+
+    def sample(self, spec: SpecialistSpec, good: pd.DataFrame, n: int) -> pd.DataFrame:
+        return stratified_sample(good, n, spec.split.seed, by="label")
+
+    def split(self, spec: SpecialistSpec, good: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        return stratified_split(good, spec.split, by="label")
+
+    def train(self, spec: SpecialistSpec, train: pd.DataFrame, run_dir: Path, progress: bool = True) -> Fit:
+        from fleet.kinds.classification.train import fine_tune
+
+        return fine_tune(spec, train, run_dir, progress)
+
+    def load(self, model_dir: str | Path, name: str) -> Predictor:
+        from fleet.kinds.classification.predict import TextClassifier
+
+        return TextClassifier(model_dir, name=name)
+
+    def to_frame(self, outputs: Outputs) -> pd.DataFrame:
+        probs = np.asarray(outputs.probabilities, dtype=float)
+        return pd.DataFrame({"label": outputs.predictions, "score": probs.max(axis=1) if len(probs) else []})
+
+    def baselines(self, spec: SpecialistSpec, max_length: int) -> list[Baseline]:
+        return [build_baseline(b, spec.base_model, spec.labels, max_length) for b in spec.evaluation.baselines]
+
+    def score(self, spec: SpecialistSpec, role: str, name: str, outputs: Outputs, test: pd.DataFrame) -> ContenderScore:
+        return scoring.score(spec, role, name, outputs, test)
+
+    def paired_test(self, references: list[str], a: Outputs, b: Outputs) -> PairedTest:
+        labels = sorted(set(references) | set(a.predictions) | set(b.predictions))
+        return scoring.paired_test(labels, references, a, b)
+
+    def figures(self, report: EvaluationReport) -> dict[str, bytes]:
+        y = scoring.codes(report.labels, report.references)
+        out = {}
+        for role, c in report.contenders().items():
+            if c is not None and c.outputs is not None:
+                cm = confusion(y, scoring.codes(report.labels, c.outputs.predictions), len(report.labels))
+                out[f"confusion_{role}.png"] = confusion_png(
+                    cm, report.labels, f"{report.specialist}: {role} ({c.model})"
+                )
+        return out
+
+    def reference(
+        self, spec: SpecialistSpec, embeddings: np.ndarray, train_texts: list[str], report: EvaluationReport
+    ) -> bytes:
+        return drift.build_reference(list(spec.labels), embeddings, report, spec.base_model, 128).to_bytes()
+
+    def drift(
+        self,
+        spec: SpecialistSpec,
+        reference: bytes,
+        embeddings: np.ndarray,
+        window: pd.DataFrame,
+        feedback: tuple[int, int] | None,
+    ) -> DriftVerdict:
+        d = spec.drift
+        return drift.detect_window(
+            Reference.from_bytes(reference), embeddings, window, d.thresholds(), feedback, d.permutations, d.seed
+        )
+
+    def drift_figure(self, name: str, reference: bytes, window: pd.DataFrame) -> bytes:
+        ref = Reference.from_bytes(reference)
+        counts = window["label"].value_counts()
+        total = max(int(counts.sum()), 1)
+        current = {lab: float(counts.get(lab, 0)) / total for lab in ref.labels}
+        return reference_vs_current_png(
+            f"{name}: reference vs current traffic",
+            [
+                ("predicted labels", "bars", ref.label_dist, current),
+                ("top-label confidence", "hist", ref.samples["confidence"], window["score"].astype(float).to_numpy()),
+            ],
+        )
+
+    def traffic_rows(self, texts: list[str], outputs: Outputs) -> list[dict]:
+        probs = np.asarray(outputs.probabilities, dtype=float)
+        return [
+            {"text": t, "label": lab, "score": float(p.max())} for t, lab, p in zip(texts, outputs.predictions, probs)
+        ]

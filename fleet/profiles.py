@@ -1,0 +1,45 @@
+"""Reference profiles: what a trained model looked like on its own data, the baseline drift is measured from.
+
+Built once per trained model from the challenger's evaluation outputs (no second prediction of the
+test split) and a seeded sample of training-text embeddings from the shared embedding model, and stored
+as ``profiles/NAME/TRAINING_KEY/reference.npz`` beside the model (and logged with its version).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fleet import bases, versions
+from fleet.drift import sample_indices
+from fleet.encoders import embed
+from fleet.kinds import kind_of
+from fleet.results import EvaluationReport, TrainedModel
+from fleet.spec import SpecialistSpec
+from fleet.storage import ObjectStore
+
+SAMPLE = 500  # training texts whose embeddings make up the reference
+MAX_LENGTH = 128  # tokens per text for embeddings, in the reference and in the monitor alike
+
+
+def embedding_model(spec: SpecialistSpec) -> str:
+    """The encoder input drift is measured with: the specialist's own base encoder."""
+    return spec.base_model
+
+
+def embeddings(spec: SpecialistSpec, texts: list[str]) -> np.ndarray:
+    tokenizer, model = bases.shared(embedding_model(spec))
+    return embed(tokenizer, model, texts, MAX_LENGTH)
+
+
+def reference_key(name: str, train_key: str) -> str:
+    return f"profiles/{name}/{train_key}/reference.npz"
+
+
+def build(spec: SpecialistSpec, store: ObjectStore, model: TrainedModel, report: EvaluationReport) -> bytes:
+    """The reference profile of a trained model, stored beside it; returns its bytes."""
+    train = versions.load_split(store, spec.name, model.dataset_version, "train")
+    idx = sample_indices(len(train), SAMPLE, spec.drift.seed)
+    texts = train["text"].iloc[idx].tolist()
+    blob = kind_of(spec).reference(spec, embeddings(spec, texts), texts, report)
+    store.put_bytes(reference_key(spec.name, model.training_key), blob)
+    return blob

@@ -1,0 +1,81 @@
+"""What every kind's fine-tuning shares: transformers' Trainer settings, checkpoints and resuming.
+
+Checkpoints go to ``RUN_DIR/checkpoints``; an interrupted run resumes from the last one. The
+Trainer runs on accelerate, so the same code trains on one CPU, one GPU, or several GPUs under
+``accelerate launch`` / ``torchrun`` (where each process trains on its share of each batch).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from fleet.config import TrainSpec
+
+
+def use_cpu() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def bf16_ok() -> bool:
+    """bf16 mixed precision where the GPU supports it (never on CPU: slower there)."""
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def training_args(cfg: TrainSpec, run_dir: Path, examples: int, progress: bool, **extra: Any) -> Any:
+    from transformers import TrainingArguments
+
+    steps_per_epoch = math.ceil(examples / cfg.batch_size)
+    return TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        num_train_epochs=cfg.epochs,
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.batch_size,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_steps,
+        lr_scheduler_type="linear",
+        logging_steps=max(1, steps_per_epoch // 10),
+        save_strategy="steps",
+        save_steps=max(20, steps_per_epoch // 4),
+        save_total_limit=1,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to="none",
+        use_cpu=use_cpu(),
+        bf16=bf16_ok(),
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        **extra,
+    )
+
+
+def last_checkpoint(run_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = run_dir / "checkpoints"
+    return get_last_checkpoint(str(out)) if out.is_dir() else None
+
+
+def train(trainer: Any, run_dir: Path) -> tuple[dict, str | None]:
+    """Run (or resume) training; returns the Trainer's metrics and the checkpoint it resumed from."""
+    resume = last_checkpoint(run_dir)
+    out = trainer.train(resume_from_checkpoint=resume)
+    return dict(out.metrics), resume
+
+
+def is_main_process() -> bool:
+    """False only in the non-zero ranks of a distributed launch (`accelerate launch`, torchrun)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def trainable_counts(model: Any) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return int(trainable), int(sum(p.numel() for p in model.parameters()))

@@ -1,0 +1,28 @@
+"""Tasks of batch scoring: read texts, answer them with the champion, write the answers."""
+
+from __future__ import annotations
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NONE
+from prefect.tasks import exponential_backoff
+
+from fleet import batch
+from fleet.settings import Settings
+
+_IO = {"retries": 2, "retry_delay_seconds": exponential_backoff(backoff_factor=2), "cache_policy": NONE}
+
+
+@task(name="read-texts", **_IO)
+def read_texts(source: str, text_column: str) -> list[str]:
+    return batch.read_texts(source, text_column)
+
+
+@task(name="score", cache_policy=NONE)
+def score(name: str, texts: list[str], settings: Settings) -> pd.DataFrame:
+    return batch.score(name, texts, settings.store_handle())
+
+
+@task(name="write-predictions", **_IO)
+def write(df: pd.DataFrame, dest: str) -> str:
+    return batch.write_predictions(df, dest)
