@@ -27,6 +27,7 @@ FLEET_BIN = str(Path(sys.executable).parent / "fleet")
 STAGES = {
     "curate": "curate",
     "fine-tune": "fine_tune",
+    "evaluate-general": "evaluate_general",
     "evaluate": "evaluate",
     "reference-profile": "reference",
     "register": "register",
@@ -81,6 +82,8 @@ def stage_times(db: Path, fleet_run_name: str, newest: bool = True) -> dict:
         row = {"flow_s": round(_seconds(child["start_time"], child["end_time"]) or 0.0, 2), "stages": stages}
         if "fine_tune" in stages:
             row["outside_fine_tune_s"] = round(sum(v for k, v in stages.items() if k != "fine_tune"), 2)
+            after = [stages.get(k, 0.0) for k in ("evaluate", "reference", "register")]
+            row["after_fine_tune_s"] = round(sum(after), 2)
         out["specialists"][child["name"]] = row
     out["fine_tuning_s"] = round(_union(tuning), 2)
     out["fine_tune_share"] = round(out["fine_tuning_s"] / out["fleet_flow_s"], 4) if out["fleet_flow_s"] else None

@@ -114,16 +114,27 @@ def _record(name: str, pid: int, url: str = "", log: str = "", own_group: bool =
     return Service(name, pid, psutil.Process(pid).create_time(), url, log, pid if own_group else None)
 
 
-def _spawn(name: str, cmd: list[str], env: dict, log: Path, url: str = "") -> tuple[Service, subprocess.Popen]:
+def _serve(
+    stack: Stack,
+    procs: list,
+    name: str,
+    cmd: list[str],
+    env: dict,
+    url: str,
+    health: str,
+    timeout_s: float,
+    label: str = "",
+) -> None:
+    """Start a server in its own process group (`down` stops it and its workers together), record it, and
+    wait until ``url + health`` answers."""
+    log = Path(stack.folder) / "logs" / f"{name}.log"
     proc = subprocess.Popen(
         cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-    )  # its own group: `down` stops it and its workers together
-    return _record(name, proc.pid, url, str(log)), proc
-
-
-def _wait_http(url: str, proc: subprocess.Popen | None, name: str, log: Path, timeout_s: float) -> None:
+    )
+    stack.services.append(_record(name, proc.pid, url, str(log)))
+    procs.append(proc)
     try:
-        wait_http(url, timeout_s, name, proc, log)
+        wait_http(f"{url}{health}", timeout_s, label or name, proc, log)
     except ServerError as exc:
         raise StackError(str(exc)) from None
 
@@ -235,16 +246,17 @@ def _start_s3(stack: Stack, procs, progress, timeout_s) -> str:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     progress(f"s3 (moto): starting on {url}")
-    svc, proc = _spawn(
+    _serve(
+        stack,
+        procs,
         "s3",
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         dict(os.environ),
-        folder / "logs" / "s3.log",
         url,
+        "/moto-api/",
+        timeout_s,
+        "s3 (moto)",
     )
-    stack.services.append(svc)
-    procs.append(proc)
-    _wait_http(f"{url}/moto-api/", proc, "s3 (moto)", Path(svc.log), timeout_s)
     (folder / "aws-credentials").write_text(
         "[default]\naws_access_key_id = fleet-local\naws_secret_access_key = fleet-local-secret\n"
     )
@@ -291,16 +303,8 @@ def _start_prefect(stack: Stack, procs, progress, timeout_s) -> str:
     )
     url = f"http://127.0.0.1:{port}/api"
     progress(f"prefect server: starting on {url} (database: postgres/prefect)")
-    svc, proc = _spawn(
-        "prefect",
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env,
-        folder / "logs" / "prefect.log",
-        url,
-    )
-    stack.services.append(svc)
-    procs.append(proc)
-    _wait_http(f"{url}/health", proc, "prefect server", Path(svc.log), timeout_s)
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    _serve(stack, procs, "prefect", cmd, env, url, "/health", timeout_s, "prefect server")
     return url
 
 
@@ -311,31 +315,10 @@ def _start_mlflow(stack: Stack, procs, s3_url: str, progress, timeout_s) -> str:
     env["MLFLOW_S3_ENDPOINT_URL"] = s3_url
     url = f"http://127.0.0.1:{port}"
     progress(f"mlflow server: starting on {url} (backend: postgres/mlflow, artifacts: s3://{BUCKET}/mlflow-artifacts)")
-    svc, proc = _spawn(
-        "mlflow",
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"postgresql+psycopg2://{PG_USER}@127.0.0.1:{stack.pg_port}/mlflow",
-            "--artifacts-destination",
-            f"s3://{BUCKET}/mlflow-artifacts",
-            "--workers",
-            "1",
-        ],
-        env,
-        folder / "logs" / "mlflow.log",
-        url,
-    )
-    stack.services.append(svc)
-    procs.append(proc)
-    _wait_http(f"{url}/health", proc, "mlflow server", Path(svc.log), timeout_s)
+    backend = f"postgresql+psycopg2://{PG_USER}@127.0.0.1:{stack.pg_port}/mlflow"
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri",
+           backend, "--artifacts-destination", f"s3://{BUCKET}/mlflow-artifacts", "--workers", "1"]  # fmt: skip
+    _serve(stack, procs, "mlflow", cmd, env, url, "/health", timeout_s, "mlflow server")
     return url
 
 

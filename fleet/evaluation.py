@@ -14,7 +14,7 @@ from fleet.gate import gate, slice_regressions
 from fleet.kinds import kind_of
 from fleet.kinds.base import Baseline, Predictor, SpecialistKind
 from fleet.measure import measure
-from fleet.results import ContenderScore, EvaluationReport, TrainedModel
+from fleet.results import ContenderScore, EvaluationReport, GeneralScores, TrainedModel
 from fleet.spec import SpecialistSpec
 
 
@@ -67,18 +67,23 @@ def decide(
     return paired, gate(challenger, best, champion, spec.gate, p, regressions, tolerances)
 
 
-def evaluate(
-    spec: SpecialistSpec, test: pd.DataFrame, model: TrainedModel, champion: tuple[str, str] | None = None
-) -> EvaluationReport:
-    """Score challenger, champion (``(version, model folder)``) and the baselines on ``test``; apply the gate."""
+def general(spec: SpecialistSpec, test: pd.DataFrame, champion: tuple[str, str] | None = None) -> GeneralScores:
+    """Score the general baselines and the champion (``(version, model folder)``): none of them depends on
+    the new model, so this runs while it trains."""
     kind = kind_of(spec)
-    challenger = contender(kind, spec, "challenger", kind.load(model.model_dir, "new version"), test)
     champ = None
     if champion is not None:
         champ = contender(kind, spec, "champion", kind.load(champion[1], f"v{champion[0]}"), test)
-    baselines = [billed(b, contender(kind, spec, "baseline", b, test)) for b in kind.baselines(spec, model.max_length)]
+    baselines = [billed(b, contender(kind, spec, "baseline", b, test)) for b in kind.baselines(spec)]
+    return GeneralScores(baselines=baselines, champion=champ, champion_version=champion[0] if champion else None)
+
+
+def judge(spec: SpecialistSpec, test: pd.DataFrame, model: TrainedModel, others: GeneralScores) -> EvaluationReport:
+    """Score the new model (the challenger) against ``others`` on ``test`` and apply the gate."""
+    kind = kind_of(spec)
+    challenger = contender(kind, spec, "challenger", kind.load(model.model_dir, "new version"), test)
     references = test[kind.target].astype(str).tolist()
-    paired, decision = decide(spec, kind, references, challenger, champ, baselines)
+    paired, decision = decide(spec, kind, references, challenger, others.champion, others.baselines)
     return EvaluationReport(
         specialist=spec.name,
         task=spec.task,
@@ -88,12 +93,19 @@ def evaluate(
         metric=spec.gate.metric,
         references=references,
         challenger=challenger,
-        champion=champ,
-        champion_version=champion[0] if champion else None,
-        baselines=baselines,
+        champion=others.champion,
+        champion_version=others.champion_version,
+        baselines=others.baselines,
         paired_tests=paired,
         decision=decision,
     )
+
+
+def evaluate(
+    spec: SpecialistSpec, test: pd.DataFrame, model: TrainedModel, champion: tuple[str, str] | None = None
+) -> EvaluationReport:
+    """Challenger, champion and baselines on ``test``, and the gate: :func:`general` then :func:`judge`."""
+    return judge(spec, test, model, general(spec, test, champion))
 
 
 def report_markdown(report: EvaluationReport) -> str:

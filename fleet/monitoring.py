@@ -14,7 +14,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from fleet import profiles, registry, traffic, versions
-from fleet.drift import Signal
+from fleet.drift import Reference, Signal, TrafficWindow
 from fleet.kinds import kind_of
 from fleet.reports import render
 from fleet.sources import load_raw
@@ -87,8 +87,8 @@ def check(spec: SpecialistSpec, store: ObjectStore, now: datetime | None = None)
     window = window.tail(d.max_window_rows)
     kind = kind_of(spec)
     # input drift on distinct texts: repeats of one message are not evidence of a new distribution
-    emb = profiles.embeddings(spec, list(dict.fromkeys(window["text"].tolist())))
-    verdict = kind.drift(spec, ref, emb, window, _feedback(spec, store, window, now))
+    emb = profiles.embeddings(spec, list(dict.fromkeys(window["text"].tolist())), Reference.from_bytes(ref).max_length)
+    verdict = kind.drift(spec, ref, TrafficWindow(window, emb, _feedback(spec, store, window, now)))
     report = report.model_copy(
         update={
             "status": "drift" if verdict.drifted else "no-drift",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fleet import registry
 from fleet.results import DatasetVersion, EvaluationReport, Registration, SpecialistResult
+from fleet.storage import ObjectStore
+from fleet.training import model_prefix
 
 
 def trained(dataset: DatasetVersion, report: EvaluationReport, reg: Registration) -> SpecialistResult:
@@ -19,8 +21,13 @@ def trained(dataset: DatasetVersion, report: EvaluationReport, reg: Registration
     )
 
 
-def up_to_date(name: str, dataset: DatasetVersion, train_key: str) -> SpecialistResult | None:
-    """The row of a version already registered for this training key (its scores from its decision record)."""
+def up_to_date(name: str, dataset: DatasetVersion, train_key: str, store: ObjectStore) -> SpecialistResult | None:
+    """The row of a version already registered for this training key (its scores from its decision record).
+
+    Versions are registered only for models in the store, so a key with no stored model needs no registry
+    lookup (and a run that trains does not wait for the registry before it starts)."""
+    if not store.exists(f"{model_prefix(name, train_key)}/manifest.json"):
+        return None
     v = registry.find_version(name, train_key)
     if v is None:
         return None

@@ -11,14 +11,12 @@ import numpy as np
 
 from fleet import bases, versions
 from fleet.drift import sample_indices
-from fleet.encoders import embed
 from fleet.kinds import kind_of
 from fleet.results import EvaluationReport, TrainedModel
 from fleet.spec import SpecialistSpec
 from fleet.storage import ObjectStore
 
 SAMPLE = 500  # training texts whose embeddings make up the reference
-MAX_LENGTH = 128  # tokens per text for embeddings, in the reference and in the monitor alike
 
 
 def embedding_model(spec: SpecialistSpec) -> str:
@@ -26,9 +24,9 @@ def embedding_model(spec: SpecialistSpec) -> str:
     return spec.base_model
 
 
-def embeddings(spec: SpecialistSpec, texts: list[str]) -> np.ndarray:
-    tokenizer, model = bases.shared(embedding_model(spec))
-    return embed(tokenizer, model, texts, MAX_LENGTH)
+def embeddings(spec: SpecialistSpec, texts: list[str], max_length: int) -> np.ndarray:
+    """Sentence embeddings at the model's own token limit (the reference and the monitor use the same)."""
+    return bases.pooled(embedding_model(spec), texts, max_length)
 
 
 def reference_key(name: str, train_key: str) -> str:
@@ -40,6 +38,6 @@ def build(spec: SpecialistSpec, store: ObjectStore, model: TrainedModel, report:
     train = versions.load_split(store, spec.name, model.dataset_version, "train")
     idx = sample_indices(len(train), SAMPLE, spec.drift.seed)
     texts = train["text"].iloc[idx].tolist()
-    blob = kind_of(spec).reference(spec, embeddings(spec, texts), texts, report)
+    blob = kind_of(spec).reference(spec, embeddings(spec, texts, model.max_length), texts, model.max_length, report)
     store.put_bytes(reference_key(spec.name, model.training_key), blob)
     return blob

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tempfile
+import threading
 import time
-import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from fleet import tracking
 from fleet.bases import base_model_id
-from fleet.evaluation import report_markdown
 from fleet.kinds import kind_of
 from fleet.modelcard import model_card
 from fleet.results import DatasetVersion, DecisionRecord, EvaluationReport, Registration, TrainedModel
@@ -60,7 +60,19 @@ def code_version() -> str:
             return "unknown"
 
 
+_READY: set[str] = set()
+_READY_LOCK = threading.Lock()
+
+
 def client() -> MlflowClient:
+    """An MLflow client; the first use per tracking URI and process is serialized, because a new SQLite
+    store creates its tables then, and two threads doing that at once collide."""
+    uri = mlflow.get_tracking_uri()
+    if uri not in _READY:
+        with _READY_LOCK:
+            if uri not in _READY:
+                MlflowClient().search_experiments(max_results=1)
+                _READY.add(uri)
     return MlflowClient()
 
 
@@ -125,14 +137,17 @@ def registered_names() -> list[str]:
     return [m.name for m in client().search_registered_models()]
 
 
-def _tags(
-    spec: SpecialistSpec,
-    dataset: DatasetVersion,
-    report: EvaluationReport,
-    trigger: str,
-    train_key: str,
-    lineage: dict[str, str] | None,
-) -> dict[str, str]:
+@dataclass
+class Registering:
+    """How a version is registered: why (``trigger``), where its artifacts go, what else it carries."""
+
+    trigger: str = "manual"
+    artifact_root: str | None = None
+    files: dict[str, dict[str, bytes]] = field(default_factory=dict)  # in-memory artifacts by folder
+    lineage: dict[str, str] = field(default_factory=dict)  # more lineage tags (e.g. the drift report)
+
+
+def _tags(spec: SpecialistSpec, dataset: DatasetVersion, report: EvaluationReport, key: str, how: Registering) -> dict:
     """Lineage and, for people browsing the MLflow UI, each contender's gate metric (never read back)."""
     d = report.decision
     tags = {
@@ -141,9 +156,9 @@ def _tags(
         "dataset_version": dataset.version,
         "base_model": base_model_id(spec.base_model),
         "code_version": code_version(),
-        "trigger": trigger,
-        "train_key": train_key,
-        **(lineage or {}),
+        "trigger": how.trigger,
+        "train_key": key,
+        **how.lineage,
         "gate.verdict": d.verdict,
         "gate.reason": "; ".join(d.reasons),
     }
@@ -152,78 +167,6 @@ def _tags(
             tags[f"{role}.{metric}"] = "none" if c is None else f"{c.value(metric):.4f}"
         tags[f"{role}.model"] = "none" if c is None else c.model
     return tags
-
-
-def _log_inputs(spec: SpecialistSpec, dataset: DatasetVersion) -> None:
-    """The version's splits as MLflow dataset inputs, by reference (their rows stay in the object store)."""
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-    from mlflow.data.meta_dataset import MetaDataset
-
-    with warnings.catch_warnings():  # MLflow registers its local artifact source twice and warns about it
-        warnings.simplefilter("ignore", UserWarning)
-        source = resolve_dataset_source(dataset.uri)
-    for split, n in dataset.counts.items():
-        ds = MetaDataset(source=source, name=f"{spec.name}-{split}", digest=dataset.version)  # type: ignore[abstract]
-        mlflow.log_input(ds, context=split, tags={"dataset_version": dataset.version, "rows": str(n)})
-
-
-def _log_blobs(blobs: dict[str, bytes], artifact_path: str) -> None:
-    """Log in-memory files as artifacts of the active run."""
-    with tempfile.TemporaryDirectory() as tmp:
-        for fname, blob in blobs.items():
-            (Path(tmp) / fname).write_bytes(blob)
-        mlflow.log_artifacts(tmp, artifact_path)
-
-
-def _metrics(model: TrainedModel, report: EvaluationReport) -> dict[str, float]:
-    numbers = {"train_loss": model.train_loss, "train_seconds": model.train_seconds}
-    for role, c in report.contenders().items():
-        if c is None:
-            continue
-        numbers |= {f"{role}_{k}": m.value for k, m in c.metrics.items()}
-        numbers |= {f"{role}_{k}": v for k, v in c.cost.model_dump().items() if isinstance(v, (int, float))}
-        numbers |= {
-            f"{role}_slice_{s}_{k}": m.value for s, sl in c.slices.items() if sl.n for k, m in sl.metrics.items()
-        }
-    return {"".join(ch if ch.isalnum() or ch in "_./ -" else "_" for ch in k): float(v) for k, v in numbers.items()}
-
-
-def _flat(prefix: str, d: dict) -> dict:
-    out: dict = {}
-    for k, v in d.items():
-        key = f"{prefix}.{k}" if prefix else k
-        out |= _flat(key, v) if isinstance(v, dict) else {key: ",".join(map(str, v)) if isinstance(v, list) else v}
-    return out
-
-
-def _log_run(
-    spec: SpecialistSpec,
-    dataset: DatasetVersion,
-    model: TrainedModel,
-    report: EvaluationReport,
-    record: DecisionRecord,
-    tags: dict[str, str],
-    files: dict[str, dict[str, bytes]],
-) -> None:
-    mlflow.set_tags({k: v for k, v in tags.items() if k != "gate.reason"})
-    mlflow.log_params(
-        _flat("train", spec.train.model_dump())
-        | {
-            "base_model": spec.base_model,
-            "task": spec.task,
-            "max_length": model.max_length,
-            "labels": ",".join(spec.labels),
-        }
-    )
-    _log_inputs(spec, dataset)
-    mlflow.log_metrics(_metrics(model, report))
-    mlflow.log_dict(report.model_dump(mode="json"), "evaluation/report.json")
-    mlflow.log_text(report_markdown(report), "evaluation/report.md")
-    mlflow.log_dict(record.model_dump(mode="json"), "decision/record.json")
-    mlflow.log_dict(dataset.model_dump(mode="json"), "dataset/manifest.json")
-    for folder, blobs in files.items():
-        if blobs:
-            _log_blobs(blobs, folder)
 
 
 def _describe(spec: SpecialistSpec, version: str, card: str, tags: dict[str, str]) -> None:
@@ -241,29 +184,20 @@ def _describe(spec: SpecialistSpec, version: str, card: str, tags: dict[str, str
 
 
 def register(
-    spec: SpecialistSpec,
-    dataset: DatasetVersion,
-    model: TrainedModel,
-    report: EvaluationReport,
-    trigger: str,
-    artifact_root: str | None = None,
-    files: dict[str, dict[str, bytes]] | None = None,
-    lineage: dict[str, str] | None = None,
+    spec: SpecialistSpec, dataset: DatasetVersion, model: TrainedModel, report: EvaluationReport, how: Registering
 ) -> Registration:
-    """Log the run and the model, register a version, tag it, and move an alias (last).
-
-    ``files``: in-memory artifacts by folder (``dataset``: the data card, ``drift``: the reference, ...)."""
-    if trigger not in TRIGGERS:
-        raise RegistryError(f"trigger {trigger!r}: must be one of {', '.join(TRIGGERS)}")
-    tags = _tags(spec, dataset, report, trigger, model.training_key, lineage)
-    record = DecisionRecord.of(report, trigger, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    """Log the run and the model, register a version, tag it, and move an alias (last)."""
+    if how.trigger not in TRIGGERS:
+        raise RegistryError(f"trigger {how.trigger!r}: must be one of {', '.join(TRIGGERS)}")
+    tags = _tags(spec, dataset, report, model.training_key, how)
+    record = DecisionRecord.of(report, how.trigger, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     figures = {"evaluation": kind_of(spec).figures(report)}
     from fleet.pyfunc import SpecialistModel
 
     with mlflow.start_run(
-        experiment_id=experiment(spec.name, artifact_root), run_name=f"{spec.name}-{model.training_key[:8]}"
+        experiment_id=experiment(spec.name, how.artifact_root), run_name=f"{spec.name}-{model.training_key[:8]}"
     ) as run:
-        _log_run(spec, dataset, model, report, record, tags, {**(files or {}), **figures})
+        tracking.log_run(spec, dataset, model, report, record, tags, {**how.files, **figures})
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=SpecialistModel(),

@@ -133,6 +133,14 @@ class GateDecision(_Result):
     thresholds: dict[str, Any] = Field(default_factory=dict)
 
 
+class GeneralScores(_Result):
+    """The contenders that do not depend on the new model: general baselines and the champion."""
+
+    baselines: list[ContenderScore]
+    champion: ContenderScore | None = None
+    champion_version: str | None = None
+
+
 class EvaluationReport(_Result):
     specialist: str
     task: str
@@ -199,6 +207,13 @@ class DecisionRecord(_Result):
     def score(self, role: str) -> float | None:
         c = self.contenders.get(role)
         return None if c is None else c.value(self.metric)
+
+
+class Lineage(_Result):
+    """Why a specialist runs: ``manual``, ``schedule`` or ``drift`` (with the drift report that raised it)."""
+
+    trigger: str = "manual"
+    drift_report: str | None = None
 
 
 class Registration(_Result):

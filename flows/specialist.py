@@ -1,4 +1,4 @@
-"""One specialist: curate -> fine-tune -> evaluate -> reference profile -> register."""
+"""One specialist: curate -> fine-tune (general contenders scored meanwhile) -> evaluate -> reference -> register."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import socket
 from prefect import flow
 
 from fleet import outcomes
-from fleet.results import SpecialistResult
+from fleet.results import Lineage, SpecialistResult
 from fleet.settings import Settings
 from tasks import specialist as t
 
@@ -27,12 +27,15 @@ def specialist_flow(
     settings = Settings.load().apply()
     spec = t.load_spec(fleet_file, name)
     dataset = t.curate(spec, settings, with_feedback=trigger == "drift")
-    result = t.find_registered(spec, dataset)
+    result = t.find_registered(spec, dataset, settings)
     if result is None:
+        others = t.evaluate_general.submit(spec, dataset, settings)  # baselines and champion, while it trains
         model = t.fine_tune(spec, dataset, settings)
-        report = t.evaluate(spec, dataset, model, settings)
+        report = t.evaluate(spec, dataset, model, others, settings)
         reference = t.reference_profile(spec, model, report, settings)
-        reg = t.register(spec, dataset, model, report, trigger, settings, reference, drift_report)
+        reg = t.register(
+            spec, dataset, model, report, Lineage(trigger=trigger, drift_report=drift_report), settings, reference
+        )
         result = outcomes.trained(dataset, report, reg)
     result.ran_on = f"{socket.gethostname()}:{os.getpid()}"
     t.store_result(settings, result)

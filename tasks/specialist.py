@@ -10,7 +10,15 @@ from prefect.cache_policies import NONE
 from prefect.tasks import exponential_backoff
 
 from fleet import curation, evaluation, kinds, leaderboard, outcomes, profiles, registry, traffic, training, versions
-from fleet.results import DatasetVersion, EvaluationReport, Registration, SpecialistResult, TrainedModel
+from fleet.results import (
+    DatasetVersion,
+    EvaluationReport,
+    GeneralScores,
+    Lineage,
+    Registration,
+    SpecialistResult,
+    TrainedModel,
+)
 from fleet.settings import Settings
 from fleet.spec import FleetSpec, SpecialistSpec, load_fleet
 from fleet.storage import get_json, put_json
@@ -58,8 +66,9 @@ def curate(spec: SpecialistSpec, settings: Settings, with_feedback: bool = False
 
 
 @task(name="find-registered", **_MLFLOW)
-def find_registered(spec: SpecialistSpec, dataset: DatasetVersion) -> SpecialistResult | None:
-    return outcomes.up_to_date(spec.name, dataset, training.training_key(spec, dataset.version))
+def find_registered(spec: SpecialistSpec, dataset: DatasetVersion, settings: Settings) -> SpecialistResult | None:
+    key = training.training_key(spec, dataset.version)
+    return outcomes.up_to_date(spec.name, dataset, key, settings.store_handle())
 
 
 @task(name="fine-tune", cache_policy=NONE)
@@ -67,13 +76,20 @@ def fine_tune(spec: SpecialistSpec, dataset: DatasetVersion, settings: Settings)
     return training.ensure_trained(spec, settings.store_handle(), dataset.version, settings.runs_dir)
 
 
-@task(name="evaluate", cache_policy=NONE)
-def evaluate(
-    spec: SpecialistSpec, dataset: DatasetVersion, model: TrainedModel, settings: Settings
-) -> EvaluationReport:
+@task(name="evaluate-general", cache_policy=NONE)
+def evaluate_general(spec: SpecialistSpec, dataset: DatasetVersion, settings: Settings) -> GeneralScores:
+    """The general baselines and the champion on the test split (while the new model trains)."""
     test = versions.load_split(settings.store_handle(), spec.name, dataset.version, "test")
     champion = registry.champion_model(spec.name, settings.runs_dir / spec.name / "champions")
-    report = evaluation.evaluate(spec, test, model, champion)
+    return evaluation.general(spec, test, champion)
+
+
+@task(name="evaluate", cache_policy=NONE)
+def evaluate(
+    spec: SpecialistSpec, dataset: DatasetVersion, model: TrainedModel, others: GeneralScores, settings: Settings
+) -> EvaluationReport:
+    test = versions.load_split(settings.store_handle(), spec.name, dataset.version, "test")
+    report = evaluation.judge(spec, test, model, others)
     create_markdown_artifact(
         key=f"{spec.name}-evaluation",
         markdown=evaluation.report_markdown(report) + _pictures(kinds.kind_of(spec).figures(report)),
@@ -89,29 +105,14 @@ def reference_profile(spec: SpecialistSpec, model: TrainedModel, report: Evaluat
 
 @task(name="register", **_MLFLOW)
 def register(
-    spec: SpecialistSpec,
-    dataset: DatasetVersion,
-    model: TrainedModel,
-    report: EvaluationReport,
-    trigger: str,
-    settings: Settings,
-    reference: bytes,
-    drift_report: str | None = None,
-) -> Registration:
-    files = {
-        "dataset": versions.card_files(settings.store_handle(), spec.name, dataset.version),
-        "drift": {"reference.npz": reference},
-    }
-    reg = registry.register(
-        spec,
-        dataset,
-        model,
-        report,
-        trigger,
-        settings.artifacts,
-        files,
-        lineage={"drift_report": drift_report} if drift_report else None,
-    )
+    spec: SpecialistSpec, dataset: DatasetVersion, model: TrainedModel, report: EvaluationReport, lineage: Lineage,
+    settings: Settings, reference: bytes,
+) -> Registration:  # fmt: skip
+    files = {"dataset": versions.card_files(settings.store_handle(), spec.name, dataset.version),
+             "drift": {"reference.npz": reference}}  # fmt: skip
+    extra = {"drift_report": lineage.drift_report} if lineage.drift_report else {}
+    how = registry.Registering(trigger=lineage.trigger, artifact_root=settings.artifacts, files=files, lineage=extra)
+    reg = registry.register(spec, dataset, model, report, how)
     get_run_logger().info("registered %s version %s as %s (%s)", reg.name, reg.version, reg.alias, reg.verdict)
     return reg
 

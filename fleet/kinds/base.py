@@ -21,7 +21,7 @@ from fleet.cleaning import Quarantine, TargetCheck
 from fleet.results import ContenderScore, EvaluationReport, Outputs, PairedTest
 
 if TYPE_CHECKING:
-    from fleet.drift import DriftVerdict
+    from fleet.drift import DriftVerdict, TrafficWindow
     from fleet.spec import SpecialistSpec
 
 
@@ -106,7 +106,7 @@ class SpecialistKind(ABC):
 
     # ------------------------------------------------------------------ evaluation
     @abstractmethod
-    def baselines(self, spec: SpecialistSpec, max_length: int) -> list[Baseline]:
+    def baselines(self, spec: SpecialistSpec) -> list[Baseline]:
         """The general models named in ``spec.evaluation.baselines``."""
 
     @abstractmethod
@@ -124,19 +124,12 @@ class SpecialistKind(ABC):
     # ------------------------------------------------------------------ drift
     @abstractmethod
     def reference(
-        self, spec: SpecialistSpec, embeddings: np.ndarray, train_texts: list[str], report: EvaluationReport
+        self, spec: SpecialistSpec, embeddings: np.ndarray, texts: list[str], max_length: int, report: EvaluationReport
     ) -> bytes:
         """The profile drift is measured against, from the challenger's evaluation outputs."""
 
     @abstractmethod
-    def drift(
-        self,
-        spec: SpecialistSpec,
-        reference: bytes,
-        embeddings: np.ndarray,
-        window: pd.DataFrame,
-        feedback: tuple[int, int] | None,
-    ) -> DriftVerdict:
+    def drift(self, spec: SpecialistSpec, reference: bytes, window: TrafficWindow) -> DriftVerdict:
         """Every drift signal of this kind on a traffic window."""
 
     @abstractmethod

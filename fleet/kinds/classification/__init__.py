@@ -18,7 +18,7 @@ import pandas as pd
 
 from fleet.cleaning import Cleaner, Quarantine, TargetCheck, Verdict, clean_rows
 from fleet.config import CurationSpec
-from fleet.drift import DriftVerdict, Reference
+from fleet.drift import DriftVerdict, Reference, TrafficWindow
 from fleet.figures import confusion_png, reference_vs_current_png
 from fleet.kinds.base import Baseline, Fit, Predictor, SpecialistKind
 from fleet.kinds.classification import drift, scoring
@@ -126,7 +126,9 @@ class TextClassification(SpecialistKind):
         probs = np.asarray(outputs.probabilities, dtype=float)
         return pd.DataFrame({"label": outputs.predictions, "score": probs.max(axis=1) if len(probs) else []})
 
-    def baselines(self, spec: SpecialistSpec, max_length: int) -> list[Baseline]:
+    def baselines(self, spec: SpecialistSpec) -> list[Baseline]:
+        # the baselines read texts up to the specialist's token limit, or 128 tokens when it picks its own
+        max_length = spec.train.max_length or 128
         return [build_baseline(b, spec.base_model, spec.labels, max_length) for b in spec.evaluation.baselines]
 
     def score(self, spec: SpecialistSpec, role: str, name: str, outputs: Outputs, test: pd.DataFrame) -> ContenderScore:
@@ -148,21 +150,21 @@ class TextClassification(SpecialistKind):
         return out
 
     def reference(
-        self, spec: SpecialistSpec, embeddings: np.ndarray, train_texts: list[str], report: EvaluationReport
+        self, spec: SpecialistSpec, embeddings: np.ndarray, texts: list[str], max_length: int, report: EvaluationReport
     ) -> bytes:
-        return drift.build_reference(list(spec.labels), embeddings, report, spec.base_model, 128).to_bytes()
+        return drift.build_reference(list(spec.labels), embeddings, report, spec.base_model, max_length).to_bytes()
 
-    def drift(
-        self,
-        spec: SpecialistSpec,
-        reference: bytes,
-        embeddings: np.ndarray,
-        window: pd.DataFrame,
-        feedback: tuple[int, int] | None,
-    ) -> DriftVerdict:
-        d = spec.drift
-        return drift.detect_window(
-            Reference.from_bytes(reference), embeddings, window, d.thresholds(), feedback, d.permutations, d.seed
+    def drift(self, spec: SpecialistSpec, reference: bytes, window: TrafficWindow) -> DriftVerdict:
+        d, rows = spec.drift, window.rows
+        return drift.detect(
+            Reference.from_bytes(reference),
+            window.embeddings,
+            rows["label"].tolist(),
+            rows["score"].to_numpy(dtype=float),
+            d.thresholds(),
+            window.feedback,
+            d.permutations,
+            d.seed,
         )
 
     def drift_figure(self, name: str, reference: bytes, window: pd.DataFrame) -> bytes:

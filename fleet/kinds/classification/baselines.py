@@ -15,7 +15,6 @@ import numpy as np
 from fleet import bases
 from fleet.chat import BaselineError, ChatClient
 from fleet.config import BaselineSpec
-from fleet.encoders import embed
 from fleet.kinds.classification.predict import dir_size
 from fleet.results import Outputs
 
@@ -32,13 +31,14 @@ class ZeroShotEmbeddingBaseline:
     def __init__(self, base_model: str, label_descriptions: dict[str, str], max_length: int = 128, name: str = ""):
         self.labels = list(label_descriptions)
         self.name = name or f"zero-shot {base_model}"
-        self.tokenizer, self.model = bases.shared(base_model)
+        self.base = base_model
+        self.model = bases.shared(base_model)[1]
         self.size_bytes = dir_size(bases.resolve_base_model(base_model))
         self.max_length = max_length
         self.label_emb = self.embed([label_descriptions[lab] for lab in self.labels])
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        return embed(self.tokenizer, self.model, texts, self.max_length)
+        return bases.pooled(self.base, texts, self.max_length)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         sims = self.embed(texts) @ self.label_emb.T

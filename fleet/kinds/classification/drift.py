@@ -4,7 +4,6 @@ feedback, performance; its reference comes from the challenger's own evaluation 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from fleet.drift import (
     DriftVerdict,
@@ -54,25 +53,3 @@ def detect(
     if feedback is not None and feedback[1] > 0:
         signals["performance"] = rate_drift(ref.rates["accuracy"], *feedback)
     return verdict(signals, thresholds, len(predicted))
-
-
-def detect_window(
-    ref: Reference,
-    embeddings: np.ndarray,
-    window: pd.DataFrame,
-    thresholds: dict[str, float],
-    feedback: tuple[int, int] | None,
-    permutations: int,
-    seed: int,
-) -> DriftVerdict:
-    """The signals on a traffic window (columns ``label`` and ``score``, as the traffic log writes them)."""
-    return detect(
-        ref,
-        embeddings,
-        window["label"].tolist(),
-        window["score"].to_numpy(dtype=float),
-        thresholds,
-        feedback,
-        permutations,
-        seed,
-    )

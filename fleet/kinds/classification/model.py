@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from fleet.encoders import embed, mean_pool
+from fleet.encoders import mean_pool
 
 HEAD_FILE = "classifier_head.safetensors"
 META_FILE = "fleet.json"
@@ -73,22 +73,11 @@ def load_classifier(folder: Path) -> tuple[MeanPoolClassifier, dict]:
     return model.eval(), meta
 
 
-def linear_probe_init(
-    model: MeanPoolClassifier,
-    tokenizer,
-    texts: list[str],
-    label_ids: list[int],
-    max_length: int,
-    balanced: bool,
-    batch_size: int = 64,
-) -> None:
-    """Set the head to a logistic regression fitted on the frozen encoder's pooled embeddings (LP-FT)."""
+def linear_probe_init(model: MeanPoolClassifier, x: Any, label_ids: list[int], balanced: bool) -> None:
+    """Set the head to a logistic regression fitted on the frozen encoder's pooled embeddings ``x`` (LP-FT)."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    model.eval()
-    x = embed(tokenizer, model.encoder, texts, max_length, batch_size, normalize=False)
-    model.train()
     y = np.asarray(label_ids)
     k = model.classifier.out_features
     lr = LogisticRegression(max_iter=1000, class_weight="balanced" if balanced else None).fit(x, y)
