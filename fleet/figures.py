@@ -1,6 +1,8 @@
 """Pictures for people: every figure is drawn with matplotlib's Agg backend and returned as PNG bytes.
 
 They are logged to MLflow, stored beside data sets and drift reports, and embedded in Prefect artifacts.
+Figures are made with matplotlib's object API, not pyplot: pyplot keeps global state, which threads
+drawing at once (specialists run side by side) would share.
 """
 
 from __future__ import annotations
@@ -11,26 +13,27 @@ from typing import Any
 import numpy as np
 
 
-def pyplot() -> Any:
-    import matplotlib
+def figure(**kwargs: Any) -> Any:
+    """A new figure of its own (no pyplot state), drawn by the Agg backend."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def to_png(fig: Any) -> bytes:
-    """The figure as PNG bytes; the figure is closed."""
+    """The figure as PNG bytes."""
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png")
-    pyplot().close(fig)
     return buf.getvalue()
 
 
 def confusion_png(cm: np.ndarray, labels: list[str], title: str) -> bytes:
-    fig, ax = pyplot().subplots(figsize=(1.2 * len(labels) + 2.5, 1.1 * len(labels) + 2), dpi=100)
+    fig = figure(figsize=(1.2 * len(labels) + 2.5, 1.1 * len(labels) + 2), dpi=100)
+    ax = fig.subplots()
     ax.imshow(cm, cmap="Blues")
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
     ax.set_yticks(range(len(labels)), labels)
@@ -46,7 +49,8 @@ def confusion_png(cm: np.ndarray, labels: list[str], title: str) -> bytes:
 
 
 def bars_png(labels: list[str], counts: list[int], title: str, xlabel: str, ylabel: str) -> bytes:
-    fig, ax = pyplot().subplots(figsize=(7, 3.2), dpi=100)
+    fig = figure(figsize=(7, 3.2), dpi=100)
+    ax = fig.subplots()
     ax.bar(labels, counts, color="#4C72B0")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -58,7 +62,8 @@ def bars_png(labels: list[str], counts: list[int], title: str, xlabel: str, ylab
 def reference_vs_current_png(title: str, panels: list[tuple[str, Any, Any, Any]]) -> bytes:
     """Side-by-side panels of reference vs current: (title, kind, reference, current) with kind
     ``"bars"`` (two dicts of category -> share) or ``"hist"`` (two arrays of values in [0, 1] or lengths)."""
-    fig, axes = pyplot().subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2), dpi=100, squeeze=False)
+    fig = figure(figsize=(4.5 * len(panels), 3.2), dpi=100)
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (name, kind, ref, cur) in zip(axes[0], panels):
         if kind == "bars":
             cats = list(ref)

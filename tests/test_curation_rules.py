@@ -245,3 +245,29 @@ def test_language_filter():
     assert good["row"].tolist() == [1, 3]
     [rec] = q.to_dict("records")
     assert (rec["row"], rec["rule"], rec["detail"]) == (2, "language", "fr")
+
+
+def test_signatures_and_groups_are_exactly_datasketchs():
+    """fleet.dedup computes datasketch's MinHash (2.x, affine32, seed 1, xxh32 shingles) for all texts at once:
+    same signatures, so near-duplicate groups and data versions are the same as with datasketch itself."""
+    import numpy as np
+    import xxhash
+    from datasketch import MinHash, MinHashLSH
+
+    from fleet.dedup import shingles, signatures
+
+    texts = [*sentences(300, seed=5), "", "a", "héllo wörld ünïcode", "emoji 😀😀😀😀 here", "日本語のテキストです長い"]
+    texts += [t.replace("a", "e", 1) for t in texts[:60]]  # one-edit twins
+    for kind in ("words", "chars"):
+        ours = signatures(texts, 5, 128, kind)
+        mh = MinHash.bulk([shingles(t, 5, kind) for t in texts], num_perm=128, seed=1, hashfunc=xxhash.xxh32_intdigest)
+        assert np.array_equal(ours, np.stack([m.hashvalues for m in mh]))
+    lsh = MinHashLSH(threshold=0.6, num_perm=128)  # the character 5-gram signatures, as curation uses them
+    for i, m in enumerate(mh):
+        lsh.insert(i, m)
+    expected = {
+        (min(i, j), max(i, j)) for i, m in enumerate(mh) for j in lsh.query(m) if i != j and m.jaccard(mh[j]) >= 0.6
+    }
+    groups = near_duplicate_groups(texts)
+    assert len(expected) >= 40 and all(groups[j] == groups[i] for i, j in expected)
+    assert sum(g != i for i, g in enumerate(groups)) == len({j for _, j in expected})
