@@ -42,19 +42,23 @@ def main() -> None:
     args = ap.parse_args()
 
     os.environ.setdefault("FLEET_HOME", str(ROOT / ".fleet"))
-    from fleet import registry
-    from fleet.curation import load_raw, load_split, normalize_text
-    from fleet.drift import detect, embedder
+    from fleet import profiles, registry
+    from fleet.cleaning import normalize_text
+    from fleet.drift import Reference
+    from fleet.kinds.classification.drift import detect
+    from fleet.kinds.classification.predict import TextClassifier
     from fleet.monitoring import champion_reference, check
     from fleet.settings import Settings
+    from fleet.sources import load_raw
     from fleet.spec import load_fleet
-    from fleet.training import TextClassifier
+    from fleet.versions import load_split
 
     settings = Settings.load().apply()
     store = settings.store_handle()
     fleet = load_fleet(args.fleet)
     spec, other = fleet.specialists[args.specialist], fleet.specialists[args.other]
-    version, ref = champion_reference(spec, store)
+    version, blob = champion_reference(spec, store)
+    ref = Reference.from_bytes(blob)
     champ = registry.champion_version(spec.name)
     test = load_split(store, spec.name, champ.tags["dataset_version"], "test")
     rng = random.Random(0)
@@ -63,11 +67,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         clf = TextClassifier(registry.download_model_dir(spec.name, version, tmp))
-        enc = embedder(spec)
 
         def pool(texts):
             probs = clf.predict_proba(texts)
-            return {"emb": enc.embed(texts), "label": [ref.labels[i] for i in probs.argmax(1)], "conf": probs.max(1)}
+            emb = profiles.embeddings(spec, texts, ref.max_length)
+            return {"emb": emb, "label": [ref.labels[i] for i in probs.argmax(1)], "conf": probs.max(1)}
 
         held_out = pool(test["text"].tolist())
         domain = pool(other_texts)
@@ -116,7 +120,7 @@ def main() -> None:
 
     simulate(spec, store, "none", args.rows, seed=123)
     t0 = time.perf_counter()
-    rep = check(spec, store)
+    rep = check(spec, store).report
     seconds = time.perf_counter() - t0
     out = {
         "specialist": spec.name,
@@ -127,7 +131,7 @@ def main() -> None:
         "detection_rate_domain_shift": results["domain"]["rate"],
         "windows": results,
         "monitor_seconds_per_window": round(seconds, 2),
-        "scoring_throughput_rows_per_s": round(rep["window_rows"] / seconds, 1),
+        "scoring_throughput_rows_per_s": round(rep.window_rows / seconds, 1),
         "targets": {"false_alarm_rate_max": 0.05, "detection_rate_min": 0.95},
     }
     if args.events:
@@ -141,7 +145,7 @@ def event_latency(fleet_file: str, name: str, events: int) -> dict:
     import urllib.request
     from datetime import datetime
 
-    from fleet.localserver import start_prefect_server
+    from cli.localserver import start_prefect_server
     from fleet.settings import Settings
     from fleet.storage import put_json
 

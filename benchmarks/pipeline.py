@@ -84,6 +84,7 @@ def stage_times(db: Path, fleet_run_name: str, newest: bool = True) -> dict:
             row["outside_fine_tune_s"] = round(sum(v for k, v in stages.items() if k != "fine_tune"), 2)
             after = [stages.get(k, 0.0) for k in ("evaluate", "reference", "register")]
             row["after_fine_tune_s"] = round(sum(after), 2)
+            row["wall_outside_fine_tune_s"] = round(row["flow_s"] - stages["fine_tune"], 2)
         out["specialists"][child["name"]] = row
     out["fine_tuning_s"] = round(_union(tuning), 2)
     out["fine_tune_share"] = round(out["fine_tuning_s"] / out["fleet_flow_s"], 4) if out["fleet_flow_s"] else None

@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from cli.health import ServerError, free_port, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
 # Prefect's telemetry heartbeat only adds SQLite lock contention in tests.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 DEMO_FLEET = ROOT / "deployments" / "fleet.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -33,16 +27,11 @@ def moto_server():
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.2)
-    else:
+    try:
+        wait_http(f"{url}/moto-api/", 60, "moto server", proc)
+    except ServerError as exc:
         proc.kill()
-        pytest.fail("moto server did not start")
+        pytest.fail(str(exc))
     yield url
     proc.terminate()
     proc.wait(10)
