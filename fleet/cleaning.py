@@ -43,7 +43,7 @@ class Verdict:
     changed: str | None = None  # a rule that changed the value (recorded, row kept)
 
 
-TargetCheck = Callable[[str], Verdict]
+TargetCheck = Callable[[str, str], Verdict]  # (text, expected answer) -> verdict on the answer
 
 
 @dataclass
@@ -128,22 +128,22 @@ class Cleaner:
         self.detect = _language_filter(self.rules.language)
 
     def _pii(self, row: int, text: str, target: str) -> tuple[str, str] | None:
-        """Redacted (text, target), or None when the row was dropped for PII."""
-        for which in ("text", "target") if self.redact_target else ("text",):
-            red = self.redact(text if which == "text" else target)
-            if red is None:
-                continue
-            kinds = ",".join(sorted(red.hits))
-            new_text, new_target = (red.text, target) if which == "text" else (text, red.text)
-            if self.rules.pii.action == "drop-row":
-                self.q.add(row, "pii", new_text, new_target, detail=kinds)
-                return None
-            self.q.add(row, "pii", new_text, new_target, action="changed", detail=kinds)
-            text, target = new_text, new_target
+        """Redacted (text, target), or None when the row was dropped for PII; one record per row."""
+        found = self.redact(text)
+        found_target = self.redact(target) if self.redact_target else None
+        if found is None and found_target is None:
+            return text, target
+        kinds = ",".join(sorted(set(found.hits if found else ()) | set(found_target.hits if found_target else ())))
+        text = found.text if found else text
+        target = found_target.text if found_target else target
+        if self.rules.pii.action == "drop-row":
+            self.q.add(row, "pii", text, target, detail=kinds)
+            return None
+        self.q.add(row, "pii", text, target, action="changed", detail=kinds)
         return text, target
 
-    def row(self, row: int, text, target) -> dict | None:
-        """The cleaned row, or None when a rule quarantined it."""
+    def row(self, row: int, text, target, extra: dict | None = None) -> dict | None:
+        """The cleaned row (with ``extra`` columns kept as they are), or None when a rule quarantined it."""
         raw_text = "" if text is None or (isinstance(text, float) and text != text) else str(text)
         if BAD_BYTES in raw_text or BAD_BYTES in str(target):
             self.q.add(row, "invalid-encoding", normalize_text(raw_text).replace(BAD_BYTES, "\ufffd"), "")
@@ -151,7 +151,7 @@ class Cleaner:
         pair = self._pii(row, normalize_text(raw_text), normalize_text(target))
         if pair is None:
             return None
-        ntext, verdict = pair[0], self.check(pair[1])
+        ntext, verdict = pair[0], self.check(pair[0], pair[1])
         hit = ("empty-text", "") if not ntext else (verdict.rule, verdict.detail) if verdict.rule else None
         hit = hit or _length_rule(ntext, self.rules, self.detect)
         if hit is not None:
@@ -159,7 +159,7 @@ class Cleaner:
             return None
         if verdict.changed:
             self.q.add(row, verdict.changed, ntext, verdict.value, action="changed", detail=verdict.detail)
-        return {"row": int(row), "text": ntext, self.q.target: verdict.value}
+        return {"row": int(row), "text": ntext, self.q.target: verdict.value, **(extra or {})}
 
 
 def drop_exact_duplicates(keep: list[dict], q: Quarantine, conflict_rule: str) -> list[dict]:
@@ -199,7 +199,9 @@ def drop_near_duplicates(kept: list[dict], rules: CurationSpec, q: Quarantine) -
 def clean_rows(df: pd.DataFrame, cleaner: Cleaner, conflict_rule: str) -> pd.DataFrame:
     """Every rule over ``df`` (columns ``row``, ``text`` and the target): the kept rows."""
     target = cleaner.q.target
-    keep = [r for r in map(cleaner.row, df["row"], df["text"], df[target]) if r is not None]
+    extras = [c for c in df.columns if c not in ("row", "text", target)]
+    rows = df[extras].to_dict("records") if extras else [{}] * len(df)
+    keep = [r for r in map(cleaner.row, df["row"], df["text"], df[target], rows) if r is not None]
     kept = drop_exact_duplicates(keep, cleaner.q, conflict_rule)
     kept = drop_near_duplicates(kept, cleaner.rules, cleaner.q)
-    return pd.DataFrame(kept, columns=["row", "text", target])
+    return pd.DataFrame(kept, columns=["row", "text", target, *extras])

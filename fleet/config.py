@@ -60,7 +60,11 @@ class SplitSpec(_Model):
 
 
 class GateSpec(_Model):
-    metric: Literal["macro_f1", "accuracy"] = Field("macro_f1", description="The primary metric of the gate.")
+    metric: Literal["macro_f1", "accuracy", "field_f1", "exact_match", "schema_valid", "chrf"] = Field(
+        "macro_f1",
+        description="The primary metric of the gate: macro_f1 or accuracy (classifiers); field_f1, exact_match, "
+        "schema_valid or chrf (generative; default field_f1 for JSON answers, chrf for free text).",
+    )
     min_gain_over_champion: float = Field(
         0.0, ge=0, description="The challenger must beat the champion by more than this (in metric points, 0-1)."
     )
@@ -99,9 +103,13 @@ class SliceSpec(_Model):
 
 
 class BaselineSpec(_Model):
-    kind: Literal["embedding-zero-shot", "hf-zero-shot", "openai-chat"] = Field(
-        "embedding-zero-shot", description="How the general-purpose model classifies."
+    kind: Literal["embedding-zero-shot", "hf-zero-shot", "openai-chat", "base-model"] = Field(
+        "embedding-zero-shot",
+        description="How the general-purpose model answers. Classifiers: embedding-zero-shot, hf-zero-shot, "
+        "openai-chat. Generative specialists: base-model (the base model prompted with the same chat template, "
+        "zero-shot or few-shot) and openai-chat (any OpenAI-compatible endpoint, with the same system prompt).",
     )
+    shots: int = Field(0, ge=0, le=16, description="base-model: examples from the training split shown first.")
     name: str | None = Field(None, description="Shown in reports; defaults to kind and model.")
     model: str | None = Field(
         None, description="hf-zero-shot: an NLI model (path or hub id); openai-chat: the model name."
@@ -142,7 +150,11 @@ class EvaluationSpec(_Model):
     )
     price_per_gpu_hour: float = Field(2.5, ge=0, description="Price of one GPU-hour, when serving on GPU.")
     slices: list[SliceSpec] = Field(default_factory=list)
-    baselines: list[BaselineSpec] = Field(default_factory=lambda: [BaselineSpec()])
+    baselines: list[BaselineSpec] | None = Field(
+        None,
+        description="General models to beat. Unset: the task's defaults (classifiers: embedding-zero-shot; "
+        "generative: the base model zero-shot and few-shot).",
+    )
 
 
 class NearDuplicateSpec(_Model):
@@ -206,8 +218,15 @@ class DataSpec(_Model):
     header: bool = Field(True, description="Whether a CSV/TSV file starts with a header row.")
     names: list[str] | None = Field(None, description="Column names for a file without a header row.")
     encoding: str = Field("utf-8", description="Text encoding of CSV/TSV/JSONL files.")
-    text_column: str = Field("text", min_length=1)
-    label_column: str = Field("label", min_length=1)
+    text_column: str = Field("text", min_length=1, description="Classifiers: the text's column.")
+    label_column: str = Field("label", min_length=1, description="Classifiers: the label's column.")
+    prompt_column: str = Field("prompt", min_length=1, description="Generative: the instruction's column.")
+    response_column: str = Field("response", min_length=1, description="Generative: the expected answer's column.")
+    group_column: str | None = Field(
+        None,
+        description="Rows sharing a value of this column stay in one split (e.g. the template a generated row "
+        "came from), so validation and test measure generalization to unseen groups.",
+    )
     hf_split: str = Field("train", description="Which split of an hf:// dataset to read.")
     extra_columns: list[str] = Field(
         default_factory=list, description="Columns kept with each row (for evaluation slices)."
@@ -228,13 +247,19 @@ class DataSpec(_Model):
 
 class DriftSpec(_Model):
     window_hours: float = Field(24.0, gt=0, description="How far back the monitor reads traffic.")
+    embedding_model: str | None = Field(
+        None,
+        description="Encoder for input (prompt) drift; unset: the base model for classifiers, minilm-l6 otherwise.",
+    )
     min_window_rows: int = Field(50, gt=0, description="Fewer rows than this: no verdict (too little evidence).")
     max_window_rows: int = Field(500, gt=0, description="At most this many recent rows are compared (speed).")
     input_p: float = Field(
         0.01, gt=0, lt=1, description="Input drift fires when the MMD permutation p-value is below this."
     )
-    prediction_p: float = Field(0.01, gt=0, lt=1, description="Prediction drift: chi-square p-value threshold.")
-    confidence_p: float = Field(0.01, gt=0, lt=1, description="Confidence drift: KS p-value threshold.")
+    prediction_p: float = Field(0.01, gt=0, lt=1, description="Classifiers' label mix: chi-square p-value threshold.")
+    confidence_p: float = Field(0.01, gt=0, lt=1, description="Classifiers' confidence: KS p-value threshold.")
+    output_length_p: float = Field(0.01, gt=0, lt=1, description="Generative answers' length: KS p-value threshold.")
+    schema_valid_p: float = Field(0.01, gt=0, lt=1, description="JSON answers' validity rate: binomial threshold.")
     performance_p: float = Field(
         0.01, gt=0, lt=1, description="Performance drift (with feedback): binomial p-value threshold."
     )
@@ -250,5 +275,7 @@ class DriftSpec(_Model):
             "input": self.input_p,
             "prediction": self.prediction_p,
             "confidence": self.confidence_p,
+            "output_length": self.output_length_p,
+            "schema_valid": self.schema_valid_p,
             "performance": self.performance_p,
         }

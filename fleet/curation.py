@@ -42,6 +42,12 @@ def _with_extra(raw: pd.DataFrame, extra: pd.DataFrame | None, target: str) -> p
     return pd.concat([raw, more], ignore_index=True)
 
 
+def columns(spec: SpecialistSpec, kind: SpecialistKind) -> dict[str, str]:
+    """Our columns -> the source's: the kind's own, then the kept extras (slices, the split's group)."""
+    extras = [*spec.data.extra_columns, *([spec.data.group_column] if spec.data.group_column else [])]
+    return kind.source_columns(spec) | {c: c for c in extras}
+
+
 def _input_key(spec: SpecialistSpec, raw: bytes | None, extra: pd.DataFrame | None) -> str | None:
     if raw is None:  # hf:// data sets: no bytes to hash
         return None
@@ -135,7 +141,7 @@ def curate(spec: SpecialistSpec, store: ObjectStore, extra: pd.DataFrame | None 
     key = _input_key(spec, raw_bytes, extra)
     if key is not None and (known := versions.remembered(store, spec.name, key)) is not None:
         return known
-    raw = select_columns(load_frame(spec.data, raw_bytes), kind.source_columns(spec), spec.data.source)
+    raw = select_columns(load_frame(spec.data, raw_bytes), columns(spec, kind), spec.data.source)
     source_rows = len(raw)
     raw = _with_extra(raw, extra, kind.target)
     q = Quarantine(kind.target)

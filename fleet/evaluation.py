@@ -57,24 +57,27 @@ def decide(
     m = spec.gate.metric
     best = max(baselines, key=lambda b: b.value(m))
     assert challenger.outputs is not None and best.outputs is not None
-    paired = {"vs_baseline": kind.paired_test(references, challenger.outputs, best.outputs)}
+    paired = {"vs_baseline": kind.paired_test(spec, references, challenger.outputs, best.outputs)}
     regressions: list[str] = []
     tolerances: dict[str, float] = {}
     if champion is not None and champion.outputs is not None:
-        paired["vs_champion"] = kind.paired_test(references, challenger.outputs, champion.outputs)
+        paired["vs_champion"] = kind.paired_test(spec, references, challenger.outputs, champion.outputs)
         regressions, tolerances = slice_regressions(spec.evaluation.slices, m, challenger, champion)
     p = paired["vs_champion"].p_value if "vs_champion" in paired else None
     return paired, gate(challenger, best, champion, spec.gate, p, regressions, tolerances)
 
 
-def general(spec: SpecialistSpec, test: pd.DataFrame, champion: tuple[str, str] | None = None) -> GeneralScores:
+def general(
+    spec: SpecialistSpec, test: pd.DataFrame, champion: tuple[str, str] | None = None, train: pd.DataFrame | None = None
+) -> GeneralScores:
     """Score the general baselines and the champion (``(version, model folder)``): none of them depends on
-    the new model, so this runs while it trains."""
+    the new model, so this runs while it trains. ``train``: where few-shot baselines take their examples."""
     kind = kind_of(spec)
     champ = None
     if champion is not None:
         champ = contender(kind, spec, "champion", kind.load(champion[1], f"v{champion[0]}"), test)
-    baselines = [billed(b, contender(kind, spec, "baseline", b, test)) for b in kind.baselines(spec)]
+    examples = train if train is not None else test.iloc[:0]
+    baselines = [billed(b, contender(kind, spec, "baseline", b, test)) for b in kind.baselines(spec, examples)]
     return GeneralScores(baselines=baselines, champion=champ, champion_version=champion[0] if champion else None)
 
 

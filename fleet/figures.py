@@ -48,7 +48,7 @@ def confusion_png(cm: np.ndarray, labels: list[str], title: str) -> bytes:
     return to_png(fig)
 
 
-def bars_png(labels: list[str], counts: list[int], title: str, xlabel: str, ylabel: str) -> bytes:
+def bars_png(labels: list[str], counts: list[float], title: str, xlabel: str, ylabel: str) -> bytes:
     fig = figure(figsize=(7, 3.2), dpi=100)
     ax = fig.subplots()
     ax.bar(labels, counts, color="#4C72B0")

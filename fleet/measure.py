@@ -68,6 +68,9 @@ def measure(
     if not timed_rows:  # fewer rows than latency samples: the single calls are all there is to time
         wall, cpu = sum(lat) / 1000, sum(lat) / 1000
     cost = _cost(len(timed_rows) or k, wall, cpu, ev, on_gpu)
+    timed_out = Outputs.concat(timed or singles)
+    if timed_out.tokens is not None and wall > 0:  # generated tokens per second at the serving batch size
+        cost.tokens_per_s = round(sum(timed_out.tokens) / wall, 1)
     cost.latency_p50_ms = round(float(np.percentile(lat, 50)), 2) if lat else None
     cost.latency_p95_ms = round(float(np.percentile(lat, 95)), 2) if lat else None
     return outputs, cost

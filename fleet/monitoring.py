@@ -98,7 +98,7 @@ def check(spec: SpecialistSpec, store: ObjectStore, now: datetime | None = None)
             "window_rows": verdict.window_rows,
         }
     )
-    return DriftCheck(report, kind.drift_figure(spec.name, ref, window))
+    return DriftCheck(report, kind.drift_figure(spec, ref, window))
 
 
 def report_markdown(r: DriftReport) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fleet import bases, versions
+from fleet import shared, versions
 from fleet.drift import sample_indices
 from fleet.kinds import kind_of
 from fleet.results import EvaluationReport, TrainedModel
@@ -20,13 +20,13 @@ SAMPLE = 500  # training texts whose embeddings make up the reference
 
 
 def embedding_model(spec: SpecialistSpec) -> str:
-    """The encoder input drift is measured with: the specialist's own base encoder."""
-    return spec.base_model
+    """The encoder input drift is measured with (``drift.embedding_model``; a classifier's own base by default)."""
+    return spec.drift.embedding_model or spec.base_model
 
 
 def embeddings(spec: SpecialistSpec, texts: list[str], max_length: int) -> np.ndarray:
     """Sentence embeddings at the model's own token limit (the reference and the monitor use the same)."""
-    return bases.pooled(embedding_model(spec), texts, max_length)
+    return shared.pooled(embedding_model(spec), texts, max_length)
 
 
 def reference_key(name: str, train_key: str) -> str:
@@ -38,6 +38,8 @@ def build(spec: SpecialistSpec, store: ObjectStore, model: TrainedModel, report:
     train = versions.load_split(store, spec.name, model.dataset_version, "train")
     idx = sample_indices(len(train), SAMPLE, spec.drift.seed)
     texts = train["text"].iloc[idx].tolist()
-    blob = kind_of(spec).reference(spec, embeddings(spec, texts, model.max_length), texts, model.max_length, report)
+    kind = kind_of(spec)
+    length = kind.embedding_length(model)
+    blob = kind.reference(spec, embeddings(spec, texts, length), texts, length, report)
     store.put_bytes(reference_key(spec.name, model.training_key), blob)
     return blob

@@ -164,7 +164,8 @@ def _tags(spec: SpecialistSpec, dataset: DatasetVersion, report: EvaluationRepor
     }
     for role, c in report.contenders().items():
         for metric in kind_of(spec).metrics:
-            tags[f"{role}.{metric}"] = "none" if c is None else f"{c.value(metric):.4f}"
+            if c is None or metric in c.metrics:
+                tags[f"{role}.{metric}"] = "none" if c is None else f"{c.value(metric):.4f}"
         tags[f"{role}.model"] = "none" if c is None else c.model
     return tags
 

@@ -90,14 +90,16 @@ class Outputs(_Result):
 
     predictions: list[str]
     probabilities: list[list[float]] | None = None
+    tokens: list[int] | None = Field(None, description="Generated tokens per row (generative contenders).")
 
     @classmethod
     def concat(cls, parts: list[Outputs]) -> Outputs:
-        probs = [p for part in parts for p in (part.probabilities or [])]
-        return cls(
-            predictions=[x for part in parts for x in part.predictions],
-            probabilities=probs if all(part.probabilities is not None for part in parts) else None,
-        )
+        def joined(field: str) -> list | None:
+            lists = [getattr(p, field) for p in parts]
+            return [x for xs in lists for x in xs] if all(xs is not None for xs in lists) else None
+
+        return cls(predictions=[x for p in parts for x in p.predictions], probabilities=joined("probabilities"),
+                   tokens=joined("tokens"))  # fmt: skip
 
 
 class ContenderScore(_Result):

@@ -11,10 +11,10 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 from fleet.config import (
@@ -32,6 +32,7 @@ from fleet.config import (
     TrainSpec,
     _Model,
 )
+from fleet.config_generation import GenerationSpec
 
 __all__ = [
     "BaselineSpec",
@@ -41,6 +42,7 @@ __all__ = [
     "EvaluationSpec",
     "FleetSpec",
     "GateSpec",
+    "GenerationSpec",
     "LoraSpec",
     "NearDuplicateSpec",
     "PiiSpec",
@@ -66,17 +68,46 @@ class SpecError(ValueError):
         super().__init__(f"invalid fleet file {source} ({len(problems)} problem(s)):\n{lines}")
 
 
+CLASSIFICATION: Final = "text-classification"
+GENERATION: Final = "text-generation"
+BASELINES = {
+    CLASSIFICATION: {"embedding-zero-shot", "hf-zero-shot", "openai-chat"},
+    GENERATION: {"base-model", "openai-chat"},
+}
+METRICS = {CLASSIFICATION: {"macro_f1", "accuracy"}, GENERATION: {"field_f1", "exact_match", "schema_valid", "chrf"}}
+# What a task changes in the defaults (a specialist's own settings and the fleet's `defaults` win).
+TASK_DEFAULTS: dict[str, dict] = {
+    CLASSIFICATION: {"evaluation": {"baselines": [{"kind": "embedding-zero-shot"}]}},
+    GENERATION: {
+        "base_model": "smollm2-135m",
+        "labels": {},
+        "train": {"lora": {"target_modules": ["q_proj", "v_proj"]}, "batch_size": 8, "learning_rate": 1.0e-3},
+        "evaluation": {
+            "latency_samples": 5,
+            "timing_rows": 16,
+            "serving_batch_size": 8,
+            "baselines": [{"kind": "base-model", "shots": 0}, {"kind": "base-model", "shots": 3}],
+        },
+        "drift": {"embedding_model": "minilm-l6"},
+    },
+}
+
+
 class SpecialistSpec(_Model):
     name: str = Field(..., description="Unique name; also the MLflow registered model's name.")
-    task: Literal["text-classification"] = "text-classification"
+    task: Literal["text-classification", "text-generation"] = Field(
+        CLASSIFICATION, description="text-classification: a text in, one of the labels out; text-generation: an "
+        "instruction in, a generated answer out (free text or JSON).")  # fmt: skip
     description: str = Field("", description="One line on what the specialist does, for its model card.")
     base_model: str = Field(
-        "minilm-l6", min_length=1, description="Local path, package alias (minilm-l6) or Hugging Face hub id."
-    )
+        "minilm-l6", min_length=1,
+        description="Local path, package alias (minilm-l6, smollm2-135m) or Hugging Face hub id.",
+    )  # fmt: skip
     data: DataSpec
     labels: dict[str, str] = Field(
-        ..., description="Label -> natural-language description (used by the zero-shot baseline)."
+        ..., description="Classifiers: label -> natural-language description (used by the zero-shot baseline)."
     )
+    generation: GenerationSpec = Field(default_factory=GenerationSpec, description="Generative specialists only.")
     curation: CurationSpec = Field(default_factory=CurationSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     split: SplitSpec = Field(default_factory=SplitSpec)
@@ -97,10 +128,42 @@ class SpecialistSpec(_Model):
         if isinstance(v, list):
             v = {str(x): str(x) for x in v}
         if isinstance(v, dict):
-            if len(v) < 2:
+            if len(v) == 1:
                 raise ValueError("needs at least two labels")
             return {str(k): (str(d) if d else str(k)) for k, d in v.items()}
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        task = raw.get("task", CLASSIFICATION)
+        defaults = copy.deepcopy(TASK_DEFAULTS.get(task, {}) if isinstance(task, str) else {})
+        generation: dict = raw["generation"] if isinstance(raw.get("generation"), dict) else {}
+        if task == GENERATION:
+            json_out = generation.get("output") == "json" or generation.get("json_schema") is not None
+            defaults["gate"] = {"metric": "field_f1" if json_out else "chrf"}
+        return deep_merge(defaults, raw)
+
+    @model_validator(mode="after")
+    def _fits_task(self) -> SpecialistSpec:
+        if self.task == CLASSIFICATION and len(self.labels) < 2:
+            raise ValueError("labels: needs at least two labels")
+        wrong = [b.kind for b in self.evaluation.baselines or [] if b.kind not in BASELINES[self.task]]
+        if wrong:
+            raise ValueError(
+                f"evaluation.baselines: {', '.join(wrong)} cannot judge a {self.task} specialist "
+                f"(use {', '.join(sorted(BASELINES[self.task]))})"
+            )
+        if self.gate.metric not in METRICS[self.task]:
+            raise ValueError(
+                f"gate.metric: {self.gate.metric} does not apply to {self.task} "
+                f"(use {', '.join(sorted(METRICS[self.task]))})"
+            )
+        if self.gate.metric in ("field_f1", "schema_valid") and self.generation.output != "json":
+            raise ValueError(f"gate.metric: {self.gate.metric} needs generation.output: json")
+        return self
 
 
 class FleetSpec(_Model):
@@ -173,7 +236,7 @@ def _problems(prefix: str, exc: ValidationError) -> list[str]:
         loc = ".".join(str(p) for p in err["loc"])
         msg = _message(err)
         # model-level validators report "field: message"; fold the field into the location
-        m = re.match(r"^([a-z_]+): (.*)$", msg)
+        m = re.match(r"^([a-z_][a-z_.]*): (.*)$", msg)
         if m and err["type"] == "value_error":
             loc, msg = (f"{loc}.{m.group(1)}" if loc else m.group(1)), m.group(2)
         out.append(f"{prefix}{'.' + loc if loc else ''}: {msg}")

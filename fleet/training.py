@@ -37,6 +37,8 @@ def training_key(spec: SpecialistSpec, dataset_version: str) -> str:
         "train": spec.train.model_dump(),
         "format": FORMAT,
     }
+    if settings := kind_of(spec).training_settings(spec):  # kinds with none keep their keys as they were
+        payload["task"] = {"name": spec.task, **settings}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -79,9 +79,11 @@ def fine_tune(spec: SpecialistSpec, dataset: DatasetVersion, settings: Settings)
 @task(name="evaluate-general", cache_policy=NONE)
 def evaluate_general(spec: SpecialistSpec, dataset: DatasetVersion, settings: Settings) -> GeneralScores:
     """The general baselines and the champion on the test split (while the new model trains)."""
-    test = versions.load_split(settings.store_handle(), spec.name, dataset.version, "test")
+    store = settings.store_handle()
+    test = versions.load_split(store, spec.name, dataset.version, "test")
+    train = versions.load_split(store, spec.name, dataset.version, "train")
     champion = registry.champion_model(spec.name, settings.runs_dir / spec.name / "champions")
-    return evaluation.general(spec, test, champion)
+    return evaluation.general(spec, test, champion, train)
 
 
 @task(name="evaluate", cache_policy=NONE)

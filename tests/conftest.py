@@ -134,3 +134,42 @@ def sentences(n: int, seed: int = 0, words: int = 8) -> list[str]:
         " ".join("".join(rng.choices(string.ascii_lowercase, k=rng.randint(3, 8))) for _ in range(words))
         for _ in range(n)
     ]
+
+
+TOY_SCHEMA = {"type": "object", "required": ["city", "temp"], "additionalProperties": False,
+              "properties": {"city": {"type": "string"}, "temp": {"type": "integer"}}}  # fmt: skip
+TOY_PHRASINGS = ["Weather report: {c} is at {t} degrees.", "In {c} it is {t} degrees today.",
+                 "{c}: {t} degrees right now.", "Temperature in {c}: {t} degrees.",
+                 "Right now {c} has {t} degrees.", "It's {t} degrees in {c}."]  # fmt: skip
+TOY_CITIES = ["Paris", "Oslo", "Lima", "Cairo", "Delhi", "Tokyo", "Quito", "Rome"]
+
+
+def write_toy_generation(folder: Path, *, name: str = "extract", epochs: int = 2) -> Path:
+    """A generative specialist on 48 tiny e-mails -> JSON pairs (6 phrasings, split by phrasing), trained in seconds."""
+    import json
+
+    rows = [{"prompt": p.format(c=c, t=10 + 3 * i + j), "response": json.dumps({"city": c, "temp": 10 + 3 * i + j}),
+             "phrasing": f"p{j}"} for j, p in enumerate(TOY_PHRASINGS) for i, c in enumerate(TOY_CITIES)]  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "toy_gen.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "fleet.yaml").write_text(f"""
+specialists:
+  {name}:
+    task: text-generation
+    data: {{source: toy_gen.jsonl, group_column: phrasing}}
+    curation: {{near_duplicates: {{enabled: false}}}}
+    split: {{validation: 0.17, test: 0.17, seed: 3}}
+    generation:
+      system: Answer with JSON with the keys city and temp.
+      output: json
+      max_new_tokens: 16
+      json_schema: {json.dumps(TOY_SCHEMA)}
+    train: {{epochs: {epochs}, learning_rate: 3.0e-3, batch_size: 8, lora: {{r: 8, alpha: 16}}}}
+    gate: {{min_gain_over_baseline: 0.0}}
+    evaluation:
+      bootstrap_resamples: 200
+      latency_samples: 2
+      timing_rows: 4
+      baselines: [{{kind: base-model, shots: 0}}, {{kind: base-model, shots: 1}}]
+""")
+    return folder / "fleet.yaml"

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from cli.localserver import start_prefect_server
+from conftest import write_toy_generation
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 FLEET_BIN = str(Path(sys.executable).parent / "fleet")
@@ -43,6 +44,15 @@ specialists:
            names: [label, text], max_rows: 300}
     split: {seed: 7}
     labels: {ham: a personal message, spam: an advertisement or scam}
+  gen-d:
+    task: text-generation
+    data: {source: gen/toy_gen.jsonl, group_column: phrasing}
+    curation: {near_duplicates: {enabled: false}}
+    split: {validation: 0.17, test: 0.17, seed: 3}
+    generation: {system: Answer with JSON with the keys city and temp., output: json, max_new_tokens: 16}
+    train: {epochs: 2, learning_rate: 3.0e-3, batch_size: 8, lora: {r: 8, alpha: 16}}
+    evaluation: {latency_samples: 2, timing_rows: 4, baselines: [{kind: base-model, shots: 0}]}
+    drift: {min_window_rows: 30}
 """
 
 
@@ -85,6 +95,7 @@ def stack(tmp_path_factory):
     env.pop("MLFLOW_TRACKING_URI", None)
     fleet_file = folder / "fleet.yaml"
     fleet_file.write_text(FLEET)
+    write_toy_generation(folder / "gen")  # its data (its own fleet file there is not used)
     serve = None
     try:
         run = subprocess.run(
@@ -198,3 +209,33 @@ def test_a_burst_of_alarms_retrains_once_and_never_blocks_another_specialist(sta
     assert b_run["state_type"] == "COMPLETED"
     assert len([v for v in mlflow_versions(stack, "spam-c") if v.tags.get("trigger") == "drift"]) == 1
     assert len([v for v in mlflow_versions(stack, "mood-b") if v.tags.get("trigger") == "drift"]) == 1
+
+
+def test_a_generative_specialist_retrains_on_drift_like_a_classifier(stack):
+    """Corrected answers as feedback, a domain-shifted window of prompts, the monitor: drift, one retrain run
+    of that specialist, and one new version tagged trigger=drift that learned from the feedback."""
+    url = stack["server"].url
+    before = {r["id"] for r in retrain_runs(url)}
+    path = stack["folder"] / "feedback-gen-d.csv"
+    pd.DataFrame({"text": [f"Sensor {i}: Bergen reads {i} degrees." for i in range(12)],
+                  "response": [json.dumps({"city": "Bergen", "temp": i}) for i in range(12)]}).to_csv(path, index=False)  # fmt: skip
+    assert "12 feedback row(s) stored" in fleet(stack, "feedback", "gen-d", str(path))
+    fleet(stack, "simulate", "gen-d", "--shift", "domain", "--from", "mood-b", "--rows", "40")
+    out = fleet(stack, "monitor", "--only", "gen-d")
+    assert "gen-d: drift" in out and "input" in out
+    report_id = out.split("report ")[-1].strip()
+
+    def done():
+        runs = [r for r in retrain_runs(url) if r["id"] not in before]
+        return (
+            runs
+            if runs and all(r["state_type"] in ("COMPLETED", "CANCELLED", "FAILED", "CRASHED") for r in runs)
+            else None
+        )
+
+    runs = wait_for(done, 600, "the generative retrain run")
+    assert [(r["parameters"]["name"], r["state_type"]) for r in runs] == [("gen-d", "COMPLETED")]
+    drifted = [v for v in mlflow_versions(stack, "gen-d") if v.tags.get("trigger") == "drift"]
+    assert len(drifted) == 1 and drifted[0].tags["drift_report"] == report_id
+    [first] = [v for v in mlflow_versions(stack, "gen-d") if v.tags.get("trigger") == "manual"]
+    assert drifted[0].tags["dataset_version"] != first.tags["dataset_version"]  # the feedback is in its data

@@ -12,8 +12,9 @@ if TYPE_CHECKING:
 
 def _registry() -> dict[str, type[SpecialistKind]]:
     from fleet.kinds.classification import TextClassification
+    from fleet.kinds.generation import TextGeneration
 
-    return {TextClassification.task: TextClassification}
+    return {TextClassification.task: TextClassification, TextGeneration.task: TextGeneration}
 
 
 def kind_of(spec: SpecialistSpec | str) -> SpecialistKind:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from fleet.cleaning import Quarantine, TargetCheck
-from fleet.results import ContenderScore, EvaluationReport, Outputs, PairedTest
+from fleet.results import ContenderScore, EvaluationReport, Outputs, PairedTest, TrainedModel
 
 if TYPE_CHECKING:
     from fleet.drift import DriftVerdict, TrafficWindow
@@ -92,6 +92,10 @@ class SpecialistKind(ABC):
         """At most ``n`` rows, seeded, keeping the data's mix."""
 
     # ------------------------------------------------------------------ training
+    def training_settings(self, spec: SpecialistSpec) -> dict:
+        """Settings outside ``train:`` that change what is trained (part of the training key); none by default."""
+        return {}
+
     @abstractmethod
     def train(self, spec: SpecialistSpec, train: pd.DataFrame, run_dir: Path, progress: bool = True) -> Fit:
         """Fine-tune on ``train`` and save the model under ``run_dir/model``; resume from checkpoints there."""
@@ -106,22 +110,26 @@ class SpecialistKind(ABC):
 
     # ------------------------------------------------------------------ evaluation
     @abstractmethod
-    def baselines(self, spec: SpecialistSpec) -> list[Baseline]:
-        """The general models named in ``spec.evaluation.baselines``."""
+    def baselines(self, spec: SpecialistSpec, train: pd.DataFrame) -> list[Baseline]:
+        """The general models named in ``spec.evaluation.baselines`` (``train``: for few-shot examples)."""
 
     @abstractmethod
     def score(self, spec: SpecialistSpec, role: str, name: str, outputs: Outputs, test: pd.DataFrame) -> ContenderScore:
         """Metrics with intervals (and per label, per slice) of one contender's outputs on ``test``."""
 
     @abstractmethod
-    def paired_test(self, references: list[str], a: Outputs, b: Outputs) -> PairedTest:
-        """Does A differ from B on the same rows?"""
+    def paired_test(self, spec: SpecialistSpec, references: list[str], a: Outputs, b: Outputs) -> PairedTest:
+        """Does A differ from B on the same rows (on the gate's metric)?"""
 
     def figures(self, report: EvaluationReport) -> dict[str, bytes]:
         """PNG pictures of the evaluation, by file name (none by default)."""
         return {}
 
     # ------------------------------------------------------------------ drift
+    def embedding_length(self, model: TrainedModel) -> int:
+        """Tokens per text when embedding for drift: the model's own limit by default."""
+        return model.max_length
+
     @abstractmethod
     def reference(
         self, spec: SpecialistSpec, embeddings: np.ndarray, texts: list[str], max_length: int, report: EvaluationReport
@@ -133,7 +141,7 @@ class SpecialistKind(ABC):
         """Every drift signal of this kind on a traffic window."""
 
     @abstractmethod
-    def drift_figure(self, name: str, reference: bytes, window: pd.DataFrame) -> bytes:
+    def drift_figure(self, spec: SpecialistSpec, reference: bytes, window: pd.DataFrame) -> bytes:
         """A PNG of the reference against the window, signal by signal."""
 
     @abstractmethod

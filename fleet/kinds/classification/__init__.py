@@ -33,7 +33,7 @@ from fleet.stats import confusion
 def label_check(labels: list[str], label_map: dict[str, str]) -> TargetCheck:
     known = set(labels)
 
-    def check(raw: str) -> Verdict:
+    def check(text: str, raw: str) -> Verdict:
         value = label_map.get(raw, raw)
         if not value:
             return Verdict(value, "missing-label")
@@ -126,15 +126,15 @@ class TextClassification(SpecialistKind):
         probs = np.asarray(outputs.probabilities, dtype=float)
         return pd.DataFrame({"label": outputs.predictions, "score": probs.max(axis=1) if len(probs) else []})
 
-    def baselines(self, spec: SpecialistSpec) -> list[Baseline]:
+    def baselines(self, spec: SpecialistSpec, train: pd.DataFrame) -> list[Baseline]:
         # the baselines read texts up to the specialist's token limit, or 128 tokens when it picks its own
         max_length = spec.train.max_length or 128
-        return [build_baseline(b, spec.base_model, spec.labels, max_length) for b in spec.evaluation.baselines]
+        return [build_baseline(b, spec.base_model, spec.labels, max_length) for b in spec.evaluation.baselines or []]
 
     def score(self, spec: SpecialistSpec, role: str, name: str, outputs: Outputs, test: pd.DataFrame) -> ContenderScore:
         return scoring.score(spec, role, name, outputs, test)
 
-    def paired_test(self, references: list[str], a: Outputs, b: Outputs) -> PairedTest:
+    def paired_test(self, spec: SpecialistSpec, references: list[str], a: Outputs, b: Outputs) -> PairedTest:
         labels = sorted(set(references) | set(a.predictions) | set(b.predictions))
         return scoring.paired_test(labels, references, a, b)
 
@@ -167,13 +167,13 @@ class TextClassification(SpecialistKind):
             d.seed,
         )
 
-    def drift_figure(self, name: str, reference: bytes, window: pd.DataFrame) -> bytes:
+    def drift_figure(self, spec: SpecialistSpec, reference: bytes, window: pd.DataFrame) -> bytes:
         ref = Reference.from_bytes(reference)
         counts = window["label"].value_counts()
         total = max(int(counts.sum()), 1)
         current = {lab: float(counts.get(lab, 0)) / total for lab in ref.labels}
         return reference_vs_current_png(
-            f"{name}: reference vs current traffic",
+            f"{spec.name}: reference vs current traffic",
             [
                 ("predicted labels", "bars", ref.label_dist, current),
                 ("top-label confidence", "hist", ref.samples["confidence"], window["score"].astype(float).to_numpy()),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fleet import bases
+from fleet import bases, shared
 from fleet.chat import BaselineError, ChatClient
 from fleet.config import BaselineSpec
 from fleet.kinds.classification.predict import dir_size
@@ -32,13 +32,13 @@ class ZeroShotEmbeddingBaseline:
         self.labels = list(label_descriptions)
         self.name = name or f"zero-shot {base_model}"
         self.base = base_model
-        self.model = bases.shared(base_model)[1]
+        self.model = shared.encoder(base_model)[1]
         self.size_bytes = dir_size(bases.resolve_base_model(base_model))
         self.max_length = max_length
         self.label_emb = self.embed([label_descriptions[lab] for lab in self.labels])
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        return bases.pooled(self.base, texts, self.max_length)
+        return shared.pooled(self.base, texts, self.max_length)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         sims = self.embed(texts) @ self.label_emb.T

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fleet import bases, trainer
+from fleet import bases, shared, trainer
 from fleet.bases import TrainingError
 from fleet.kinds.base import Fit
 from fleet.kinds.classification.model import MeanPoolClassifier, linear_probe_init, save_classifier
@@ -74,12 +74,12 @@ def _model(spec: SpecialistSpec, texts: list[str], label_ids: list[int], labels:
     """(tokenizer, LoRA model, max length): the base copied, the head probed, adapters attached."""
     from transformers import set_seed
 
-    tokenizer, encoder = bases.trainable(spec.base_model)
+    tokenizer, encoder = shared.trainable(spec.base_model)
     set_seed(spec.train.seed)
     max_length = spec.train.max_length or choose_max_length(tokenizer, texts)
     model = MeanPoolClassifier(encoder, len(spec.labels), class_weights=_class_weights(spec, labels))
     if spec.train.linear_probe_init:  # embeddings of the frozen base (the shared copy has the same weights)
-        features = bases.pooled(spec.base_model, texts, max_length, normalize=False)
+        features = shared.pooled(spec.base_model, texts, max_length, normalize=False)
         linear_probe_init(model, features, label_ids, balanced=spec.train.class_weighting == "balanced")
     return tokenizer, _lora(spec, model), max_length
 

@@ -1,0 +1,123 @@
+"""``task: text-generation``: an instruction in, a generated answer out (free text, or JSON).
+
+Data: ``prompt_column`` and ``response_column`` (and optionally ``group_column``: a group stays in one
+split); responses must be non-empty and within ``generation.max_response_tokens`` of the base model's
+tokenizer, prompts within ``max_prompt_tokens``; for a JSON task, responses must parse and match
+``generation.json_schema``. Model: a LoRA adapter on a small causal language model, trained on the
+responses with the base model's chat template. Metrics: exact match and, for JSON, field-level F1
+(default gate metric) and schema validity, else chrF; paired tests row by row. Baselines: the base
+model zero-shot and few-shot, and any OpenAI-compatible endpoint. Drift: prompt embeddings, answer
+length, JSON validity, and exact match on feedback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fleet.cleaning import Quarantine, TargetCheck
+from fleet.drift import DriftVerdict, Reference, TrafficWindow
+from fleet.figures import bars_png
+from fleet.kinds.base import Baseline, Fit, Predictor, SpecialistKind
+from fleet.kinds.generation import answers, drift, scoring
+from fleet.results import ContenderScore, EvaluationReport, Outputs, PairedTest, TrainedModel
+from fleet.sources import CurationError
+from fleet.spec import SpecialistSpec
+from fleet.splitting import group_split, stratified_sample, stratified_split
+
+
+class TextGeneration(SpecialistKind):
+    task = "text-generation"
+    target = "response"
+    answer_column = "output"
+    conflict_rule = "conflicting-responses"
+    metrics = ("field_f1", "exact_match", "schema_valid", "chrf")
+    redact_target = True
+
+    def source_columns(self, spec: SpecialistSpec) -> dict[str, str]:
+        return {"text": spec.data.prompt_column, "response": spec.data.response_column}
+
+    def labels(self, spec: SpecialistSpec) -> list[str]:
+        return []
+
+    def target_check(self, spec: SpecialistSpec) -> TargetCheck:
+        from fleet.bases import load_tokenizer
+        from fleet.kinds.generation.chat import token_counter
+
+        g = spec.generation
+        count = token_counter(load_tokenizer(spec.base_model), g.system)
+        return answers.response_check(g.output, g.json_schema, count, g.max_prompt_tokens, g.max_response_tokens)
+
+    def check_dataset(self, spec: SpecialistSpec, good: pd.DataFrame, q: Quarantine) -> pd.DataFrame:
+        if len(good) < 10:
+            raise CurationError(f"{spec.data.source}: after cleaning, {len(good)} pair(s) remain; "
+                                f"specialist {spec.name} needs at least 10 to train and test")  # fmt: skip
+        return good
+
+    def sample(self, spec: SpecialistSpec, good: pd.DataFrame, n: int) -> pd.DataFrame:
+        return stratified_sample(good, n, spec.split.seed, by=spec.data.group_column)
+
+    def split(self, spec: SpecialistSpec, good: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        if spec.data.group_column:
+            return group_split(good, spec.split, spec.data.group_column)
+        return stratified_split(good, spec.split, by=None)
+
+    def training_settings(self, spec: SpecialistSpec) -> dict:
+        g = spec.generation
+        return {"system": g.system, "output": g.output, "json_schema": g.json_schema,
+                "max_prompt_tokens": g.max_prompt_tokens, "max_response_tokens": g.max_response_tokens}  # fmt: skip
+
+    def train(self, spec: SpecialistSpec, train: pd.DataFrame, run_dir: Path, progress: bool = True) -> Fit:
+        from fleet.kinds.generation.train import fine_tune
+
+        return fine_tune(spec, train, run_dir, progress)
+
+    def load(self, model_dir: str | Path, name: str) -> Predictor:
+        from fleet.kinds.generation.predict import Generator
+
+        return Generator(model_dir, name=name)
+
+    def to_frame(self, outputs: Outputs) -> pd.DataFrame:
+        frame = pd.DataFrame({"output": outputs.predictions})
+        parsed = [answers.parse_json(a) for a in outputs.predictions]
+        if any(p is not None for p in parsed):
+            frame["json"] = pd.Series(parsed, dtype=object)
+        return frame
+
+    def baselines(self, spec: SpecialistSpec, train: pd.DataFrame) -> list[Baseline]:
+        from fleet.kinds.generation.baselines import build
+
+        return [build(spec, b, train) for b in spec.evaluation.baselines or []]
+
+    def score(self, spec: SpecialistSpec, role: str, name: str, outputs: Outputs, test: pd.DataFrame) -> ContenderScore:
+        return scoring.score(spec, role, name, outputs, test)
+
+    def paired_test(self, spec: SpecialistSpec, references: list[str], a: Outputs, b: Outputs) -> PairedTest:
+        return scoring.paired_test(spec, references, a, b)
+
+    def figures(self, report: EvaluationReport) -> dict[str, bytes]:
+        m = report.metric
+        scores = [(c.model, c.value(m)) for c in [report.challenger, report.champion, *report.baselines] if c]
+        return {f"{m}.png": bars_png([s[0] for s in scores], [s[1] for s in scores], f"{report.specialist}: {m}",
+                                     "contender", m)}  # fmt: skip
+
+    def embedding_length(self, model: TrainedModel) -> int:
+        return 128  # prompts are embedded by a sentence encoder, not the generative model
+
+    def reference(self, spec: SpecialistSpec, embeddings: np.ndarray, texts: list[str], max_length: int,
+                  report: EvaluationReport) -> bytes:  # fmt: skip
+        model = spec.drift.embedding_model or "minilm-l6"
+        return drift.build_reference(embeddings, report, model, max_length, spec.generation.output == "json").to_bytes()
+
+    def drift(self, spec: SpecialistSpec, reference: bytes, window: TrafficWindow) -> DriftVerdict:
+        d = spec.drift
+        schema = spec.generation.json_schema
+        return drift.detect(Reference.from_bytes(reference), window, d.thresholds(), d.permutations, d.seed, schema)
+
+    def drift_figure(self, spec: SpecialistSpec, reference: bytes, window: pd.DataFrame) -> bytes:
+        return drift.figure(spec.name, Reference.from_bytes(reference), window, spec.generation.json_schema)
+
+    def traffic_rows(self, texts: list[str], outputs: Outputs) -> list[dict]:
+        return [{"text": t, "output": a} for t, a in zip(texts, outputs.predictions)]

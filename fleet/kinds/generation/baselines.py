@@ -1,0 +1,89 @@
+"""General models a generative specialist must beat.
+
+- ``base-model``: the specialist's own base model, not fine-tuned, prompted with the same chat template
+  and system prompt: zero-shot (``shots: 0``) or few-shot (``shots: k`` worked examples from the
+  training split as earlier turns of the conversation). The general model at the same size.
+- ``openai-chat``: any OpenAI-compatible chat endpoint (a hosted frontier model, vLLM, llama.cpp's
+  server), with the same system prompt; it costs what its API bills for the tokens it reports.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from fleet import bases, shared
+from fleet.chat import BaselineError, ChatClient
+from fleet.cleaning import normalize_text
+from fleet.config import BaselineSpec
+from fleet.kinds.classification.predict import dir_size
+from fleet.kinds.generation.chat import messages, render
+from fleet.kinds.generation.predict import generate
+from fleet.results import Outputs
+from fleet.spec import SpecialistSpec
+
+
+def examples(train: pd.DataFrame, k: int, seed: int, group: str | None) -> list[tuple[str, str]]:
+    """``k`` seeded worked examples from the training split (from different groups where there are groups)."""
+    if k == 0 or train.empty:
+        return []
+    rows = train.sample(frac=1.0, random_state=seed)
+    if group and group in rows:
+        rows = rows.drop_duplicates(group)
+    return list(zip(rows["text"].astype(str), rows["response"].astype(str)))[:k]
+
+
+class PromptedBase:
+    """The base model answering with a prompt alone (zero-shot) or with worked examples first (few-shot)."""
+
+    def __init__(self, spec: SpecialistSpec, bspec: BaselineSpec, train: pd.DataFrame):
+        self.spec = spec
+        self.shots = examples(train, bspec.shots, spec.split.seed, spec.data.group_column)
+        label = "zero-shot" if not self.shots else f"{len(self.shots)}-shot"
+        self.name: str = bspec.name or f"{label} {spec.base_model}"
+        self.tokenizer, self.model = shared.causal(spec.base_model)
+        self.size_bytes: int | None = dir_size(bases.resolve_base_model(spec.base_model))
+
+    def parameters(self) -> int | None:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def predict(self, inputs: list[str]) -> Outputs:
+        g = self.spec.generation
+        rendered = [render(self.tokenizer, messages(g.system, normalize_text(p), self.shots)) for p in inputs]
+        return generate(self.tokenizer, self.model, rendered, g.max_new_tokens, g.batch_size)
+
+    def billed_cost_per_1k(self, n_predictions: int) -> float | None:
+        return None
+
+
+class ChatBaseline:
+    """A general model behind an OpenAI-compatible ``/chat/completions`` endpoint."""
+
+    size_bytes: int | None = None
+
+    def __init__(self, spec: SpecialistSpec, bspec: BaselineSpec):
+        self.spec = spec
+        self.name: str = bspec.name or f"openai-chat {bspec.model}"
+        self.client = ChatClient(bspec, self.name)
+
+    def parameters(self) -> int | None:
+        return None
+
+    def predict(self, inputs: list[str]) -> Outputs:
+        g, texts, tokens = self.spec.generation, [], []
+        for prompt in inputs:
+            before = self.client.tokens_out
+            answer = self.client.complete(messages(g.system, normalize_text(prompt)), max_tokens=g.max_new_tokens)
+            texts.append(answer.strip())
+            tokens.append(self.client.tokens_out - before)
+        return Outputs(predictions=texts, tokens=tokens)
+
+    def billed_cost_per_1k(self, n_predictions: int) -> float | None:
+        return self.client.cost_per_1k(n_predictions)
+
+
+def build(spec: SpecialistSpec, bspec: BaselineSpec, train: pd.DataFrame) -> PromptedBase | ChatBaseline:
+    if bspec.kind == "base-model":
+        return PromptedBase(spec, bspec, train)
+    if bspec.kind == "openai-chat":
+        return ChatBaseline(spec, bspec)
+    raise BaselineError(f"baseline kind {bspec.kind!r} does not generate")

@@ -1,0 +1,80 @@
+"""LoRA supervised fine-tuning of a small causal language model (peft, ``TaskType.CAUSAL_LM``).
+
+Every example is rendered with the base model's chat template and the specialist's system prompt;
+the loss is on the response tokens only. The saved model is the adapter alone (a few MB) with a
+``fleet.json`` naming its base and its generation settings: it loads on top of the shared base.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fleet import bases, shared, trainer
+from fleet.kinds.base import Fit
+from fleet.kinds.generation.chat import example
+from fleet.spec import SpecialistSpec
+
+META_FILE = "fleet.json"
+
+
+def _lora(spec: SpecialistSpec, model: Any) -> Any:
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    names = {n.split(".")[-1] for n, _ in model.named_modules()}
+    cfg = spec.train.lora
+    missing = [m for m in cfg.target_modules if m not in names]
+    if missing:
+        raise bases.TrainingError(
+            f"specialists.{spec.name}.train.lora.target_modules: {', '.join(missing)} not found in {spec.base_model} "
+            "(causal language models name them q_proj, k_proj, v_proj, o_proj, ...)"
+        )
+    return get_peft_model(model, LoraConfig(
+        task_type=TaskType.CAUSAL_LM, r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules), modules_to_save=list(cfg.modules_to_save) or None,
+    ))  # fmt: skip
+
+
+def meta(spec: SpecialistSpec, max_length: int) -> dict:
+    """What a saved adapter needs to answer: its base and the generation settings it was trained with."""
+    g = spec.generation
+    return {"task": spec.task, "base_model": spec.base_model, "base_id": bases.base_model_id(spec.base_model),
+            "system": g.system, "output": g.output, "json_schema": g.json_schema, "max_new_tokens": g.max_new_tokens,
+            "batch_size": g.batch_size, "max_length": max_length}  # fmt: skip
+
+
+def save(model: Any, spec: SpecialistSpec, folder: Path, max_length: int) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    model.save_pretrained(str(folder))  # adapter_config.json + adapter_model.safetensors
+    (folder / META_FILE).write_text(json.dumps(meta(spec, max_length), indent=2))
+
+
+def fine_tune(spec: SpecialistSpec, train: pd.DataFrame, run_dir: Path, progress: bool = True) -> Fit:
+    """Train the adapter on ``train`` (columns ``text`` and ``response``) and save it under ``run_dir/model``."""
+    bases.ml_imports()
+    from datasets import Dataset
+    from transformers import DataCollatorForSeq2Seq, Trainer, set_seed
+
+    tokenizer, model = shared.trainable(spec.base_model, is_causal=True)
+    set_seed(spec.train.seed)
+    limit = spec.generation.max_prompt_tokens + spec.generation.max_response_tokens + 1
+    rows = [example(tokenizer, spec.generation.system, p, r, limit) for p, r in zip(train["text"], train["response"])]
+    model = _lora(spec, model)
+    trainable, total = trainer.trainable_counts(model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    args = trainer.training_args(spec.train, run_dir, len(rows), progress, train_sampling_strategy="group_by_length")
+    collate = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True)
+    t = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows), data_collator=collate)
+    metrics, resumed = trainer.train(t, run_dir)
+    max_length = max(len(r["input_ids"]) for r in rows)
+    if t.is_world_process_zero():
+        save(model, spec, run_dir / "model", max_length)
+    t.accelerator.wait_for_everyone()
+    return Fit(max_length=max_length, train_examples=len(rows), train_seconds=float(metrics.get("train_runtime", 0.0)),
+               train_loss=float(metrics.get("train_loss", float("nan"))), trainable_params=trainable,
+               total_params=total, resumed_from=resumed, world_size=int(args.world_size))  # fmt: skip

@@ -1,0 +1,167 @@
+"""Generative specialists: the GGUF base model, the chat format and loss masking, curation of
+(prompt, response) pairs with JSON schemas, and scoring."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import TOY_SCHEMA
+from fleet.kinds.generation import answers, chat, scoring
+from fleet.results import Outputs
+from fleet.spec import parse_fleet
+
+
+def gen_spec(**over):
+    raw = {"task": "text-generation", "data": {"source": "x.jsonl"},
+           "generation": {"output": "json", "json_schema": TOY_SCHEMA, "system": "JSON please."}}  # fmt: skip
+    raw.update(over)
+    return parse_fleet({"specialists": {"g": raw}}).specialists["g"]
+
+
+def test_task_defaults_and_per_task_checks():
+    spec = gen_spec()
+    assert spec.base_model == "smollm2-135m" and spec.gate.metric == "field_f1" and spec.labels == {}
+    assert spec.train.lora.target_modules == ["q_proj", "v_proj"]
+    assert [b.kind for b in spec.evaluation.baselines] == ["base-model", "base-model"]
+    from fleet.spec import SpecError
+
+    with pytest.raises(SpecError, match=r"g\.evaluation\.baselines: embedding-zero-shot cannot judge"):
+        gen_spec(evaluation={"baselines": [{"kind": "embedding-zero-shot"}]})
+    with pytest.raises(SpecError, match=r"g\.gate\.metric: field_f1 needs generation\.output: json"):
+        gen_spec(generation={"output": "text"}, gate={"metric": "field_f1"})
+    with pytest.raises(SpecError, match=r"json_schema: not a valid JSON Schema"):
+        gen_spec(generation={"output": "json", "json_schema": {"type": "nonsense"}})
+
+
+@pytest.mark.slow
+def test_the_gguf_alias_loads_as_a_transformers_model():
+    from fleet import bases, shared
+
+    folder = bases.resolve_base_model("smollm2-135m")  # converted once, then loaded from the converted folder
+    assert "smollm2-135m-" in folder and bases.resolve_base_model("smollm2-135m") == folder
+    tokenizer, model = shared.causal("smollm2-135m")
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert 134_000_000 < sum(p.numel() for p in model.parameters()) < 135_000_000
+    assert "<|im_start|>assistant" in chat.render(tokenizer, chat.messages("sys", "hi"))
+
+
+@pytest.mark.slow
+def test_loss_is_on_the_response_only():
+    from fleet import bases
+
+    tokenizer = bases.load_tokenizer("smollm2-135m")
+    ex = chat.example(tokenizer, "Answer in JSON.", "Paris is at 21 degrees.", '{"city": "Paris"}', 512)
+    labels = np.array(ex["labels"])
+    masked = labels == -100
+    assert masked.sum() > 10 and masked[: masked.sum()].all()  # the prompt, template and system prompt: no loss
+    learned = tokenizer.decode(np.array(ex["input_ids"])[~masked])
+    assert learned == '{"city": "Paris"}' + tokenizer.eos_token  # the answer and the end of the turn
+    assert len(ex["input_ids"]) == len(ex["labels"]) == len(ex["attention_mask"])
+
+
+def pairs_file(tmp_path, rows):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_curation_rules_for_pairs_and_json_schemas(tmp_path):
+    from fleet.curation import curate
+    from fleet.storage import LocalStore
+    from fleet.versions import load_split
+
+    good = [{"prompt": f"Report {i}: city number {i} is warm, about {20 + i} degrees.",
+             "response": json.dumps({"city": f"c{i}", "temp": 20 + i}), "g": f"g{i % 5}"} for i in range(30)]  # fmt: skip
+    bad = [
+        {"prompt": "empty answer", "response": "  ", "g": "g0"},
+        {"prompt": "broken", "response": '{"city": "x", "temp": ', "g": "g0"},
+        {"prompt": "a list", "response": "[1, 2]", "g": "g0"},
+        {"prompt": "wrong type", "response": '{"city": "x", "temp": "hot"}', "g": "g0"},
+        {"prompt": "extra key", "response": '{"city": "x", "temp": 3, "wind": 1}', "g": "g0"},
+        {"prompt": "too long " + "word " * 400, "response": '{"city": "x", "temp": 3}', "g": "g0"},
+        {"prompt": "mail me at jo@example.org", "response": '{"city":"jo@example.org","temp":4}', "g": "g1"},
+        {"prompt": "same prompt", "response": '{"city": "a", "temp": 1}', "g": "g2"},
+        {"prompt": "same prompt", "response": '{"city": "b", "temp": 1}', "g": "g2"},
+    ]
+    spec = gen_spec(data={"source": pairs_file(tmp_path, good + bad), "group_column": "g"},
+                    curation={"near_duplicates": {"enabled": False}},
+                    generation={"output": "json", "json_schema": TOY_SCHEMA, "max_prompt_tokens": 128})  # fmt: skip
+    store = LocalStore(tmp_path / "store")
+    ds = curate(spec, store)
+    assert ds.quarantined == {"conflicting-responses": 2, "empty-response": 1, "invalid-json": 2,
+                              "prompt-too-long": 1, "schema-mismatch": 2}  # fmt: skip
+    assert ds.changed == {"json-normalized": 1, "pii": 1}
+    splits = {s: load_split(store, "g", ds.version, s) for s in ("train", "validation", "test")}
+    groups = {s: set(df["g"]) for s, df in splits.items()}
+    assert not (groups["train"] & groups["test"]) and not (groups["train"] & groups["validation"])
+    kept = pd.concat(splits.values())
+    redacted = kept[kept["text"].str.contains("<EMAIL>")]
+    assert json.loads(redacted["response"].item()) == {"city": "<EMAIL>", "temp": 4}  # redacted on both sides
+    card = store.get_bytes(f"datasets/g/{ds.version}/DATASET.md").decode()
+    assert "| schema-mismatch | 2 | 0 |" in card and "Length of the response" in card
+
+
+def test_scores_exact_match_fields_validity_and_paired_test():
+    spec = gen_spec(evaluation={"bootstrap_resamples": 200, "slices": []})
+    refs = [json.dumps({"city": c, "temp": t}) for c, t in [("Oslo", 3), ("Rome", 20), ("Lima", 15), ("Cairo", 30)]]
+    test = pd.DataFrame({"text": ["a", "b", "c", "d"], "response": refs})
+    answers_ = ['{"temp": 3, "city": "oslo"}', 'Sure! {"city": "Rome", "temp": 21}', "no idea", '{"city": "Cairo"}']
+    s = scoring.score(spec, "challenger", "m", Outputs(predictions=answers_), test)
+    assert s.value("exact_match") == 0.25  # key order and case do not matter
+    assert s.value("schema_valid") == 0.5  # "Cairo" lacks temp; text around JSON is tolerated when parsing
+    # fields right: 2 + 1 + 0 + 1 = 4 of 5 predicted and 8 expected
+    assert s.value("field_precision") == pytest.approx(4 / 5) and s.value("field_recall") == pytest.approx(4 / 8)
+    assert s.metrics["field_f1"].ci[0] <= s.value("field_f1") <= s.metrics["field_f1"].ci[1]
+    assert s.per_label["temp"].support == 4 and s.per_label["city"].recall.value == 0.75
+    same = scoring.paired_test(spec, refs, Outputs(predictions=refs), Outputs(predictions=refs))
+    assert same.p_value == 1.0
+    worse = scoring.paired_test(spec, refs * 5, Outputs(predictions=refs * 5), Outputs(predictions=["{}"] * 20))
+    assert worse.a_wins == 20 and worse.p_value < 0.001
+    assert scoring.chrf("the cat sat", "the cat sat") == 1.0 and scoring.chrf("xyz", "the cat") == 0.0
+
+
+def test_json_answers_are_found_and_checked():
+    assert answers.parse_json('```json\n{"a": 1}\n```') == {"a": 1}
+    assert answers.parse_json('Here you go: {"a": 1} hope it helps') == {"a": 1}
+    assert answers.parse_json("[1]") is None and answers.parse_json("nope") is None
+    assert answers.schema_error({"city": "x"}, TOY_SCHEMA) == "(top): 'temp' is a required property"
+    assert answers.valid('{"city": "x", "temp": 2}', TOY_SCHEMA)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_tiny_generative_specialist_end_to_end(tmp_path, fleet_home):
+    """Curate, fine-tune SmolLM2 with LoRA, judge against the base model zero-shot and one-shot, register,
+    then answer through the registered pyfunc; the status leaderboard lists every contender."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from conftest import write_toy_generation
+    from fleet.leaderboard import fleet_status
+    from flows.fleet_run import fleet_flow
+
+    [row] = fleet_flow(fleet_file=str(write_toy_generation(tmp_path / "f")))
+    assert row.status == "trained" and row.metric == "field_f1" and row.version == "1"
+    assert row.scores["challenger"] >= 0.8  # learned the format on phrasings it never saw
+    version = MlflowClient().get_model_version("extract", "1")
+    assert version.tags["task"] == "text-generation" and version.tags["base_model"] == "smollm2-135m"
+    record = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/decision/record.json")
+    scores = {b["model"]: b["metrics"]["field_f1"]["value"] for b in record["baselines"]}
+    assert set(scores) == {"zero-shot smollm2-135m", "1-shot smollm2-135m"}
+    assert row.scores["challenger"] > scores["zero-shot smollm2-135m"]
+    chal = record["contenders"]["challenger"]
+    assert {"exact_match", "field_f1", "schema_valid", "chrf"} <= set(chal["metrics"]) and chal["cost"][
+        "tokens_per_s"
+    ] > 0
+    assert record["paired_tests"]["vs_baseline"]["test"] == "paired permutation"
+
+    model = mlflow.pyfunc.load_model("models:/extract@champion")
+    frame = model.predict(["Right now Madrid has 25 degrees."])
+    assert list(frame.columns[:1]) == ["output"] and isinstance(frame["output"][0], str)
+    [status] = fleet_status(["extract"])
+    assert status.metric == "field_f1" and len(status.baselines) == 2 and status.champion.ci is not None
