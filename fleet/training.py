@@ -2,18 +2,21 @@
 
 A model is stored under ``models/NAME/TRAINING_KEY/`` (data version + base model + labels + training
 settings) with its ``manifest.json`` written last, so the check survives new processes and never sees
-a half-uploaded model. How a model is trained is its kind's business (``fleet.kinds``).
+a half-uploaded model. What is stored is the adapter (a few MB); its base is stored once, under
+``bases/DIGEST/``. Checkpoints are deleted once the model is stored: they only serve a run that can
+still resume. How a model is trained is its kind's business (``fleet.kinds``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import threading
 import time
 from pathlib import Path
 
-from fleet import trainer, versions
+from fleet import basestore, trainer, versions
 from fleet.bases import TrainingError, base_model_id, resolve_base_model
 from fleet.kinds import kind_of
 from fleet.results import TrainedModel
@@ -82,8 +85,9 @@ def ensure_trained(
         **fit.__dict__,
     )
     if trainer.is_main_process():  # under a distributed launch, the main process stores the model
+        basestore.store_once(store, spec.base_model)  # the shared layer, once per content hash
         store.upload_dir(run_dir / "model", f"{model_prefix(spec.name, key)}/model")
-        put_json(
-            store, f"{model_prefix(spec.name, key)}/manifest.json", model.model_dump(exclude={"model_dir", "reused"})
-        )
+        manifest = model.model_dump(exclude={"model_dir", "reused"})
+        put_json(store, f"{model_prefix(spec.name, key)}/manifest.json", manifest)
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # stored: nothing left to resume
     return model

@@ -105,6 +105,10 @@ class SpecialistKind(ABC):
         """A saved model of this kind, ready to answer (everything it needs is in its folder)."""
 
     @abstractmethod
+    def save_merged(self, model_dir: Path, dest: Path) -> None:
+        """The adapter folded into its base, saved as a whole model under ``dest`` (``fleet.json`` aside)."""
+
+    @abstractmethod
     def to_frame(self, outputs: Outputs) -> pd.DataFrame:
         """The answers as the registered model's pyfunc returns them."""
 

@@ -122,6 +122,16 @@ class TextClassification(SpecialistKind):
 
         return TextClassifier(model_dir, name=name)
 
+    def save_merged(self, model_dir: Path, dest: Path) -> None:
+        import shutil
+
+        from fleet.kinds.classification.predict import TextClassifier
+
+        clf = TextClassifier(model_dir)
+        clf.model.encoder.save_pretrained(str(dest))
+        clf.tokenizer.save_pretrained(str(dest))
+        shutil.copy(model_dir / "classifier_head.safetensors", dest / "classifier_head.safetensors")
+
     def to_frame(self, outputs: Outputs) -> pd.DataFrame:
         probs = np.asarray(outputs.probabilities, dtype=float)
         return pd.DataFrame({"label": outputs.predictions, "score": probs.max(axis=1) if len(probs) else []})

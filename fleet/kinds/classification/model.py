@@ -20,6 +20,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from fleet.encoders import mean_pool
 
 HEAD_FILE = "classifier_head.safetensors"
+ADAPTER_FILE = "adapter_model.safetensors"
 META_FILE = "fleet.json"
 
 
@@ -48,27 +49,43 @@ class MeanPoolClassifier(nn.Module):
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
-def save_classifier(model: Any, tokenizer: Any, folder: Path, labels: list[str], max_length: int) -> None:
-    """Encoder and tokenizer as transformers folders, the head as safetensors, and the label list."""
+def save_adapter(model: Any, folder: Path, labels: list[str], max_length: int, base: dict) -> None:
+    """The trained specialist as a thin layer: the encoder's LoRA adapter (a standard peft adapter of the
+    bare base encoder, so any process can load it onto a shared base), the head, and ``fleet.json``
+    (labels, token limit, and the base it belongs to: ``base`` has ``base_model`` and ``base_digest``)."""
+    from peft import LoraConfig, get_peft_model_state_dict
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    model.encoder.save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in model.classifier.state_dict().items()}, str(folder / HEAD_FILE)
-    )
-    (folder / META_FILE).write_text(
-        json.dumps({"task": "text-classification", "labels": labels, "max_length": max_length, "pooling": "mean"})
-    )
+    trained = model.peft_config["default"]
+    own = {k.replace("base_model.model.encoder.", "base_model.model.", 1): v.detach().cpu().contiguous()
+           for k, v in get_peft_model_state_dict(model).items() if k.startswith("base_model.model.encoder.")}  # fmt: skip
+    config = LoraConfig(r=trained.r, lora_alpha=trained.lora_alpha, target_modules=sorted(trained.target_modules),
+                        lora_dropout=0.0)  # fmt: skip
+    config.save_pretrained(str(folder))
+    save_file(own, str(folder / ADAPTER_FILE))
+    head = model.base_model.model.classifier  # peft keeps the trained copy of the head in modules_to_save
+    head = head.modules_to_save["default"] if hasattr(head, "modules_to_save") else head
+    save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, str(folder / HEAD_FILE))
+    meta = {"task": "text-classification", "labels": labels, "max_length": max_length, "pooling": "mean", **base}
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2))
 
 
-def load_classifier(folder: Path) -> tuple[MeanPoolClassifier, dict]:
+def load_classifier(folder: Path, encoder: Any) -> tuple[MeanPoolClassifier, dict]:
+    """A saved specialist on ``encoder`` (a private copy of its base): the adapter merged, the head loaded.
+    A folder written before adapters were stored (a full encoder, ``config.json``) loads as it is."""
     from safetensors.torch import load_file
-    from transformers import AutoModel
 
     meta = json.loads((folder / META_FILE).read_text())
-    model = MeanPoolClassifier(AutoModel.from_pretrained(str(folder)), len(meta["labels"]))
+    if (folder / "config.json").is_file():
+        from transformers import AutoModel
+
+        encoder = AutoModel.from_pretrained(str(folder))
+    else:
+        from peft import PeftModel
+
+        encoder = PeftModel.from_pretrained(encoder, str(folder)).merge_and_unload()
+    model = MeanPoolClassifier(encoder, len(meta["labels"]))
     model.classifier.load_state_dict(load_file(str(folder / HEAD_FILE)))
     return model.eval(), meta
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import json
 from pathlib import Path
 
 import numpy as np
 
-from fleet import bases
+from fleet import bases, basestore, shared
 from fleet.encoders import by_length
 from fleet.results import Outputs
 
@@ -30,10 +32,16 @@ class TextClassifier:
 
         model_dir = Path(model_dir)
         self.name = name
-        self.model, meta = load_classifier(model_dir)
+        meta = json.loads((model_dir / "fleet.json").read_text())
+        if (model_dir / "config.json").is_file():  # a full model (saved before versions became adapters)
+            self.tokenizer, encoder = AutoTokenizer.from_pretrained(str(model_dir)), None
+        else:
+            folder = basestore.locate(meta["base_model"], meta["base_digest"], fallback=meta.get("base_uri"))
+            self.tokenizer, shared_encoder = shared.encoder(folder)
+            encoder = copy.deepcopy(shared_encoder)
+        self.model, meta = load_classifier(model_dir, encoder)
         self.labels: list[str] = meta["labels"]
         self.max_length: int = int(meta["max_length"])
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
         self.size_bytes = dir_size(model_dir)

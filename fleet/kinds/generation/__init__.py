@@ -79,6 +79,13 @@ class TextGeneration(SpecialistKind):
 
         return Generator(model_dir, name=name)
 
+    def save_merged(self, model_dir: Path, dest: Path) -> None:
+        from fleet.kinds.generation.predict import Generator
+
+        generator = Generator(model_dir)
+        generator.model.save_pretrained(str(dest))
+        generator.tokenizer.save_pretrained(str(dest))
+
     def to_frame(self, outputs: Outputs) -> pd.DataFrame:
         frame = pd.DataFrame({"output": outputs.predictions})
         parsed = [answers.parse_json(a) for a in outputs.predictions]

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fleet import bases, shared
+from fleet import bases, basestore, shared
 from fleet.cleaning import normalize_text
 from fleet.kinds.classification.predict import dir_size
 from fleet.kinds.generation.chat import messages, render
@@ -46,9 +46,17 @@ class Generator:
 
         self.name = name
         self.meta = json.loads((Path(model_dir) / "fleet.json").read_text())
-        self.tokenizer, base = shared.causal(self.meta["base_model"])
-        tuned = PeftModel.from_pretrained(copy.deepcopy(base), str(model_dir))
-        self.model = tuned.merge_and_unload().eval()
+        if self.meta.get("merged"):  # an export: a whole model, no base needed
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+            self.model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+        else:
+            meta = self.meta
+            folder = basestore.locate(meta["base_model"], meta["base_digest"], fallback=meta.get("base_uri"))
+            self.tokenizer, base = shared.causal(folder)
+            tuned = PeftModel.from_pretrained(copy.deepcopy(base), str(model_dir))
+            self.model = tuned.merge_and_unload().eval()
         self.size_bytes = dir_size(model_dir)  # the adapter: what this version adds to its base
 
     def parameters(self) -> int | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from fleet import bases, shared, trainer
+from fleet import bases, basestore, shared, trainer
 from fleet.kinds.base import Fit
 from fleet.kinds.generation.chat import example
 from fleet.spec import SpecialistSpec
@@ -42,7 +42,7 @@ def _lora(spec: SpecialistSpec, model: Any) -> Any:
 def meta(spec: SpecialistSpec, max_length: int) -> dict:
     """What a saved adapter needs to answer: its base and the generation settings it was trained with."""
     g = spec.generation
-    return {"task": spec.task, "base_model": spec.base_model, "base_id": bases.base_model_id(spec.base_model),
+    return {"task": spec.task, "base_model": spec.base_model, "base_digest": basestore.digest(spec.base_model),
             "system": g.system, "output": g.output, "json_schema": g.json_schema, "max_new_tokens": g.max_new_tokens,
             "batch_size": g.batch_size, "max_length": max_length}  # fmt: skip
 

@@ -1,0 +1,92 @@
+"""Versions as thin layers: a specialist is stored as its adapter, its base once under a content hash."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import PLACES, TOY_TOPICS, write_toy_fleet
+
+pytestmark = [pytest.mark.slow]
+
+
+def toy_rows() -> pd.DataFrame:
+    return pd.DataFrame([{"text": t.format(p), "label": lab} for lab, (_, temps) in TOY_TOPICS.items()
+                         for t in temps for p in PLACES])  # fmt: skip
+
+
+def test_adapter_round_trip_matches_the_merged_model(tmp_path, fleet_home):
+    from fleet.export import merged
+    from fleet.kinds.classification.predict import TextClassifier
+    from fleet.kinds.classification.train import fine_tune
+    from fleet.spec import parse_fleet
+
+    spec = parse_fleet({"specialists": {"toy": {"data": {"source": "x.csv"}, "labels": ["weather", "food"],
+                                                "train": {"epochs": 1, "batch_size": 8, "max_length": 16}}}}).specialists["toy"]  # fmt: skip
+    fine_tune(spec, toy_rows(), tmp_path / "run", progress=False)
+    adapter = tmp_path / "run" / "model"
+    files = {p.name: p.stat().st_size for p in adapter.iterdir()}
+    assert set(files) == {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "classifier_head.safetensors",
+        "fleet.json",
+    }
+    assert sum(files.values()) < 1_000_000  # the thin layer: no base weights
+    meta = json.loads((adapter / "fleet.json").read_text())
+    assert meta["base_model"] == "minilm-l6" and len(meta["base_digest"]) == 24
+
+    texts = [*toy_rows()["text"].tolist()[:30], "something else entirely"]
+    export = merged(adapter, tmp_path / "merged", texts)
+    assert export.max_difference < 1e-5 and export.size_bytes > 80_000_000  # the merged copy carries the base
+    a = TextClassifier(adapter).predict_proba(texts)
+    b = TextClassifier(tmp_path / "merged").predict_proba(texts)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_versions_hold_no_base_weights_and_the_base_is_stored_once(tmp_path, fleet_home):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from fleet import basestore
+    from fleet.settings import Settings
+    from flows.fleet_run import fleet_flow
+
+    second = "\n  toy2:\n    data: {source: toy.csv}\n    labels: {weather: about the weather, food: about food}\n"
+    rows = fleet_flow(fleet_file=str(write_toy_fleet(tmp_path / "f", extra_specialists=second)))
+    assert {r.status for r in rows} == {"trained"}
+    client = MlflowClient()
+
+    def files(run_id: str, path: str = "") -> list:
+        out = []
+        for f in client.list_artifacts(run_id, path):
+            out += files(run_id, f.path) if f.is_dir else [(f.path, f.file_size)]
+        return out
+
+    for name in ("toy", "toy2"):
+        version = client.get_model_version(name, "1")
+        local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/1", dst_path=str(tmp_path / name)))
+        logged = files(version.run_id) + [(str(p.relative_to(local)), p.stat().st_size) for p in local.rglob("*")
+                                          if p.is_file()]  # fmt: skip
+        assert not any(Path(p).name == "model.safetensors" for p, _ in logged), logged  # no base weights
+        assert any(p.endswith("artifacts/model/adapter_model.safetensors") for p, _ in logged), logged
+        assert not any(p.endswith(".pkl") for p, _ in logged) and any(p.endswith(".py") for p, _ in logged)
+        assert sum(size for _, size in logged) < 5_000_000
+    [base_run] = client.search_runs([client.get_experiment_by_name("fleet-bases").experiment_id])
+    store = Settings.load().store_handle()
+    assert [k for k in store.list("bases") if k.endswith("manifest.json")] == [
+        f"bases/{base_run.data.tags['base_digest']}/manifest.json"
+    ]  # one base for both specialists
+    assert not list((fleet_home / "runs" / "toy").glob("*/checkpoints"))  # stored: checkpoints are gone
+
+    model = mlflow.pyfunc.load_model("models:/toy@champion")
+    assert model.predict(["Snow is falling in Madrid"])["label"].tolist() == ["weather"]
+    meta = json.loads(next(Path(mlflow.artifacts.download_artifacts("models:/toy/1")).rglob("fleet.json")).read_text())
+    # a machine without the package alias or the object store gets the base from MLflow, once
+    folder = basestore.locate("not-installed-here", meta["base_digest"], fallback=meta["base_uri"])
+    assert basestore.folder_digest(folder) == meta["base_digest"] and "by-digest" in folder
