@@ -412,6 +412,37 @@ def serve(
     prefect_serve(*runner_deployments(str(fleet.resolve()), train_cron or None), limit=limit)
 
 
+@app.command("serve-models")
+def serve_models(
+    host: str = typer.Option("127.0.0.1", help="Address to bind (127.0.0.1: this machine only)."),
+    port: int = typer.Option(8000, help="Port."),
+    only: list[str] | None = typer.Option(None, "--only", help="Serve only this specialist (repeatable)."),
+    int8: str = typer.Option("auto", help="auto: int8 encoders for versions whose parity check passed; off."),
+    reload_interval: float = typer.Option(5.0, help="Seconds between checks for a new champion."),
+    max_wait_ms: float = typer.Option(10.0, help="How long a request waits for others to share its batch."),
+) -> None:
+    """Serve every champion over HTTP from one process: each base model loaded once, adapters on top,
+    requests for different specialists batched together; a new champion is picked up without a restart."""
+    settings = _settings()
+    if int8 not in ("auto", "off"):
+        _fail(f"--int8 {int8}: must be auto or off")
+    import uvicorn
+
+    from fleet.serving.app import create_app
+    from fleet.serving.hub import Hub
+
+    hub = Hub(only or None, int8)
+    try:
+        changed = hub.refresh()
+    except Exception as exc:  # registry unreachable, a base missing: say which, before binding the port
+        _fail(f"cannot load the champions: {exc}")
+    if not changed:
+        _fail("no champion to serve: train one with `fleet run`" + (f" (asked for: {', '.join(only)})" if only else ""))
+    err.print("serving " + "; ".join(changed) + f" on http://{host}:{port} (OpenAPI: /docs)", highlight=False)
+    uvicorn.run(create_app(hub, settings.store_handle(), reload_interval, max_wait_ms), host=host, port=port,
+                log_level="warning")  # fmt: skip
+
+
 @app.command()
 def deploy(
     pool: str = typer.Option(

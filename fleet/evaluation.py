@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from fleet.bases import ml_imports
 from fleet.gate import gate, slice_regressions
 from fleet.kinds import kind_of
 from fleet.kinds.base import Baseline, Predictor, SpecialistKind
@@ -72,6 +73,7 @@ def general(
 ) -> GeneralScores:
     """Score the general baselines and the champion (``(version, model folder)``): none of them depends on
     the new model, so this runs while it trains. ``train``: where few-shot baselines take their examples."""
+    ml_imports()
     kind = kind_of(spec)
     champ = None
     if champion is not None:
@@ -83,6 +85,7 @@ def general(
 
 def judge(spec: SpecialistSpec, test: pd.DataFrame, model: TrainedModel, others: GeneralScores) -> EvaluationReport:
     """Score the new model (the challenger) against ``others`` on ``test`` and apply the gate."""
+    ml_imports()
     kind = kind_of(spec)
     challenger = contender(kind, spec, "challenger", kind.load(model.model_dir, "new version"), test)
     references = test[kind.target].astype(str).tolist()

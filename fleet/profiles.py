@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from fleet import shared, versions
+from fleet.bases import ml_imports
 from fleet.drift import sample_indices
 from fleet.kinds import kind_of
 from fleet.results import EvaluationReport, TrainedModel
@@ -35,6 +36,7 @@ def reference_key(name: str, train_key: str) -> str:
 
 def build(spec: SpecialistSpec, store: ObjectStore, model: TrainedModel, report: EvaluationReport) -> bytes:
     """The reference profile of a trained model, stored beside it; returns its bytes."""
+    ml_imports()
     train = versions.load_split(store, spec.name, model.dataset_version, "train")
     idx = sample_indices(len(train), SAMPLE, spec.drift.seed)
     texts = train["text"].iloc[idx].tolist()

@@ -17,14 +17,14 @@ import time
 from pathlib import Path
 
 from fleet import basestore, trainer, versions
-from fleet.bases import TrainingError, base_model_id, resolve_base_model
+from fleet.bases import TrainingError, base_model_id, ml_imports, resolve_base_model
 from fleet.kinds import kind_of
 from fleet.results import TrainedModel
 from fleet.spec import SpecialistSpec
 from fleet.storage import ObjectStore, get_json, put_json
 
 __all__ = ["TrainingError", "ensure_trained", "resolve_base_model", "training_key"]
-FORMAT = 2  # bump when the way models are trained or stored changes
+FORMAT = 3  # bump when the way models are trained or stored changes (3: adapters, not merged models)
 
 # torch's random state is per process: two fine-tunes in threads of one process would draw from it in
 # turn and neither would be reproducible. One at a time per process; other stages still overlap.
@@ -65,6 +65,7 @@ def ensure_trained(
     spec: SpecialistSpec, store: ObjectStore, dataset_version: str, runs_dir: str | Path, progress: bool = True
 ) -> TrainedModel:
     """The model for (spec, dataset version): fetched from the store if it was trained before, else trained now."""
+    ml_imports()  # before this thread imports a kind's training code: stages run in threads side by side
     runs_dir = Path(runs_dir)
     key = training_key(spec, dataset_version)
     found = stored(spec, store, key, runs_dir)

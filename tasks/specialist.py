@@ -110,12 +110,19 @@ def register(
     spec: SpecialistSpec, dataset: DatasetVersion, model: TrainedModel, report: EvaluationReport, lineage: Lineage,
     settings: Settings, reference: bytes,
 ) -> Registration:  # fmt: skip
-    files = {"dataset": versions.card_files(settings.store_handle(), spec.name, dataset.version),
-             "drift": {"reference.npz": reference}}  # fmt: skip
-    extra = {"drift_report": lineage.drift_report} if lineage.drift_report else {}
-    how = registry.Registering(trigger=lineage.trigger, artifact_root=settings.artifacts, files=files, lineage=extra)
+    store = settings.store_handle()
+    files = {"dataset": versions.card_files(store, spec.name, dataset.version), "drift": {"reference.npz": reference}}
+    tags = {"drift_report": lineage.drift_report} if lineage.drift_report else {}
+    test = versions.load_split(store, spec.name, dataset.version, "test")
+    parity = kinds.kind_of(spec).int8_check(spec, model, report, test["text"].tolist())
+    if parity is not None:  # the int8 serving path, used only when it matches the float32 model
+        tags |= {"int8": "passed" if parity.passed else "failed", "int8.agreement": f"{parity.agreement:.4f}",
+                 "int8.speedup": str(parity.speedup)}  # fmt: skip
+        files["int8"] = {"parity.json": parity.model_dump_json(indent=2).encode()}
+    how = registry.Registering(trigger=lineage.trigger, artifact_root=settings.artifacts, files=files, lineage=tags)
     reg = registry.register(spec, dataset, model, report, how)
-    get_run_logger().info("registered %s version %s as %s (%s)", reg.name, reg.version, reg.alias, reg.verdict)
+    get_run_logger().info("registered %s version %s as %s (%s)%s", reg.name, reg.version, reg.alias, reg.verdict,
+                          "" if parity is None else f"; int8 {tags['int8']}, {parity.speedup}x")  # fmt: skip
     return reg
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
@@ -128,6 +128,11 @@ class SpecialistKind(ABC):
     def figures(self, report: EvaluationReport) -> dict[str, bytes]:
         """PNG pictures of the evaluation, by file name (none by default)."""
         return {}
+
+    def int8_check(self, spec: SpecialistSpec, model: TrainedModel, report: EvaluationReport,
+                   texts: list[str]) -> Any:  # fmt: skip
+        """An int8 serving path's parity check (``fleet.quantize.Int8Parity``), or None without one."""
+        return None
 
     # ------------------------------------------------------------------ drift
     def embedding_length(self, model: TrainedModel) -> int:

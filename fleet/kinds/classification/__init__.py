@@ -23,7 +23,7 @@ from fleet.figures import confusion_png, reference_vs_current_png
 from fleet.kinds.base import Baseline, Fit, Predictor, SpecialistKind
 from fleet.kinds.classification import drift, scoring
 from fleet.kinds.classification.baselines import build_baseline
-from fleet.results import ContenderScore, EvaluationReport, Outputs, PairedTest
+from fleet.results import ContenderScore, EvaluationReport, Outputs, PairedTest, TrainedModel
 from fleet.sources import CurationError
 from fleet.spec import SpecialistSpec
 from fleet.splitting import stratified_sample, stratified_split
@@ -158,6 +158,11 @@ class TextClassification(SpecialistKind):
                     cm, report.labels, f"{report.specialist}: {role} ({c.model})"
                 )
         return out
+
+    def int8_check(self, spec: SpecialistSpec, model: TrainedModel, report: EvaluationReport, texts: list[str]):
+        from fleet import quantize
+
+        return quantize.check(spec, model, report, texts)
 
     def reference(
         self, spec: SpecialistSpec, embeddings: np.ndarray, texts: list[str], max_length: int, report: EvaluationReport

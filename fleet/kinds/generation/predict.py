@@ -14,8 +14,10 @@ from fleet.kinds.generation.chat import messages, render
 from fleet.results import Outputs
 
 
-def generate(tokenizer: Any, model: Any, prompts: list[str], max_new_tokens: int, batch_size: int) -> Outputs:
-    """Greedy answers to already-rendered prompts, in length-sorted, left-padded batches (the rows' order kept)."""
+def generate(tokenizer: Any, model: Any, prompts: list[str], max_new_tokens: int, batch_size: int,
+             adapter_names: list[str] | None = None) -> Outputs:  # fmt: skip
+    """Greedy answers to already-rendered prompts, in length-sorted, left-padded batches (the rows' order kept);
+    ``adapter_names`` (one per prompt) picks each row's adapter of a multi-adapter model."""
     import torch
 
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
@@ -26,9 +28,10 @@ def generate(tokenizer: Any, model: Any, prompts: list[str], max_new_tokens: int
         rows = order[start : start + batch_size]
         enc = tokenizer([prompts[i] for i in rows], return_tensors="pt", padding=True, add_special_tokens=False,
                         padding_side="left")  # fmt: skip
+        extra = {"adapter_names": [adapter_names[i] for i in rows]} if adapter_names else {}
         with torch.inference_mode():
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
-                                 eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+                                 eos_token_id=tokenizer.eos_token_id, **extra)  # fmt: skip
         for i, seq in zip(rows, out[:, enc["input_ids"].shape[1] :]):
             ended = (seq == tokenizer.eos_token_id).nonzero()
             used = seq[: int(ended[0]) + 1] if len(ended) else seq

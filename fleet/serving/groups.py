@@ -1,0 +1,158 @@
+"""A base model loaded once with the adapters of every specialist built on it, answering mixed batches.
+
+peft keeps one set of LoRA weights per adapter name and, given ``adapter_names`` (one per row), runs
+each row through its own adapter within a single forward pass (LoRAX's idea, on CPU here). A
+classifier's head is applied per row afterwards (specialists have different label sets, so their heads
+cannot be stacked); a generative specialist's rows are generated together, each with its own adapter.
+The ``int8`` variant of an encoder group quantizes the base's linear layers (torch dynamic
+quantization) and keeps the adapters in float32 on top, so specialists still batch together.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fleet import bases, shared
+from fleet.encoders import mean_pool
+from fleet.results import Outputs
+
+
+def _quantize_base(model: Any) -> None:
+    """int8 dynamic quantization of every linear layer that is not part of an adapter."""
+    names = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "lora_" not in n}
+    torch.ao.quantization.quantize_dynamic(model, qconfig_spec=names, dtype=torch.qint8, inplace=True)
+
+
+class Group:
+    """One base, many adapters; ``answer`` takes ``(specialist, text)`` rows and answers them in one batch.
+
+    A specialist is routed to its adapter when its rows are batched, not when they arrive; a replaced
+    adapter is kept (retired) until ``sweep`` unloads it, so no queued row ever lacks its adapter."""
+
+    def __init__(self, base_folder: str, int8: bool = False):
+        bases.ml_imports()
+        self.base_folder, self.int8 = base_folder, int8
+        self.model: Any = None
+        self.meta: dict[str, dict] = {}  # adapter -> its fleet.json
+        self.routes: dict[str, tuple[str, str]] = {}  # specialist -> (adapter, version)
+        self.retired: dict[str, tuple[str, str, float]] = {}  # specialist -> (adapter, version, since)
+        self.lock = threading.Lock()  # adapters and routes change only between batches
+
+    def _base(self) -> Any:
+        raise NotImplementedError
+
+    def add(self, name: str, model_dir: Path) -> None:
+        from peft import PeftModel
+
+        with self.lock:
+            if self.model is None:
+                self.model = PeftModel.from_pretrained(self._base(), str(model_dir), adapter_name=name).eval()
+                if self.int8:
+                    _quantize_base(self.model)
+            else:
+                self.model.load_adapter(str(model_dir), adapter_name=name)
+            self.meta[name] = json.loads((Path(model_dir) / "fleet.json").read_text())
+            self._added(name, Path(model_dir))
+
+    def _added(self, name: str, model_dir: Path) -> None:
+        pass
+
+    def route(self, specialist: str, adapter: str, version: str) -> None:
+        """Send ``specialist``'s next batches to ``adapter`` (its previous adapter is retired)."""
+        with self.lock:
+            if specialist in self.routes and self.routes[specialist][0] != adapter:
+                self.retired[specialist] = (*self.routes[specialist], time.monotonic())
+            self.routes[specialist] = (adapter, version)
+
+    def unroute(self, specialist: str) -> None:
+        """``specialist`` moved to another group: retire its adapter here."""
+        with self.lock:
+            if specialist in self.routes:
+                self.retired[specialist] = (*self.routes.pop(specialist), time.monotonic())
+
+    def sweep(self, older_than_s: float) -> None:
+        """Unload adapters retired more than ``older_than_s`` ago."""
+        with self.lock:
+            for specialist, (adapter, _, since) in list(self.retired.items()):
+                if time.monotonic() - since > older_than_s:
+                    del self.retired[specialist]
+                    if len(self.meta) > 1:
+                        self.model.delete_adapter(adapter)
+                    self.meta.pop(adapter, None)
+
+    def _adapter(self, specialist: str) -> tuple[str, str]:
+        if specialist in self.routes:
+            return self.routes[specialist]
+        adapter, version, _ = self.retired[specialist]
+        return adapter, version
+
+    def answer(self, rows: list[tuple[str, str]]) -> list[tuple[Outputs, str]]:
+        """Each row's answer and the version that gave it."""
+        with self.lock:
+            routed = [self._adapter(s) for s, _ in rows]
+            outputs = self.run([(a, t) for (a, _), (_, t) in zip(routed, rows)])
+        return list(zip(outputs, [v for _, v in routed]))
+
+    def run(self, rows: list[tuple[str, str]]) -> list[Outputs]:
+        raise NotImplementedError
+
+
+class EncoderGroup(Group):
+    def __init__(self, base_folder: str, int8: bool = False):
+        super().__init__(base_folder, int8)
+        self.tokenizer = shared.encoder(base_folder)[0]
+        self.heads: dict[str, torch.nn.Linear] = {}
+
+    def _base(self) -> Any:
+        return copy.deepcopy(shared.encoder(self.base_folder)[1])
+
+    def _added(self, name: str, model_dir: Path) -> None:
+        from safetensors.torch import load_file
+
+        head = load_file(str(model_dir / "classifier_head.safetensors"))
+        layer = torch.nn.Linear(head["weight"].shape[1], head["weight"].shape[0])
+        layer.load_state_dict(head)
+        self.heads[name] = layer.eval()
+
+    def run(self, rows: list[tuple[str, str]]) -> list[Outputs]:
+        with torch.inference_mode():
+            ids = [self.tokenizer(t, truncation=True, max_length=int(self.meta[a]["max_length"]))["input_ids"]
+                   for a, t in rows]  # fmt: skip
+            enc = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
+            hidden = self.model(**enc, adapter_names=[a for a, _ in rows]).last_hidden_state
+            pooled = mean_pool(hidden, enc["attention_mask"])
+            out = []
+            for i, (a, _) in enumerate(rows):
+                probs = torch.softmax(self.heads[a](pooled[i : i + 1]).float(), dim=-1)[0].tolist()
+                labels = self.meta[a]["labels"]
+                out.append(
+                    Outputs(predictions=[labels[max(range(len(probs)), key=probs.__getitem__)]], probabilities=[probs])
+                )
+            return out
+
+
+class CausalGroup(Group):
+    def __init__(self, base_folder: str, int8: bool = False):
+        super().__init__(base_folder, False)  # int8 is for encoders
+        self.tokenizer = shared.causal(base_folder)[0]
+
+    def _base(self) -> Any:
+        return copy.deepcopy(shared.causal(self.base_folder)[1])
+
+    def run(self, rows: list[tuple[str, str]]) -> list[Outputs]:
+        from fleet.cleaning import normalize_text
+        from fleet.kinds.generation.chat import messages, render
+        from fleet.kinds.generation.predict import generate
+
+        prompts = [render(self.tokenizer, messages(self.meta[a]["system"], normalize_text(t))) for a, t in rows]
+        longest = max(int(self.meta[a]["max_new_tokens"]) for a, _ in rows)  # one batch, one length limit
+        out = generate(self.tokenizer, self.model, prompts, longest, len(rows), [a for a, _ in rows])
+        assert out.tokens is not None
+        return [Outputs(predictions=[p], tokens=[n]) for p, n in zip(out.predictions, out.tokens)]

@@ -1,0 +1,92 @@
+"""The served champions: which version of each specialist answers, on which loaded base.
+
+At start, and every ``reload_s`` seconds after, the hub reads each specialist's ``champion`` alias from
+MLflow. A new champion's adapter is fetched and loaded next to the old one on the same base; then the
+specialist is switched to it (under the group's lock, between batches) and the old adapter unloaded.
+Requests already batched finish on the old version, later ones get the new one; none fails.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleet import basestore, registry
+from fleet.kinds import kind_of
+from fleet.kinds.base import SpecialistKind
+from fleet.pyfunc import task_of
+from fleet.serving.groups import CausalGroup, EncoderGroup, Group
+
+log = logging.getLogger("fleet.serving")
+
+
+@dataclass
+class Served:
+    name: str
+    version: str
+    group: Group
+    kind: SpecialistKind
+    int8: bool
+
+
+class Hub:
+    def __init__(self, names: list[str] | None = None, int8: str = "auto", cache: Path | None = None):
+        self.names, self.int8 = names, int8
+        self.cache = cache or Path(os.environ.get("FLEET_HOME", ".fleet")).resolve() / "serving"
+        self.served: dict[str, Served] = {}
+        self.groups: dict[tuple, Group] = {}
+        self.reloads = 0
+        self._lock = threading.Lock()
+
+    def _group(self, task: str, base_folder: str, int8: bool) -> Group:
+        key = (task, base_folder, int8)
+        if key not in self.groups:
+            self.groups[key] = (EncoderGroup if task == "text-classification" else CausalGroup)(base_folder, int8)
+        return self.groups[key]
+
+    def _load(self, name: str, version) -> Served:
+        """Fetch the version's adapter and load it on its base's group (not yet routed)."""
+        folder = Path(registry.download_model_dir(name, str(version.version), self.cache / name / str(version.version)))
+        task, meta = task_of(folder), json.loads((folder / "fleet.json").read_text())
+        base = basestore.locate(meta["base_model"], meta["base_digest"], fallback=meta.get("base_uri"))
+        int8 = self.int8 == "auto" and task == "text-classification" and (version.tags or {}).get("int8") == "passed"
+        group = self._group(task, base, int8)
+        group.add(f"{name}-v{version.version}", folder)
+        return Served(name, str(version.version), group, kind_of(task), int8)
+
+    def _switch(self, name: str, version) -> str:
+        current = self.served.get(name)
+        fresh = self._load(name, version)
+        fresh.group.route(name, f"{name}-v{fresh.version}", fresh.version)
+        if current is not None and current.group is not fresh.group:
+            current.group.unroute(name)
+        self.served[name] = fresh
+        self.reloads += current is not None
+        return f"{name} v{current.version if current else '-'} -> v{fresh.version}"
+
+    def refresh(self, retire_after_s: float = 2.0) -> list[str]:
+        """Load new champions and route to them; unload adapters retired earlier. Returns what changed."""
+        changed = []
+        with self._lock:
+            for group in self.groups.values():
+                group.sweep(retire_after_s)
+            for name in self.names if self.names is not None else registry.registered_names():
+                version = registry.champion_version(name)
+                current = self.served.get(name)
+                if version is not None and (current is None or current.version != str(version.version)):
+                    changed.append(self._switch(name, version))
+        for line in changed:
+            log.info("serving %s", line)
+        return changed
+
+    def watch(self, every_s: float, stop: threading.Event) -> None:
+        """Refresh every ``every_s`` seconds until ``stop`` is set (a failed refresh is logged and retried)."""
+        while not stop.wait(every_s):
+            try:
+                self.refresh()
+            except Exception as exc:  # a registry hiccup must not stop serving the loaded champions
+                log.warning("champion refresh failed (serving what is loaded): %s", exc)

@@ -1,0 +1,125 @@
+"""`fleet serve-models` on loopback: two specialists on one base, batched together; a newly promoted
+champion served within 10 s, without a restart and without a failed request while a client keeps asking."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from cli.health import free_port, wait_http
+from conftest import write_toy_fleet
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+FLEET_BIN = str(Path(sys.executable).parent / "fleet")
+SECOND = "\n  toy2:\n    data: {source: toy.csv}\n    labels: {weather: about the weather, food: about food}\n"
+
+
+def call(url: str, body: dict | None = None, timeout: float = 30):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="POST" if data else "GET",
+                                 headers={"Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        raw = r.read()
+        return r.status, (json.loads(raw) if r.headers.get_content_type() == "application/json" else raw.decode())
+
+
+def fleet(env: dict, *args: str) -> str:
+    r = subprocess.run([FLEET_BIN, *args], env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r.stdout
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("serving")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLFLOW_", "FLEET_"))}
+    env.update(FLEET_HOME=str(folder / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    fleet_file = write_toy_fleet(folder / "f", extra_specialists=SECOND)
+    fleet(env, "run", "--fleet", str(fleet_file))
+    port = free_port()
+    log = folder / "server.log"
+    proc = subprocess.Popen([FLEET_BIN, "serve-models", "--port", str(port), "--reload-interval", "1"], env=env,
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", 180, "fleet serve-models", proc, log)
+        yield {"url": f"http://127.0.0.1:{port}", "env": env, "fleet": fleet_file, "folder": folder, "pid": proc.pid}
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_two_specialists_on_one_base_are_answered_in_one_batch(served):
+    url = served["url"]
+    _, health = call(f"{url}/healthz")
+    assert set(health["specialists"]) == {"toy", "toy2"} and health["bases"] == 1  # the base is loaded once
+    _, results = call(f"{url}/v1/predict", {"requests": [
+        {"specialist": "toy", "inputs": ["It will rain in Bergen tomorrow", "We baked bread at Bergen"]},
+        {"specialist": "toy2", "inputs": ["Fresh salad served in Bergen"]}]})  # fmt: skip
+    assert [[a["label"] for a in r["answers"]] for r in results] == [["weather", "food"], ["food"]]
+    _, metrics = call(f"{url}/metrics")
+    mixed = [line for line in metrics.splitlines() if line.startswith("fleet_mixed_batches_total")]
+    assert mixed and float(mixed[0].split()[-1]) >= 1  # rows of both specialists went through one forward pass
+    assert 'fleet_request_seconds_bucket{le="0.5",specialist="toy"}' in metrics
+    status, _ = call(f"{url}/docs")
+    _, spec = call(f"{url}/openapi.json")
+    assert status == 200 and "/v1/specialists/{name}/predict" in spec["paths"]
+    listening = {c.laddr.ip for c in psutil.Process(served["pid"]).net_connections("inet") if c.status == "LISTEN"}
+    assert listening == {"127.0.0.1"}  # this machine only, unless told otherwise
+    with pytest.raises(urllib.error.HTTPError, match="404"):
+        call(f"{url}/v1/specialists/ghost/predict", {"inputs": ["x"]})
+
+    from fleet import traffic
+    from fleet.storage import LocalStore
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        logged = traffic.read_all(LocalStore(served["folder"] / "home" / "store"), "traffic", "toy2")
+        if len(logged):
+            break
+        time.sleep(0.5)
+    assert logged["text"].tolist() == ["Fresh salad served in Bergen"] and logged["model_version"].tolist() == ["1"]
+
+
+def test_a_promoted_champion_is_served_within_10_s_without_a_failed_request(served):
+    url, env = served["url"], served["env"]
+    retrain = write_toy_fleet(served["folder"] / "f", extra_train=", seed: 9", extra_specialists=SECOND)
+    out = fleet(env, "run", "--fleet", str(retrain), "--only", "toy")
+    assert "challenger" in out or "champion" in out
+    seen: list[tuple[float, int, str]] = []
+    stop = threading.Event()
+
+    def client():
+        while not stop.is_set():
+            try:
+                status, body = call(f"{url}/v1/specialists/toy/predict", {"inputs": ["Snow is falling in Bergen"]})
+                seen.append((time.monotonic(), status, body["version"]))
+            except Exception as exc:  # any failure is what this test is about
+                seen.append((time.monotonic(), 0, repr(exc)))
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    time.sleep(2)
+    promoted = time.monotonic()
+    fleet(env, "promote", "toy", "2")
+    deadline = promoted + 15
+    while time.monotonic() < deadline and not any(v == "2" for _, _, v in seen):
+        time.sleep(0.2)
+    time.sleep(2)
+    stop.set()
+    thread.join(30)
+    assert all(status == 200 for _, status, _ in seen), [s for s in seen if s[1] != 200][:3]
+    versions = [v for _, _, v in seen]
+    assert versions[0] == "1" and versions[-1] == "2" and versions == sorted(versions)  # 1, 1, ..., 2, 2
+    switched = min(t for t, _, v in seen if v == "2") - promoted
+    print(f"\nnew champion served {switched:.1f} s after `fleet promote` returned ({len(seen)} requests, none failed)")
+    assert switched <= 10
