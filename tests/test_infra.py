@@ -75,7 +75,8 @@ def test_compose_file_parses_with_health_checks_and_ordering():
     assert "not set" not in r.stderr, r.stderr  # every variable comes from .env.example
     doc = yaml.safe_load(r.stdout)
     services = doc["services"]
-    assert set(services) == {"postgres", "minio", "minio-init", "prefect-server", "mlflow", "worker"}
+    assert set(services) == {"postgres", "minio", "minio-init", "prefect-server", "mlflow", "worker", "serve"}
+    assert services["serve"]["command"][:2] == ["fleet", "serve-models"] and services["serve"]["healthcheck"]["test"]
     for name in ("postgres", "minio", "prefect-server", "mlflow"):
         assert services[name]["healthcheck"]["test"], name
 
@@ -192,7 +193,7 @@ def test_the_checker_catches_mistakes():
         )
 
 
-@pytest.mark.parametrize("name", ["mlflow.yaml", "secrets.example.yaml", "service-account.yaml"])
+@pytest.mark.parametrize("name", ["mlflow.yaml", "serve.yaml", "secrets.example.yaml", "service-account.yaml"])
 def test_kubernetes_manifests_match_the_api(name):
     docs = [d for d in yaml.safe_load_all((K8S / name).read_text()) if d]
     assert docs
