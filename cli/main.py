@@ -412,6 +412,45 @@ def serve(
     prefect_serve(*runner_deployments(str(fleet.resolve()), train_cron or None), limit=limit)
 
 
+@app.command()
+def export(
+    name: str = typer.Argument(..., help="The specialist."),
+    merged: Path = typer.Option(..., "--merged", help="Folder for the merged model (replaced if it exists)."),
+    version: str | None = typer.Option(None, help="A version number (default: the champion)."),
+) -> None:
+    """Write a whole model, the adapter folded into its base, checked against the adapter form."""
+    settings = _settings()
+    import tempfile
+
+    from fleet import export as exporting
+    from fleet import registry, versions
+    from fleet.registry import RegistryError
+
+    try:
+        v = registry.client().get_model_version(name, version) if version else registry.champion_version(name)
+    except Exception as exc:
+        _fail(f"{name}: no version {version}: {exc}")
+    if v is None:
+        _fail(f"{name}: no champion to export; train it with `fleet run --only {name}`")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            folder = registry.download_model_dir(name, str(v.version), tmp)
+        except RegistryError as exc:
+            _fail(str(exc))
+        store, data = settings.store_handle(), (v.tags or {}).get("dataset_version", "")
+        samples = (
+            versions.load_split(store, name, data, "test")["text"].tolist()[:64]
+            if data and versions.exists(store, name, data)
+            else ["A short example text.", "Another, somewhat longer example text for the check."]
+        )
+        result = exporting.merged(folder, merged, samples)
+    out.print(
+        f"{name} v{v.version} exported merged to {result.folder} ({result.size_bytes / 1e6:.1f} MB); parity: "
+        f"largest difference {result.max_difference:.2g} in {result.parity}",
+        highlight=False,
+    )
+
+
 @app.command("serve-models")
 def serve_models(
     host: str = typer.Option("127.0.0.1", help="Address to bind (127.0.0.1: this machine only)."),

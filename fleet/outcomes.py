@@ -11,7 +11,7 @@ from fleet.training import model_prefix
 def trained(dataset: DatasetVersion, report: EvaluationReport, reg: Registration) -> SpecialistResult:
     return SpecialistResult(
         specialist=reg.name,
-        status="trained",
+        status="trained" if reg.created else "up-to-date",
         dataset_version=dataset.version,
         version=reg.version,
         alias=reg.alias,

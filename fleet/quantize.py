@@ -53,8 +53,8 @@ def check(spec: SpecialistSpec, model: TrainedModel, report: EvaluationReport, t
     ev = spec.evaluation
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # length-sorted batches: little padding
     int8: list[str] = [""] * len(texts)
-    for start in range(0, len(order), 64):
-        rows = order[start : start + 64]
+    for first in range(0, len(order), 64):
+        rows = order[first : first + 64]
         for i, (out, _) in zip(rows, group.answer([(spec.name, texts[i]) for i in rows])):
             int8[i] = out.predictions[0]
     timed = texts[ev.latency_samples : ev.latency_samples + ev.timing_rows] or texts

@@ -22,12 +22,13 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from fleet import mlflow_bases, tracking
+from fleet import leases, mlflow_bases, tracking
 from fleet.bases import base_model_id
 from fleet.kinds import kind_of
 from fleet.modelcard import model_card
 from fleet.results import DatasetVersion, DecisionRecord, EvaluationReport, Registration, TrainedModel
 from fleet.spec import SpecialistSpec
+from fleet.storage import ObjectStore
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -177,7 +178,7 @@ def _describe(spec: SpecialistSpec, version: str, card: str, tags: dict[str, str
     c = client()
     try:
         c.update_model_version(spec.name, version, description=card)
-        for k, v in tags.items():
+        for k, v in sorted(tags.items(), key=lambda kv: kv[0] == "train_key"):  # train_key last: "complete"
             c.set_model_version_tag(spec.name, version, k, v)
         summary = f"Labels: {', '.join(spec.labels)}." if spec.labels else f"Task: {spec.task}."
         c.update_registered_model(spec.name, description=f"{spec.description or spec.name}\n\n{summary}")
@@ -244,3 +245,44 @@ def move_champion(name: str, version: str, reason: str) -> None:
     past.append({"version": str(version), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "reason": reason})
     client().set_registered_model_tag(name, HISTORY_TAG, json.dumps(past[-50:]))
     client().set_registered_model_alias(name, CHAMPION, str(version))
+
+
+def sweep_incomplete(name: str) -> list[str]:
+    """Delete versions a registration left half-done: every complete version has its ``train_key`` tag,
+    which is set last (a registration interrupted by a lost MLflow server cannot delete its own)."""
+    try:
+        found = client().search_model_versions(f"name='{name}'")
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return []
+        raise
+    gone = [str(v.version) for v in found if "train_key" not in (v.tags or {}) and not v.aliases]
+    for version in gone:
+        client().delete_model_version(name, version)
+    return gone
+
+
+def _unreachable(exc: Exception) -> bool:
+    text = str(exc)
+    return any(s in text for s in ("Max retries exceeded", "Connection refused", "ConnectionError", "timed out"))
+
+
+def register_once(spec: SpecialistSpec, dataset: DatasetVersion, model: TrainedModel, report: EvaluationReport,
+                  how: Registering, store: ObjectStore) -> Registration:  # fmt: skip
+    """:func:`register`, at most once per training key: check and register under the specialist's lease
+    (another run may have registered this key meanwhile: its version is returned, ``created`` false)."""
+    try:
+        with leases.held(store, f"register/{spec.name}", wait_s=900, ttl_s=300):
+            sweep_incomplete(spec.name)
+            existing = find_version(spec.name, model.training_key)
+            if existing is not None:
+                return Registration(name=spec.name, version=str(existing.version), run_id=existing.run_id,
+                                    alias="unchanged", verdict=(existing.tags or {}).get("gate.verdict", ""),
+                                    created=False)  # fmt: skip
+            return register(spec, dataset, model, report, how)
+    except (MlflowException, OSError) as exc:
+        if not _unreachable(exc):
+            raise
+        raise RegistryError(f"MLflow at {mlflow.get_tracking_uri()} did not answer while registering {spec.name} "
+                            f"({str(exc).splitlines()[0][:160]}); no version was completed and the champion is "
+                            "unchanged: run again once it answers") from None  # fmt: skip

@@ -224,6 +224,7 @@ class Registration(_Result):
     run_id: str
     alias: str
     verdict: str
+    created: bool = Field(True, description="False when another run had registered this training key already.")
 
 
 class SpecialistResult(_Result):

@@ -210,6 +210,12 @@ class Settings(BaseSettings):
         os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
         # Artifact downloads are small (records, adapters): no progress bars in command output and logs.
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        # A lost tracking server: retry with backoff for about half a minute, then a clear error
+        # (MLflow's defaults retry for minutes); the stage's own retries come on top.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "fleet")  # the library's warnings in Prefect's logs
         os.environ.setdefault("DO_NOT_TRACK", "1")
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         # The temporary server's first start migrates a new database: on 2 busy cores that can pass 20 s.

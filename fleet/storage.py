@@ -25,6 +25,7 @@ class ObjectStore(Protocol):
     url: str
 
     def put_bytes(self, key: str, data: bytes) -> None: ...
+    def create_if_absent(self, key: str, data: bytes) -> bool: ...
     def get_bytes(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str) -> list[str]: ...
@@ -60,6 +61,21 @@ class LocalStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def create_if_absent(self, key: str, data: bytes) -> bool:
+        """Write ``key`` only if it does not exist, atomically (a hard link fails on an existing name)."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
 
     def get_bytes(self, key: str) -> bytes:
         path = self._path(key)
@@ -131,6 +147,18 @@ class S3Store:
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self._call("upload", self.client.put_object, Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def create_if_absent(self, key: str, data: bytes) -> bool:
+        """Write ``key`` only if it does not exist (S3 conditional write, ``If-None-Match: *``)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                return False
+            raise StorageError(f"s3://{self.bucket}/{self._key(key)}: conditional upload failed: {exc}") from exc
 
     def get_bytes(self, key: str) -> bytes:
         from botocore.exceptions import ClientError

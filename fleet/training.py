@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import shutil
 import threading
 import time
 from pathlib import Path
 
-from fleet import basestore, trainer, versions
+from fleet import basestore, leases, trainer, versions
 from fleet.bases import TrainingError, base_model_id, ml_imports, resolve_base_model
 from fleet.kinds import kind_of
 from fleet.results import TrainedModel
@@ -24,6 +26,8 @@ from fleet.spec import SpecialistSpec
 from fleet.storage import ObjectStore, get_json, put_json
 
 __all__ = ["TrainingError", "ensure_trained", "resolve_base_model", "training_key"]
+log = logging.getLogger("fleet.training")
+
 FORMAT = 3  # bump when the way models are trained or stored changes (3: adapters, not merged models)
 
 # torch's random state is per process: two fine-tunes in threads of one process would draw from it in
@@ -71,8 +75,24 @@ def ensure_trained(
     found = stored(spec, store, key, runs_dir)
     if found is not None:
         return found
+
+    def waiting(holder: dict | None) -> None:
+        log.warning("%s: key %s is being trained by %s; waiting for it", spec.name, key, (holder or {}).get("owner"))
+
+    # one trainer per key, across processes and machines; a run that waited finds the model stored
+    wait_s = float(os.environ.get("FLEET_TRAIN_WAIT_S", 4 * 3600))  # how long to wait for another run's training
+    with leases.held(store, f"train/{spec.name}/{key}", wait_s=wait_s, on_wait=waiting):
+        found = stored(spec, store, key, runs_dir)
+        return (
+            found if found is not None else _train(spec, store, dataset_version, runs_dir / spec.name / key, progress)
+        )
+
+
+def _train(
+    spec: SpecialistSpec, store: ObjectStore, dataset_version: str, run_dir: Path, progress: bool
+) -> TrainedModel:
+    key = run_dir.name
     train = versions.load_split(store, spec.name, dataset_version, "train")
-    run_dir = runs_dir / spec.name / key
     with _FINE_TUNE_LOCK:
         start = time.monotonic()
         fit = kind_of(spec).train(spec, train, run_dir, progress=progress)

@@ -120,7 +120,7 @@ def register(
                  "int8.speedup": str(parity.speedup)}  # fmt: skip
         files["int8"] = {"parity.json": parity.model_dump_json(indent=2).encode()}
     how = registry.Registering(trigger=lineage.trigger, artifact_root=settings.artifacts, files=files, lineage=tags)
-    reg = registry.register(spec, dataset, model, report, how)
+    reg = registry.register_once(spec, dataset, model, report, how, store)
     get_run_logger().info("registered %s version %s as %s (%s)%s", reg.name, reg.version, reg.alias, reg.verdict,
                           "" if parity is None else f"; int8 {tags['int8']}, {parity.speedup}x")  # fmt: skip
     return reg

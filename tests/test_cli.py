@@ -117,3 +117,14 @@ def test_batch_scoring_writes_answers_and_logs_traffic(trained):
     assert {"Strong wind expected near Madrid", "Fresh salad served in Madrid"} <= set(logged["text"])
     code, out = cli("score", "ghost", str(folder / "batch.csv"), str(dest))
     assert code == 1 and "ghost: no champion version" in out
+
+
+def test_export_merged_checks_parity(trained):
+    folder, _ = trained
+    code, out = cli("export", "toy", "--merged", str(folder / "merged"))
+    assert code == 0 and "exported merged" in out, out
+    diff = float(out.split("largest difference ")[1].split()[0])
+    assert diff < 1e-5 and (folder / "merged" / "config.json").is_file()
+    assert json.loads((folder / "merged" / "fleet.json").read_text())["merged"] is True
+    code, out = cli("export", "ghost", "--merged", str(folder / "nothing"))
+    assert code == 2 and "ghost" in out

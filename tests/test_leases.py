@@ -1,0 +1,60 @@
+"""Leases: exactly one holder at a time, on the local store and on S3 (moto's server on loopback)."""
+
+import threading
+import time
+
+import boto3
+import pytest
+
+from fleet import leases
+from fleet.storage import LocalStore, S3Store
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return LocalStore(tmp_path / "store")
+    endpoint = request.getfixturevalue("s3_env")
+    bucket = f"l-{abs(hash(str(tmp_path))) % 10**8}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+    return S3Store(f"s3://{bucket}/p")
+
+
+def test_create_if_absent_has_one_winner(store):
+    assert store.create_if_absent("k/one.json", b"first")
+    assert not store.create_if_absent("k/one.json", b"second")
+    assert store.get_bytes("k/one.json") == b"first"
+
+
+def test_one_holder_at_a_time_across_threads(store):
+    inside, most, lock = [0], [0], threading.Lock()
+
+    def work():
+        with leases.held(store, "train/x/key", wait_s=60, poll_s=0.05):
+            with lock:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            time.sleep(0.2)
+            with lock:
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 1
+    assert len(store.list("leases/train/x/key")) == 4  # one numbered record per holder
+
+
+def test_busy_lease_names_its_holder_and_expires(store):
+    first = leases.Lease(store, "register/y", ttl_s=1.0)
+    assert first.try_acquire()[0]
+    told = []
+    with pytest.raises(leases.LeaseBusy, match="register/y: .* holds it"):
+        with leases.held(store, "register/y", wait_s=0.3, poll_s=0.05, on_wait=told.append):
+            pass
+    assert told and told[0]["owner"] == first.owner
+    time.sleep(1.1)  # the holder died without letting go: its lease runs out
+    with leases.held(store, "register/y", wait_s=5, poll_s=0.05) as lease:
+        assert lease.key.endswith("000002.json")
