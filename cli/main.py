@@ -16,7 +16,11 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.traceback import Traceback
+
+from cli import errors
 
 app = typer.Typer(
     help="Train, evaluate and register a fleet of specialist models.",
@@ -34,23 +38,46 @@ FleetOpt = typer.Option(
 )
 
 
-def _settings():
+@app.callback()
+def _options(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks with errors (and in Prefect's logs)."),
+) -> None:
+    if debug:
+        os.environ[errors.DEBUG_VAR] = "1"
+
+
+def _settings(check: bool = False):
+    """The settings, applied; ``check``: the store and the servers they name must answer."""
     from fleet.settings import Settings, SettingsError
 
     try:
-        return Settings.load().apply()
+        settings = Settings.load().apply()
     except (SettingsError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
         _fail(f"settings: {exc}")
+    if check:
+        from fleet.preflight import ServiceError, check_services
+
+        try:
+            check_services(settings.store_url, settings.tracking_uri, settings.prefect_api_url)
+        except ServiceError as exc:
+            _fail(str(exc))
+    return settings
 
 
-def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+def _fail(message: str, code: int = 2, cause: BaseException | None = None) -> None:
+    """Print ``message`` as one error (no markup is read in it) and exit; with --debug, the traceback first."""
+    cause = cause or sys.exc_info()[1]
+    if errors.debugging() and cause is not None:
+        err.print(Traceback.from_exception(type(cause), cause, cause.__traceback__))
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
-def _load(fleet: Path, only: list[str] | None):
-    """Parse the fleet file and check every selected specialist's data and base model, before any work."""
+def _load(fleet: Path, only: list[str] | None, read_data: bool = False):
+    """Parse the fleet file and check every selected specialist's data and base model, before any work;
+    ``read_data``: read each source through and check what curation will check."""
     from fleet.bases import TrainingError, check_base_model
+    from fleet.preflight import check_data
     from fleet.sources import CurationError, check_source
     from fleet.spec import SpecError, load_fleet
 
@@ -59,25 +86,30 @@ def _load(fleet: Path, only: list[str] | None):
         selected = spec.select(only)
     except SpecError as exc:
         _fail(str(exc))
-    problems = []
+    problems, notes, cause = [], [], None
     for s in selected:
-        try:
-            check_source(s.data)
-        except CurationError as exc:
-            problems.append(f"specialists.{s.name}.data.source: {exc}")
+        where = "base_model"
         try:
             check_base_model(s.base_model)
-        except TrainingError as exc:
-            problems.append(f"specialists.{s.name}.base_model: {exc}")
+            where = "data.source"
+            check_source(s.data)
+            where = "data"
+            notes += [f"{s.name}: {n}" for n in (check_data(s) if read_data else [])]
+        except (TrainingError, CurationError) as exc:
+            problems.append(f"specialists.{s.name}.{where}: {exc}")
+            cause = cause or exc
     if problems:
-        _fail(f"fleet file {fleet}:\n" + "\n".join(f"  - {p}" for p in problems))
+        _fail(f"fleet file {fleet}:\n" + "\n".join(f"  - {p}" for p in problems), cause=cause)
+    for note in notes:
+        out.print(f"note: {escape(note)}", highlight=False)
     return spec, selected
 
 
 @app.command()
 def validate(fleet: Path = FleetOpt) -> None:
-    """Check the fleet file, the data sources and the base models; do no work."""
-    _, selected = _load(fleet, None)
+    """Check the fleet file, read each data source through, check the base models and servers; train nothing."""
+    _settings(check=True)
+    _, selected = _load(fleet, None, read_data=True)
     out.print(f"{fleet}: {len(selected)} specialist(s) OK: {', '.join(s.name for s in selected)}")
 
 
@@ -90,8 +122,9 @@ def run(
     """Curate, fine-tune, evaluate and register each specialist (skipping what is up to date)."""
     if trigger not in ("manual", "schedule", "drift"):
         _fail(f"--trigger {trigger}: must be manual, schedule or drift")
-    _settings()
-    _load(fleet, only)
+    _settings(check=True)
+    _load(fleet, only, read_data=True)
+    errors.quiet_prefect()
     start = time.monotonic()
     from fleet.results import FleetRunError
     from flows.fleet_run import fleet_flow
@@ -167,7 +200,7 @@ def _print_rows(rows) -> None:
     out.print(table)
     for r in rows:
         if r.status == "failed":
-            err.print(f"[red]{r.specialist}[/]: {r.error}", highlight=False)
+            err.print(f"[red]{r.specialist}[/]: {escape(str(r.error))}", highlight=False)
 
 
 @app.command()
@@ -575,6 +608,13 @@ def main() -> None:  # console-script entry point
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:  # an error that no command caught: one line unless --debug
+        if errors.debugging():
+            raise
+        known = isinstance(exc, errors.expected())
+        hint = "" if known else f" ({type(exc).__name__}; run with `fleet --debug ...` for the traceback)"
+        err.print(f"[bold red]error:[/] {escape(str(exc))}{hint}", highlight=False, soft_wrap=True)
+        sys.exit(2 if known else 1)
 
 
 if __name__ == "__main__":

@@ -102,11 +102,29 @@ def check_base_model(name: str) -> None:
     """Is the base model there? Without loading or converting it (for `fleet validate` and run pre-checks)."""
     alias = MODEL_ALIASES.get(name)
     if alias is None:
-        resolve_base_model(name)  # a folder is checked, a hub id passes
+        if resolve_base_model(name) == name:  # a hub id: in the local cache, or on a hub that answers
+            _check_hub_id(name)
         return
     folder = _package_folder(name, alias)
     if alias.gguf is not None and not (folder / alias.gguf).is_file():
         raise TrainingError(f"base model {name!r}: {folder / alias.gguf} is missing from its package")
+
+
+def _check_hub_id(name: str) -> None:
+    from huggingface_hub import model_info, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return
+    aliases = ", ".join(MODEL_ALIASES)
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true"):
+        raise TrainingError(f"base model {name!r}: not an alias ({aliases}), a folder, or in the local Hugging "
+                            "Face cache, and HF_HUB_OFFLINE is set")  # fmt: skip
+    try:
+        model_info(name, timeout=10)
+    except Exception as exc:  # no such repository, or no hub to ask
+        why = str(exc).splitlines()[0][:120]
+        raise TrainingError(f"base model {name!r}: not an alias ({aliases}), a folder, or in the local Hugging "
+                            f"Face cache, and the hub cannot provide it ({type(exc).__name__}: {why})") from None  # fmt: skip
 
 
 def file_digest(path: Path) -> str:

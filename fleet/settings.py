@@ -16,6 +16,7 @@ Secrets are ``SecretStr``: they print as ``**********`` in ``repr``, in ``fleet 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -28,6 +29,9 @@ ENV_FILE_VAR = "FLEET_ENV_FILE"
 
 def _env(name: str, *more: str):
     return AliasChoices(name, *more)
+
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 class Settings(BaseSettings):
@@ -106,6 +110,18 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, v: Path) -> Path:
         return v.expanduser().resolve()
+
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, v: str | None) -> str | None:
+        """A folder, or s3://BUCKET[/PREFIX] with a valid bucket name (``s3:/x`` is not a folder named so)."""
+        if v is None or not (v.lower().startswith("s3:") or "://" in v):
+            return v
+        parsed = urlsplit(v)
+        if parsed.scheme != "s3" or not _BUCKET.fullmatch(parsed.netloc) or not v.startswith("s3://"):
+            raise ValueError("expected a folder or s3://BUCKET[/PREFIX] (bucket: 3-63 lowercase letters, "
+                             "digits, dots or hyphens)")  # fmt: skip
+        return v
 
     @classmethod
     def load(cls, env_file: str | os.PathLike | None = None) -> Settings:
@@ -201,7 +217,7 @@ class Settings(BaseSettings):
 
         Call before importing prefect: Prefect reads its settings at import."""
         if not self.mlflow_tracking_uri:
-            (self.home / "mlflow").mkdir(parents=True, exist_ok=True)
+            create_sqlite_store(self.home / "mlflow" / "mlflow.db")
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         os.environ.update(self.exported())
         os.environ.setdefault("PREFECT_HOME", str(self.prefect_home))
@@ -241,3 +257,23 @@ def _is_secret(var: str) -> bool:
         if var.lower() in [str(n).lower() for n in names]:
             return "SecretStr" in str(f.annotation)
     return True  # unknown: do not show it
+
+
+def create_sqlite_store(db: Path) -> None:
+    """Create MLflow's SQLite database at ``db`` once, atomically: built under a temporary name, then renamed.
+
+    Processes that start on a new home at once (Dask workers, two `fleet run`) would otherwise all run
+    MLflow's migrations on one new file, and all but one fail ("Online migration expected to match one row").
+    """
+    if db.exists():
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    tmp = db.with_name(f".{db.name}.{os.getpid()}.tmp")
+    store = SqlAlchemyStore(f"sqlite:///{tmp}", str(db.parent / "artifacts"))
+    store.engine.dispose()
+    if db.exists():  # another process was first: use its database
+        tmp.unlink(missing_ok=True)
+    else:
+        os.replace(tmp, db)

@@ -20,6 +20,7 @@ from fleet.config import DataSpec
 from fleet.storage import StorageError
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+MAX_FIELD_CHARS = 1_000_000  # longer: a quote left open swallowed the file, or binary data
 BAD_BYTES = "\U0010fffd"  # private-use sentinel for bytes that do not decode (never valid input text)
 
 
@@ -156,6 +157,12 @@ def select_columns(df: pd.DataFrame, columns: dict[str, str], source: str) -> pd
     out["row"] = range(1, len(df) + 1)
     if out.empty:
         raise CurationError(f"{source}: no data rows")
+    for ours in columns:
+        sizes = out[ours].map(lambda v: len(v) if isinstance(v, str) else 0)
+        if len(sizes) and sizes.max() > MAX_FIELD_CHARS:
+            row = int(out["row"].iloc[int(sizes.argmax())])
+            raise CurationError(f"{source}: row {row}: {columns[ours]} is {sizes.max():,} characters long (the limit "
+                                f"is {MAX_FIELD_CHARS:,}): a quote left open, or binary data?")  # fmt: skip
     return out
 
 

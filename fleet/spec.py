@@ -1,9 +1,8 @@
 """The fleet file, parsed into typed models.
 
-A fleet file has fleet-wide ``defaults`` and one entry per specialist under
-``specialists``. A specialist's settings are deep-merged over the defaults, then
-validated, so that every error names the specialist and the field it belongs to,
-for example ``specialists.sms-spam.train.lora.r: must be > 0``.
+A fleet file has fleet-wide ``defaults`` and one entry per specialist under ``specialists``. A specialist's
+settings are deep-merged over the defaults, then validated, so that every error names the specialist and
+the field it belongs to, for example ``specialists.sms-spam.train.lora.r: must be > 0``.
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ from fleet.config import (
     _Model,
 )
 from fleet.config_generation import GenerationSpec
+from fleet.yamlfile import strict_yaml, yaml_problem
 
 __all__ = [
     "BaselineSpec",
@@ -292,9 +292,9 @@ def load_fleet(path: str | Path) -> FleetSpec:
     if not path.is_file():
         raise SpecError(str(path), [f"{path}: file not found"])
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = strict_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise SpecError(str(path), [f"not valid YAML: {exc}"]) from None
+        raise SpecError(str(path), [f"not valid YAML: {yaml_problem(exc)}"]) from None
     except UnicodeDecodeError as exc:
         raise SpecError(str(path), [f"not UTF-8 text: {exc}"]) from None
     return parse_fleet(raw, str(path), base_dir=path.resolve().parent)

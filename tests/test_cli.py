@@ -91,7 +91,7 @@ def test_one_label_data_fails_clearly_and_registers_nothing(trained):
     bad = folder / "f" / "one.yaml"
     bad.write_text(fleet_file.read_text().replace("source: toy.csv", "source: one.csv"))
     code, out = cli("run", "--fleet", str(bad))
-    assert code == 1 and "has 1 label(s) (weather)" in out
+    assert code == 2 and "has 1 label(s) (weather)" in out
     assert registry_snapshot() == before
 
 

@@ -191,15 +191,19 @@ def test_invalid_utf8_rows_are_quarantined_not_fatal(tmp_path):
     assert q[0]["row"] == 21 and "\ufffd" in q[0]["text"]
 
 
-def test_a_10mb_row_is_quarantined(tmp_path):
+def test_a_long_row_is_quarantined_and_a_10mb_field_refuses_the_file(tmp_path):
     rows = [{"text": t, "label": LABELS[i % 2]} for i, t in enumerate(sentences(20))]
-    rows.append({"text": "y " * 5_000_000, "label": "ham"})
+    rows.append({"text": "y " * 450_000, "label": "ham"})  # 0.9 MB: a long text
     pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
     store = LocalStore(tmp_path / "store")
     ds = curate(spec_for(str(tmp_path / "d.csv")), store)
     assert ds.quarantined == {"too-long": 1}
     q = store.get_bytes(f"datasets/s/{ds.version}/quarantine.jsonl")
-    assert len(q) < 5000  # the quarantine keeps the row number and a prefix, not 10 MB
+    assert len(q) < 5000  # the quarantine keeps the row number and a prefix, not the whole row
+    rows[-1]["text"] = "y " * 5_000_000  # 10 MB in one field: a quote left open swallowed the file, or binary data
+    pd.DataFrame(rows).to_csv(tmp_path / "big.csv", index=False)
+    with pytest.raises(CurationError, match=r"big\.csv: row 21: text is 10,000,000 characters long"):
+        curate(spec_for(str(tmp_path / "big.csv")), LocalStore(tmp_path / "other"))
 
 
 def test_data_card_is_written_beside_the_version(tmp_path):
