@@ -50,6 +50,13 @@ class TrainSpec(_Model):
         description="Fit the head on frozen embeddings before fine-tuning (LP-FT), so a random head "
         "does not distort the pretrained features.",
     )
+    cpu_threads: int | None = Field(
+        None,
+        gt=0,
+        description="Threads for fine-tuning on CPU (default: the cores this process may use). Fixed, so the "
+        "model does not depend on the task runner: float sums change with the thread count, and Dask workers "
+        "start torch with one thread.",
+    )
     lora: LoraSpec = Field(default_factory=LoraSpec)
 
 

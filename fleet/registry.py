@@ -150,7 +150,9 @@ class Registering:
     lineage: dict[str, str] = field(default_factory=dict)  # more lineage tags (e.g. the drift report)
 
 
-def _tags(spec: SpecialistSpec, dataset: DatasetVersion, report: EvaluationReport, key: str, how: Registering) -> dict:
+def _tags(
+    spec: SpecialistSpec, dataset: DatasetVersion, report: EvaluationReport, model: TrainedModel, how: Registering
+) -> dict:
     """Lineage and, for people browsing the MLflow UI, each contender's gate metric (never read back)."""
     d = report.decision
     tags = {
@@ -160,7 +162,8 @@ def _tags(spec: SpecialistSpec, dataset: DatasetVersion, report: EvaluationRepor
         "base_model": base_model_id(spec.base_model),
         "code_version": code_version(),
         "trigger": how.trigger,
-        "train_key": key,
+        "train_key": model.training_key,
+        **{f"env.{k}": v for k, v in model.environment.items()},
         **how.lineage,
         "gate.verdict": d.verdict,
         "gate.reason": "; ".join(d.reasons),
@@ -212,7 +215,7 @@ def register(
     """Log the run and the model, register a version, tag it, and move an alias (last)."""
     if how.trigger not in TRIGGERS:
         raise RegistryError(f"trigger {how.trigger!r}: must be one of {', '.join(TRIGGERS)}")
-    tags = _tags(spec, dataset, report, model.training_key, how)
+    tags = _tags(spec, dataset, report, model, how)
     record = DecisionRecord.of(report, how.trigger, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     figures = {"evaluation": kind_of(spec).figures(report)}
     with mlflow.start_run(

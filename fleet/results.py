@@ -53,6 +53,9 @@ class TrainedModel(_Result):
     resumed_from: str | None = None
     world_size: int = 1
     reused: bool = Field(False, description="True when found in the store rather than trained now.")
+    environment: dict[str, str] = Field(
+        default_factory=dict, description="Library versions, torch threads and device of the fine-tune."
+    )
 
 
 class Metric(_Result):

@@ -7,8 +7,10 @@ Trainer runs on accelerate, so the same code trains on one CPU, one GPU, or seve
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +84,38 @@ def is_main_process() -> bool:
 def trainable_counts(model: Any) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return int(trainable), int(sum(p.numel() for p in model.parameters()))
+
+
+def cpu_threads(wanted: int | None) -> int:
+    """``wanted``, or the cores this process may use."""
+    if wanted:
+        return wanted
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def fixed_threads(wanted: int | None) -> Iterator[int]:
+    """torch's intra-op threads set to ``cpu_threads(wanted)`` for a fine-tune, restored after it.
+
+    On CPU the same data and settings then give the same bits whatever ran the fine-tune (threads, Dask
+    workers, a deployment run); what still differs is listed in the README (GPU kernels, other machines).
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(cpu_threads(wanted))
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def environment(threads: int) -> dict[str, str]:
+    """What a fine-tune's bits depend on besides data and settings: library versions, threads, device."""
+    import peft
+    import torch
+    import transformers
+
+    device = "cpu" if use_cpu() else torch.cuda.get_device_name(0)
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+            "torch_threads": str(threads), "device": device}  # fmt: skip

@@ -79,6 +79,8 @@ def ensure_trained(
     def waiting(holder: dict | None) -> None:
         log.warning("%s: key %s is being trained by %s; waiting for it", spec.name, key, (holder or {}).get("owner"))
 
+    if not trainer.is_main_process():  # a rank of a distributed launch: its main process holds the lease
+        return _train(spec, store, dataset_version, runs_dir / spec.name / key, progress)
     # one trainer per key, across processes and machines; a run that waited finds the model stored
     wait_s = float(os.environ.get("FLEET_TRAIN_WAIT_S", 4 * 3600))  # how long to wait for another run's training
     with leases.held(store, f"train/{spec.name}/{key}", wait_s=wait_s, on_wait=waiting):
@@ -93,7 +95,7 @@ def _train(
 ) -> TrainedModel:
     key = run_dir.name
     train = versions.load_split(store, spec.name, dataset_version, "train")
-    with _FINE_TUNE_LOCK:
+    with _FINE_TUNE_LOCK, trainer.fixed_threads(spec.train.cpu_threads) as threads:
         start = time.monotonic()
         fit = kind_of(spec).train(spec, train, run_dir, progress=progress)
         fit_seconds = round(time.monotonic() - start, 2)
@@ -103,6 +105,7 @@ def _train(
         dataset_version=dataset_version,
         model_dir=str(run_dir / "model"),
         fit_seconds=fit_seconds,
+        environment=trainer.environment(threads),
         **fit.__dict__,
     )
     if trainer.is_main_process():  # under a distributed launch, the main process stores the model

@@ -6,6 +6,7 @@ Two tiny specialists trained by a 2-worker local Dask cluster must match what th
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,11 +23,15 @@ SECOND = """
 """
 
 
-def _run(fleet_file, home, monkeypatch, runner: str) -> tuple[dict, dict]:
-    """Run the fleet in its own home with ``runner``; return its rows and each specialist's test probabilities."""
+def _run(fleet_file, home, monkeypatch, runner: str, workers: int = 2) -> tuple[dict, dict, dict]:
+    """Run the fleet in its own home with ``runner``; return its rows, each specialist's test probabilities,
+    and the digest of each one's adapter weights."""
+    import hashlib
+
     from fleet.kinds.classification.predict import TextClassifier
-    from fleet.registry import download_model_dir
+    from fleet.registry import client, download_model_dir
     from fleet.settings import Settings
+    from fleet.trainer import cpu_threads
     from fleet.versions import load_split
     from flows.fleet_run import fleet_flow
 
@@ -34,34 +39,42 @@ def _run(fleet_file, home, monkeypatch, runner: str) -> tuple[dict, dict]:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the previous run exported its own
     monkeypatch.setenv("FLEET_TASK_RUNNER", runner)
     monkeypatch.setenv("FLEET_DASK_WORKERS", "2")
+    monkeypatch.setenv("FLEET_MAX_WORKERS", str(workers))
     rows = {r.specialist: r for r in fleet_flow(fleet_file=str(fleet_file))}
     settings = Settings.load().apply()
-    probs = {}
+    probs, weights = {}, {}
     for name, row in rows.items():
         test = load_split(settings.store_handle(), name, row.dataset_version, "test")
-        model = TextClassifier(download_model_dir(name, row.version, home / "check" / name))
-        probs[name] = model.predict_proba(test["text"].tolist())
-    return rows, probs
+        folder = Path(download_model_dir(name, row.version, home / "check" / name))
+        probs[name] = TextClassifier(str(folder)).predict_proba(test["text"].tolist())
+        weights[name] = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*.safetensors")}
+        tags = client().get_model_version(name, row.version).tags
+        assert tags["env.torch_threads"] == str(cpu_threads(None)) and tags["env.torch"] and tags["env.peft"], tags
+    return rows, probs, weights
 
 
-def test_dask_runner_matches_thread_runner(tmp_path, fleet_home, monkeypatch):
+def test_runners_and_worker_counts_train_the_same_bits(tmp_path, fleet_home, monkeypatch):
+    """Reproducible fine-tuning: the thread runner (2 at once, or 1), and 2 Dask worker processes, whose
+    torch starts with one thread (Dask sets OMP_NUM_THREADS=1), give bit-identical models and predictions,
+    since a fine-tune fixes torch's thread count (``train.cpu_threads``)."""
     fleet_file = write_toy_fleet(tmp_path / "f", extra_specialists=SECOND)
-    threads, p_threads = _run(fleet_file, tmp_path / "threads", monkeypatch, "threads")
-    dask, p_dask = _run(fleet_file, tmp_path / "dask", monkeypatch, "dask")
+    threads, p_threads, w_threads = _run(fleet_file, tmp_path / "threads", monkeypatch, "threads")
+    dask, p_dask, w_dask = _run(fleet_file, tmp_path / "dask", monkeypatch, "dask")
+    one, p_one, w_one = _run(fleet_file, tmp_path / "one", monkeypatch, "threads", workers=1)
 
-    assert set(threads) == set(dask) == {"toy", "toy2"}
+    assert set(threads) == set(dask) == set(one) == {"toy", "toy2"}
     here = f":{os.getpid()}"
     assert all(r.ran_on.endswith(here) for r in threads.values())
     assert not any(r.ran_on.endswith(here) for r in dask.values()), "the Dask run did not run in worker processes"
     for name in threads:
-        a, b = threads[name], dask[name]
-        assert a.status == b.status == "trained", (a, b)
-        for k in ("dataset_version", "version", "alias", "verdict", "metric", "scores"):
-            assert getattr(a, k) == getattr(b, k), (name, k, getattr(a, k), getattr(b, k))
-        # Not bitwise: Dask workers run torch with one intra-op thread (Dask sets OMP_NUM_THREADS=1), this
-        # process with two, so float sums happen in another order (seen: up to 2.7e-5 on probabilities ~1e-5).
-        np.testing.assert_array_equal(p_threads[name].argmax(1), p_dask[name].argmax(1))
-        np.testing.assert_allclose(p_threads[name], p_dask[name], atol=1e-4)
+        for other in (dask[name], one[name]):
+            a, b = threads[name], other
+            assert a.status == b.status == "trained", (a, b)
+            for k in ("dataset_version", "version", "alias", "verdict", "metric", "scores"):
+                assert getattr(a, k) == getattr(b, k), (name, k, getattr(a, k), getattr(b, k))
+        assert w_threads[name] and w_threads[name] == w_dask[name] == w_one[name]
+        np.testing.assert_array_equal(p_threads[name], p_dask[name])
+        np.testing.assert_array_equal(p_threads[name], p_one[name])
 
 
 def test_distributed_fine_tune_then_register(tmp_path, fleet_home, monkeypatch):
