@@ -7,6 +7,7 @@ temporary in-process server does not run.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -21,6 +22,12 @@ class PrefectServer:
     process: subprocess.Popen
     log: Path
 
+    def kill(self) -> None:
+        """Kill the server and its children at once, as a crash would (the database stays)."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -31,9 +38,10 @@ class PrefectServer:
                 self.process.wait(10)
 
 
-def start_prefect_server(folder: Path, timeout_s: float = 180) -> PrefectServer:
+def start_prefect_server(folder: Path, timeout_s: float = 180, port: int | None = None) -> PrefectServer:
+    """A server on ``port`` (default: a free one) with its database in ``folder`` (kept across restarts)."""
     folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     env = {
         **os.environ,
         "PREFECT_HOME": str(folder / "server-home"),
@@ -46,8 +54,9 @@ def start_prefect_server(folder: Path, timeout_s: float = 180) -> PrefectServer:
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
-        stdout=log.open("wb"),
+        stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, so kill() reaches the server's children
     )
     url = f"http://127.0.0.1:{port}/api"
     try:

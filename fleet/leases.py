@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import threading
@@ -21,6 +22,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from fleet.storage import ObjectStore, StorageError
+
+log = logging.getLogger("fleet.leases")
+# Leases this process held but could not mark released (the store was away): the holder's block has
+# ended, so this process may take them over at once instead of waiting for them to expire.
+_UNRELEASED: dict[str, str] = {}
 
 
 class LeaseBusy(RuntimeError):
@@ -53,7 +59,8 @@ class Lease:
     def try_acquire(self) -> tuple[bool, dict | None]:
         """(won, the current holder's record if not)."""
         n, current = self._newest()
-        if current is not None and not current.get("released") and current["until"] > time.time():
+        ours = current is not None and current.get("owner") == _UNRELEASED.get(self.prefix)
+        if current is not None and not current.get("released") and current["until"] > time.time() and not ours:
             return False, current
         key = f"{self.prefix}/{n + 1:06d}.json"
         if self.store.create_if_absent(key, self._record()):
@@ -100,4 +107,14 @@ def held(store: ObjectStore, what: str, wait_s: float = 7200.0, ttl_s: float = 6
         yield lease
     finally:
         stop.set()
+        _release(lease)
+
+
+def _release(lease: Lease) -> None:
+    """Mark the lease released; with the store away, leave it to expire (or to this process to take over)."""
+    try:
         lease.release()
+        _UNRELEASED.pop(lease.prefix, None)
+    except StorageError as exc:
+        _UNRELEASED[lease.prefix] = lease.owner
+        log.warning("%s: could not release the lease (%s); it expires in %.0f s", lease.prefix, exc, lease.ttl_s)

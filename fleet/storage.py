@@ -50,32 +50,40 @@ class LocalStore:
     def _path(self, key: str) -> Path:
         return self.root / _clean_key(key)
 
-    def put_bytes(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    def _written(self, key: str, data: bytes) -> tuple[Path, Path]:
+        """``data`` in a hidden temporary file beside ``key``'s path (removed again if writing fails)."""
+        path, tmp = self._path(key), ""
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
+        except BaseException as exc:  # a full disk, say: nothing half-written stays
+            if tmp:
+                Path(tmp).unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise StorageError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+            raise
+        return path, Path(tmp)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        path, tmp = self._written(key, data)
+        try:
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
 
     def create_if_absent(self, key: str, data: bytes) -> bool:
         """Write ``key`` only if it does not exist, atomically (a hard link fails on an existing name)."""
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        path, tmp = self._written(key, data)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
             os.link(tmp, path)
             return True
         except FileExistsError:
             return False
         finally:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
 
     def get_bytes(self, key: str) -> bytes:
         path = self._path(key)

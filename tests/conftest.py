@@ -46,6 +46,21 @@ def s3_env(moto_server, monkeypatch):
     return moto_server
 
 
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    """An empty object store of each kind: a local folder, and a bucket on moto's server."""
+    from fleet.storage import LocalStore, S3Store
+
+    if request.param == "local":
+        return LocalStore(tmp_path / "store")
+    import boto3
+
+    endpoint = request.getfixturevalue("s3_env")
+    bucket = f"b-{abs(hash(str(tmp_path))) % 10**8}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+    return S3Store(f"s3://{bucket}/prefix")
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
     """One temporary Prefect server for the whole session (it takes 7-15 s to start)."""
@@ -103,9 +118,13 @@ def write_toy_fleet(folder: Path, *, extra_train: str = "", extra_specialists: s
     ]
     folder.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(folder / "toy.csv", index=False)
+    train = {"epochs": "3", "batch_size": "8", "learning_rate": "2.0e-3", "max_length": "16"}
+    for part in filter(str.strip, extra_train.split(",")):  # overrides: a key twice is an error in a fleet file
+        key, value = part.split(":", 1)
+        train[key.strip()] = value.strip()
     (folder / "fleet.yaml").write_text(f"""
 defaults:
-  train: {{epochs: 3, batch_size: 8, learning_rate: 2.0e-3, max_length: 16{extra_train}}}
+  train: {{{", ".join(f"{k}: {v}" for k, v in train.items())}}}
   gate: {{min_gain_over_baseline: 0.0}}
   curation: {{near_duplicates: {{enabled: false}}}}  # the toy rows are templates: near-twins on purpose
   evaluation:

@@ -3,17 +3,7 @@
 import boto3
 import pytest
 
-from fleet.storage import LocalStore, S3Store, StorageError
-
-
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path):
-    if request.param == "local":
-        return LocalStore(tmp_path / "store")
-    endpoint = request.getfixturevalue("s3_env")
-    bucket = f"b-{abs(hash(str(tmp_path))) % 10**8}"
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
-    return S3Store(f"s3://{bucket}/prefix")
+from fleet.storage import S3Store, StorageError
 
 
 def test_roundtrip_list_exists(store, tmp_path):
