@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import threading
 from collections import OrderedDict
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -21,9 +20,16 @@ import numpy as np
 from fleet.bases import TrainingError, load_tokenizer, ml_imports, resolve_base_model
 
 _LOCK = threading.Lock()
+# Held by a fine-tune from its seed to its end, and by whoever builds torch modules in this process:
+# building one draws from torch's global random generator (initial weights, then overwritten by loaded
+# ones), and so does dropout in training, so a model loaded by another stage meanwhile would shift the
+# fine-tune's random numbers and change its bits. Taken before ``_LOCK``, never after it.
+RNG = threading.RLock()
 
 
-@lru_cache(maxsize=4)
+_MODELS: dict[tuple[str, bool], tuple[Any, Any]] = {}
+
+
 def _load(base: str, causal: bool) -> tuple[Any, Any]:
     ml_imports()
     from transformers import AutoModel, AutoModelForCausalLM
@@ -37,18 +43,26 @@ def _load(base: str, causal: bool) -> tuple[Any, Any]:
     return tokenizer, model
 
 
+def _shared(base: str, causal: bool) -> tuple[Any, Any]:
+    """The process's copy of ``base``; only a first load waits for a running fine-tune (see ``RNG``)."""
+    key = (resolve_base_model(base), causal)
+    with _LOCK:
+        if key in _MODELS:
+            return _MODELS[key]
+    with RNG, _LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = _load(*key)
+        return _MODELS[key]
+
+
 def encoder(base: str) -> tuple[Any, Any]:
     """(tokenizer, encoder) of ``base`` (a name or its folder), loaded once per process, frozen: for reading only."""
-    folder = resolve_base_model(base)
-    with _LOCK:
-        return _load(folder, False)
+    return _shared(base, False)
 
 
 def causal(base: str) -> tuple[Any, Any]:
     """(tokenizer, causal language model) of ``base`` (a name or its folder), loaded once per process, frozen."""
-    folder = resolve_base_model(base)
-    with _LOCK:
-        return _load(folder, True)
+    return _shared(base, True)
 
 
 def trainable(base: str, is_causal: bool = False) -> tuple[Any, Any]:
@@ -63,18 +77,22 @@ _POOLED: OrderedDict[tuple[str, int, str], np.ndarray] = OrderedDict()
 _POOLED_MAX = 100_000  # embeddings remembered per process (about 150 MB at 384 dimensions)
 
 
-def pooled(base: str, texts: list[str], max_length: int, normalize: bool = True) -> np.ndarray:
-    """Mean-pooled embeddings of ``texts`` by the shared ``base`` (L2-normalised unless told), remembered."""
+def pooled(base: str, texts: list[str], max_length: int, normalize: bool = True, fresh: bool = False) -> np.ndarray:
+    """Mean-pooled embeddings of ``texts`` by the shared ``base`` (L2-normalised unless told), remembered.
+
+    A text's bits depend on the batch it was embedded in (padding, kernel choice) and on torch's thread
+    count, so a remembered one may differ in the last bits from another run's; ``fresh`` embeds every text
+    now, in the order given (what training needs to be reproducible), and remembers the result."""
     from fleet.encoders import embed
 
     keys = [(base, max_length, t) for t in texts]
     with _LOCK:
-        missing = list(dict.fromkeys(k[2] for k in keys if k not in _POOLED))
+        missing = list(dict.fromkeys(k[2] for k in keys if fresh or k not in _POOLED))
     if missing:
         tokenizer, model = encoder(base)
-        fresh = embed(tokenizer, model, missing, max_length, normalize=False)
+        vectors = embed(tokenizer, model, missing, max_length, normalize=False)
         with _LOCK:
-            for text, vec in zip(missing, fresh):
+            for text, vec in zip(missing, vectors):
                 _POOLED[(base, max_length, text)] = vec
             while len(_POOLED) > _POOLED_MAX:
                 _POOLED.popitem(last=False)

@@ -41,6 +41,7 @@ class Group:
         self.base_folder, self.int8 = base_folder, int8
         self.model: Any = None
         self.meta: dict[str, dict] = {}  # adapter -> its fleet.json
+        self.dirs: dict[str, Path] = {}  # adapter -> its folder
         self.routes: dict[str, tuple[str, str]] = {}  # specialist -> (adapter, version)
         self.retired: dict[str, tuple[str, str, float]] = {}  # specialist -> (adapter, version, since)
         self.lock = threading.Lock()  # adapters and routes change only between batches
@@ -49,17 +50,29 @@ class Group:
         raise NotImplementedError
 
     def add(self, name: str, model_dir: Path) -> None:
-        from peft import PeftModel
-
         with self.lock:
-            if self.model is None:
-                self.model = PeftModel.from_pretrained(self._base(), str(model_dir), adapter_name=name).eval()
-                if self.int8:
-                    _quantize_base(self.model)
+            self.dirs[name] = Path(model_dir)
+            if self.model is None or self.int8:
+                self.model = self._build()
             else:
-                self.model.load_adapter(str(model_dir), adapter_name=name)
+                with shared.RNG:
+                    self.model.load_adapter(str(model_dir), adapter_name=name)
             self.meta[name] = json.loads((Path(model_dir) / "fleet.json").read_text())
             self._added(name, Path(model_dir))
+
+    def _build(self) -> Any:
+        """A fresh copy of the base with every adapter attached; int8: quantized after attaching them, since
+        peft cannot attach an adapter to a quantized layer (so an int8 group is rebuilt when adapters change)."""
+        from peft import PeftModel
+
+        (first, folder), *rest = self.dirs.items()
+        with shared.RNG:  # building modules draws random numbers: not while a fine-tune runs
+            model = PeftModel.from_pretrained(self._base(), str(folder), adapter_name=first).eval()
+            for name, more in rest:
+                model.load_adapter(str(more), adapter_name=name)
+        if self.int8:
+            _quantize_base(model)
+        return model
 
     def _added(self, name: str, model_dir: Path) -> None:
         pass
@@ -81,11 +94,14 @@ class Group:
         """Unload adapters retired more than ``older_than_s`` ago."""
         with self.lock:
             for specialist, (adapter, _, since) in list(self.retired.items()):
-                if time.monotonic() - since > older_than_s:
+                if time.monotonic() - since > older_than_s and len(self.dirs) > 1:
                     del self.retired[specialist]
-                    if len(self.meta) > 1:
-                        self.model.delete_adapter(adapter)
+                    del self.dirs[adapter]
                     self.meta.pop(adapter, None)
+                    if self.int8:
+                        self.model = self._build()
+                    else:
+                        self.model.delete_adapter(adapter)
 
     def _adapter(self, specialist: str) -> tuple[str, str]:
         if specialist in self.routes:
@@ -117,7 +133,8 @@ class EncoderGroup(Group):
         from safetensors.torch import load_file
 
         head = load_file(str(model_dir / "classifier_head.safetensors"))
-        layer = torch.nn.Linear(head["weight"].shape[1], head["weight"].shape[0])
+        with shared.RNG:
+            layer = torch.nn.Linear(head["weight"].shape[1], head["weight"].shape[0])
         layer.load_state_dict(head)
         self.heads[name] = layer.eval()
 

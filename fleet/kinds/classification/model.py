@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from fleet import shared
 from fleet.encoders import mean_pool
 
 HEAD_FILE = "classifier_head.safetensors"
@@ -77,15 +78,16 @@ def load_classifier(folder: Path, encoder: Any) -> tuple[MeanPoolClassifier, dic
     from safetensors.torch import load_file
 
     meta = json.loads((folder / META_FILE).read_text())
-    if (folder / "config.json").is_file():
-        from transformers import AutoModel
+    with shared.RNG:  # building modules draws random numbers: not while a fine-tune runs (see shared.RNG)
+        if (folder / "config.json").is_file():
+            from transformers import AutoModel
 
-        encoder = AutoModel.from_pretrained(str(folder))
-    else:
-        from peft import PeftModel
+            encoder = AutoModel.from_pretrained(str(folder))
+        else:
+            from peft import PeftModel
 
-        encoder = PeftModel.from_pretrained(encoder, str(folder)).merge_and_unload()
-    model = MeanPoolClassifier(encoder, len(meta["labels"]))
+            encoder = PeftModel.from_pretrained(encoder, str(folder)).merge_and_unload()
+        model = MeanPoolClassifier(encoder, len(meta["labels"]))
     model.classifier.load_state_dict(load_file(str(folder / HEAD_FILE)))
     return model.eval(), meta
 

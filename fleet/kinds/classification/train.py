@@ -79,7 +79,7 @@ def _model(spec: SpecialistSpec, texts: list[str], label_ids: list[int], labels:
     max_length = spec.train.max_length or choose_max_length(tokenizer, texts)
     model = MeanPoolClassifier(encoder, len(spec.labels), class_weights=_class_weights(spec, labels))
     if spec.train.linear_probe_init:  # embeddings of the frozen base (the shared copy has the same weights)
-        features = shared.pooled(spec.base_model, texts, max_length, normalize=False)
+        features = shared.pooled(spec.base_model, texts, max_length, normalize=False, fresh=True)
         linear_probe_init(model, features, label_ids, balanced=spec.train.class_weighting == "balanced")
     return tokenizer, _lora(spec, model), max_length
 

@@ -53,12 +53,14 @@ class Generator:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-            self.model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+            with shared.RNG:
+                self.model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
         else:
             meta = self.meta
             folder = basestore.locate(meta["base_model"], meta["base_digest"], fallback=meta.get("base_uri"))
             self.tokenizer, base = shared.causal(folder)
-            tuned = PeftModel.from_pretrained(copy.deepcopy(base), str(model_dir))
+            with shared.RNG:  # building modules draws random numbers: not while a fine-tune runs
+                tuned = PeftModel.from_pretrained(copy.deepcopy(base), str(model_dir))
             self.model = tuned.merge_and_unload().eval()
         self.size_bytes = dir_size(model_dir)  # the adapter: what this version adds to its base
 
