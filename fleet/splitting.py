@@ -52,15 +52,22 @@ def stratified_split(df: pd.DataFrame, split: SplitSpec, by: str | None = "label
 
 
 def group_split(df: pd.DataFrame, split: SplitSpec, group: str) -> dict[str, pd.DataFrame]:
-    """Seeded split by whole groups (e.g. the template a generated row came from): a group is in one split."""
+    """Seeded split by whole groups (e.g. the template a generated row came from): a group is in one split.
+    Rows without a group (feedback, say) are split row by row, so they never move the groups' split."""
+    known = df[group].map(lambda g: isinstance(g, str) and g != "")
+    grouped, loose = df[known], df[~known]
     rng = random.Random(split.seed)
-    groups = sorted(df[group].astype(str).unique())
+    groups = sorted(grouped[group].unique())
     rng.shuffle(groups)
     n_test = max(1, round(len(groups) * split.test))
     n_val = max(1, round(len(groups) * split.validation))
     which = dict.fromkeys(groups[:n_test], "test") | dict.fromkeys(groups[n_test : n_test + n_val], "validation")
-    assigned = df[group].astype(str).map(lambda g: which.get(g, "train"))
-    return {s: df[assigned == s].reset_index(drop=True) for s in SPLITS}
+    assigned = grouped[group].map(lambda g: which.get(g, "train"))
+    out = {s: grouped[assigned == s] for s in SPLITS}
+    if len(loose):
+        more = stratified_split(loose.reset_index(drop=True), split, by=None)
+        out = {s: pd.concat([out[s], more[s]]) for s in SPLITS}
+    return {s: out[s].reset_index(drop=True) for s in SPLITS}
 
 
 def remove_leaks(splits: dict[str, pd.DataFrame], rules: CurationSpec, q: Quarantine) -> dict[str, pd.DataFrame]:

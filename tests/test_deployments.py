@@ -31,6 +31,7 @@ def test_served_deployments_have_schedules_and_the_drift_trigger(tmp_path, monke
         "fleet-train",
         "monitor-sms-spam",
         "monitor-support-sentiment",
+        "monitor-invoice-extractor",
         "specialist",
         "score",
         "retrain-on-drift",

@@ -165,3 +165,21 @@ def test_a_tiny_generative_specialist_end_to_end(tmp_path, fleet_home):
     assert list(frame.columns[:1]) == ["output"] and isinstance(frame["output"][0], str)
     [status] = fleet_status(["extract"])
     assert status.metric == "field_f1" and len(status.baselines) == 2 and status.champion.ci is not None
+
+
+def test_group_split_keeps_groups_whole_and_spreads_rows_without_a_group():
+    import pandas as pd
+
+    from fleet.config import SplitSpec
+    from fleet.splitting import group_split
+
+    rows = pd.DataFrame({"text": [f"t{i}" for i in range(200)], "template": [f"g{i % 20}" for i in range(200)]})
+    alone = group_split(rows, SplitSpec(), "template")
+    feedback = pd.DataFrame({"text": [f"f{i}" for i in range(40)], "template": [None] * 40})
+    both = group_split(pd.concat([rows, feedback], ignore_index=True), SplitSpec(), "template")
+    for s in ("train", "validation", "test"):
+        groups = set(both[s]["template"].dropna())
+        assert groups == set(alone[s]["template"])  # feedback moves no group to another split
+        assert all(not groups & set(both[o]["template"].dropna()) for o in ("train", "validation", "test") if o != s)
+    assert len(both["train"]) - len(alone["train"]) > 20  # most feedback rows train
+    assert sum(len(both[s]) for s in both) == 240

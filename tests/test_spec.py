@@ -100,4 +100,4 @@ def test_load_fleet_file_errors_and_relative_sources(tmp_path):
 
 def test_demo_fleet_file_is_valid():
     fleet = load_fleet(DEMO_FLEET)
-    assert set(fleet.specialists) == {"sms-spam", "support-sentiment"}
+    assert set(fleet.specialists) == {"sms-spam", "support-sentiment", "invoice-extractor"}

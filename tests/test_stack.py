@@ -112,7 +112,9 @@ def test_fleet_up_run_down(tmp_path):
         run_keys = [k for k in keys if k.startswith("mlflow-artifacts/") and f"/{v1.run_id}/artifacts/" in k]
         assert any(k.endswith("decision/record.json") for k in run_keys), run_keys
         assert any(k.endswith("evaluation/confusion_challenger.png") for k in run_keys)
-        assert any(k.startswith("mlflow-artifacts/") and k.endswith("model/model.safetensors") for k in keys)
+        from fleet.kinds.classification.model import ADAPTER_FILE
+
+        assert any(k.startswith("mlflow-artifacts/") and k.endswith(f"model/{ADAPTER_FILE}") for k in keys)
         assert any(k.startswith("store/datasets/toy/") for k in keys) and any(
             k.startswith("store/models/toy/") for k in keys
         )
