@@ -229,12 +229,16 @@ def test_a_generative_specialist_retrains_on_drift_like_a_classifier(stack):
         runs = [r for r in retrain_runs(url) if r["id"] not in before]
         return (
             runs
-            if runs and all(r["state_type"] in ("COMPLETED", "CANCELLED", "FAILED", "CRASHED") for r in runs)
+            if any(r["parameters"]["name"] == "gen-d" for r in runs)
+            and all(r["state_type"] in ("COMPLETED", "CANCELLED", "FAILED", "CRASHED") for r in runs)
             else None
         )
 
     runs = wait_for(done, 600, "the generative retrain run")
-    assert [(r["parameters"]["name"], r["state_type"]) for r in runs] == [("gen-d", "COMPLETED")]
+    mine = [r for r in runs if r["parameters"]["name"] == "gen-d"]
+    assert [r["state_type"] for r in mine] == ["COMPLETED"], runs
+    # a late run of an earlier test's alarm may show up meanwhile: turned away by its cooldown, never retrained
+    assert all(r["state_type"] == "CANCELLED" for r in runs if r not in mine), runs
     drifted = [v for v in mlflow_versions(stack, "gen-d") if v.tags.get("trigger") == "drift"]
     assert len(drifted) == 1 and drifted[0].tags["drift_report"] == report_id
     [first] = [v for v in mlflow_versions(stack, "gen-d") if v.tags.get("trigger") == "manual"]
