@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -73,13 +72,6 @@ def raw_fleet(content: bytes) -> Callable[[Path, Path], Path]:
 
 def unchanged_fleet(good: Path, folder: Path) -> Path:
     return good
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def frame(df: pd.DataFrame, **kw) -> Callable[[Path], None]:
@@ -186,13 +178,13 @@ def settings_cases() -> list[Case]:
             "MLflow server unreachable",
             unchanged_fleet,
             "the MLflow tracking server at http://127.0.0.1:",
-            env=lambda f: {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{closed_port()}"},
+            env=lambda f: {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"},
         ),
         Case(
             "Prefect server unreachable",
             unchanged_fleet,
             "the Prefect server at http://127.0.0.1:",
-            env=lambda f: {"PREFECT_API_URL": f"http://127.0.0.1:{closed_port()}/api"},
+            env=lambda f: {"PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api"},
         ),
         Case(
             "bad S3 URL",
@@ -206,7 +198,7 @@ def settings_cases() -> list[Case]:
             "does not answer",
             env=lambda f: {
                 "FLEET_STORE": "s3://fleet-bucket",
-                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{closed_port()}",
+                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
                 "AWS_ACCESS_KEY_ID": "k",
                 "AWS_SECRET_ACCESS_KEY": "s",
             },
