@@ -90,3 +90,44 @@ def test_versions_hold_no_base_weights_and_the_base_is_stored_once(tmp_path, fle
     # a machine without the package alias or the object store gets the base from MLflow, once
     folder = basestore.locate("not-installed-here", meta["base_digest"], fallback=meta["base_uri"])
     assert basestore.folder_digest(folder) == meta["base_digest"] and "by-digest" in folder
+
+
+def test_gathered_mixed_batches_match_peft_per_adapter_loop():
+    """fleet.serving.mixed gives the answer of peft's own loop over adapters, for every row's adapter
+    (different ranks, the bare base, an int8 base), and each row's adapter does change its answer."""
+    import copy
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from fleet import shared
+    from fleet.bases import resolve_base_model
+    from fleet.serving import mixed
+    from fleet.serving.groups import _quantize_base
+
+    tokenizer, encoder = shared.encoder(resolve_base_model("minilm-l6"))
+    texts = [f"{t} in {p}" for t in ("rain", "bread", "wind", "soup") for p in PLACES[:4]]
+    enc = tokenizer(texts, padding=True, return_tensors="pt")
+    names = [["a0", "a1", "a2", "__base__"][i % 4] for i in range(len(texts))]
+    for int8 in (False, True):
+        torch.manual_seed(0)
+        model = None
+        for i, rank in enumerate((8, 4, 8)):
+            config = LoraConfig(
+                r=rank, lora_alpha=16, target_modules=["query", "key", "value"], init_lora_weights=False
+            )
+            if model is None:
+                model = get_peft_model(copy.deepcopy(encoder), config, adapter_name="a0")
+            else:
+                model.add_adapter(f"a{i}", config)
+        model.eval()
+        if int8:
+            _quantize_base(model)
+        with torch.inference_mode():
+            looped = model(**enc, adapter_names=names).last_hidden_state
+            bare = model(**enc, adapter_names=["__base__"] * len(texts)).last_hidden_state
+            gathered = mixed.install(model)(**enc, adapter_names=names).last_hidden_state
+        assert torch.allclose(gathered, looped, atol=1e-5), (gathered - looped).abs().max()
+        changed = (looped - bare).abs().amax(dim=(1, 2))  # int8: activations are quantized per batch, so
+        assert int8 or all((changed[i] > 1e-3) == (n != "__base__") for i, n in enumerate(names))  # not there
+        assert all(changed[i] > 1e-3 for i, n in enumerate(names) if n != "__base__")

@@ -1,9 +1,9 @@
 """A base model loaded once with the adapters of every specialist built on it, answering mixed batches.
 
 peft keeps one set of LoRA weights per adapter name and, given ``adapter_names`` (one per row), runs
-each row through its own adapter within a single forward pass (LoRAX's idea, on CPU here). A
-classifier's head is applied per row afterwards (specialists have different label sets, so their heads
-cannot be stacked); a generative specialist's rows are generated together, each with its own adapter.
+each row through its own adapter within a single forward pass (LoRAX's idea, on CPU here; each row
+gathers its adapter's matrices, ``fleet.serving.mixed``). A classifier's head is applied per row
+afterwards (specialists have different label sets, so their heads cannot be stacked); a generative specialist's rows are generated together, each with its own adapter.
 The ``int8`` variant of an encoder group quantizes the base's linear layers (torch dynamic
 quantization) and keeps the adapters in float32 on top, so specialists still batch together.
 """
@@ -22,6 +22,7 @@ import torch
 from fleet import bases, shared
 from fleet.encoders import mean_pool
 from fleet.results import Outputs
+from fleet.serving import mixed
 
 
 def _quantize_base(model: Any) -> None:
@@ -70,6 +71,7 @@ class Group:
             model = PeftModel.from_pretrained(self._base(), str(folder), adapter_name=first).eval()
             for name, more in rest:
                 model.load_adapter(str(more), adapter_name=name)
+        mixed.install(model)  # a mixed batch in two products per layer, not one pass per adapter
         if self.int8:
             _quantize_base(model)
         return model
