@@ -172,31 +172,22 @@ def train(
 
 
 def _print_rows(rows) -> None:
-    metric = next((r.metric for r in rows if r.metric), "score")
+    metrics = {r.metric for r in rows if r.metric}
+    one = next(iter(metrics)) if len(metrics) == 1 else None  # kinds judged by different metrics: a column
     table = Table(title="fleet run")
-    for c in (
-        "specialist",
-        "status",
-        "version",
-        "alias",
-        "verdict",
-        f"challenger {metric}",
-        f"champion {metric}",
-        f"baseline {metric}",
-        "dataset_version",
-    ):
+    for c in ("specialist", "status", "version", "alias", "verdict", *([] if one else ["metric"]),
+              *(f"{role} {one}" if one else role for role in ("challenger", "champion", "baseline")), "dataset_version"):  # fmt: skip
         table.add_column(c)
     for r in rows:
         if r.status == "failed":
-            table.add_row(r.specialist, "[red]failed[/]", *[""] * 7)
+            table.add_row(r.specialist, "[red]failed[/]", *[""] * (7 if one else 8))
             continue
         scores = [
             "" if r.scores.get(role) is None else f"{r.scores[role]:.4f}"
             for role in ("challenger", "champion", "baseline")
         ]
-        table.add_row(
-            r.specialist, r.status, r.version or "", r.alias or "", r.verdict or "", *scores, r.dataset_version or ""
-        )
+        table.add_row(r.specialist, r.status, r.version or "", r.alias or "", r.verdict or "",
+                      *([] if one else [r.metric or ""]), *scores, r.dataset_version or "")  # fmt: skip
     out.print(table)
     for r in rows:
         if r.status == "failed":
