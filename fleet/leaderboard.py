@@ -8,7 +8,7 @@ import time
 from pydantic import BaseModel, Field
 
 from fleet import registry
-from fleet.results import ContenderScore, DecisionRecord
+from fleet.results import ContenderScore, DecisionRecord, PairedTest
 
 
 class Standing(BaseModel):
@@ -34,6 +34,7 @@ class LeaderboardRow(BaseModel):
     gain_points_per_cost: float | None = Field(
         None, description="gain_points per unit of the champion's cost per 1,000."
     )
+    vs_baseline: PairedTest | None = Field(None, description="The paired test, champion vs the strongest baseline.")
     dataset_version: str | None = None
     last_trained: str | None = None
 
@@ -55,6 +56,7 @@ def row(name: str, version, record: DecisionRecord | None) -> LeaderboardRow:
     if best is not None:
         out.baseline = Standing.of(best, m)
         out.gain_points = round(100 * (out.champion.score - out.baseline.score), 2)
+        out.vs_baseline = record.paired_tests.get("vs_baseline")
         if out.champion.cost_per_1k:
             out.gain_points_per_cost = round(out.gain_points / out.champion.cost_per_1k, 1)
     return out
