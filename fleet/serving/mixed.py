@@ -17,8 +17,10 @@ from typing import Any
 import torch
 
 
-def _stack(layer: Any) -> tuple[dict[str, int], torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The layer's adapters stacked (built again when its adapters change); the last slot is zeros."""
+def _stack(layer: Any) -> tuple[dict[str, int], torch.Tensor, torch.Tensor]:
+    """The layer's adapters stacked, ready to multiply (built again when its adapters change): ``A``
+    transposed (adapters x in x r) and ``B`` transposed with its scaling folded in (adapters x r x out);
+    the last slot is zeros."""
     names = list(layer.lora_A.keys())
     key = tuple((n, id(layer.lora_A[n].weight), id(layer.lora_B[n].weight)) for n in names)
     cached = getattr(layer, "_fleet_stack", None)
@@ -27,14 +29,13 @@ def _stack(layer: Any) -> tuple[dict[str, int], torch.Tensor, torch.Tensor, torc
     rank = max(layer.lora_A[n].weight.shape[0] for n in names)
     a_in, b_out = layer.lora_A[names[0]].weight.shape[1], layer.lora_B[names[0]].weight.shape[0]
     dtype = layer.lora_A[names[0]].weight.dtype
-    a = torch.zeros(len(names) + 1, rank, a_in, dtype=dtype)
-    b = torch.zeros(len(names) + 1, b_out, rank, dtype=dtype)
-    scaling = torch.zeros(len(names) + 1, dtype=dtype)
+    a = torch.zeros(len(names) + 1, a_in, rank, dtype=dtype)
+    b = torch.zeros(len(names) + 1, rank, b_out, dtype=dtype)
     for i, n in enumerate(names):
         r = layer.lora_A[n].weight.shape[0]
-        a[i, :r], b[i, :, :r] = layer.lora_A[n].weight.detach(), layer.lora_B[n].weight.detach()
-        scaling[i] = layer.scaling[n]
-    stacked = ({n: i for i, n in enumerate(names)}, a, b, scaling)
+        a[i, :, :r] = layer.lora_A[n].weight.detach().T
+        b[i, :r] = layer.lora_B[n].weight.detach().T * layer.scaling[n]
+    stacked = ({n: i for i, n in enumerate(names)}, a, b)
     layer._fleet_stack = (key, stacked)
     return stacked
 
@@ -46,11 +47,14 @@ def _gathered(self: Any, x: torch.Tensor, *args: Any, adapter_names: list[str], 
     if self.training or x.dim() != 3 or self.lora_variant or any(v is not None for v in variant.values()):
         return type(self)._mixed_batch_forward(self, x, *args, adapter_names=adapter_names, **variant, **kwargs)
     result = self.base_layer(x, *args, **kwargs)
-    index, a, b, scaling = _stack(self)
-    rows = torch.tensor([index.get(n, len(index)) for n in adapter_names])
-    hidden = torch.bmm(x.to(a.dtype), a[rows].transpose(1, 2))  # rows x tokens x r
-    delta = torch.bmm(hidden, b[rows].transpose(1, 2)) * scaling[rows].view(-1, 1, 1)
-    return result + delta.to(result.dtype)
+    index, a, b = _stack(self)
+    slots = [index.get(n, len(index)) for n in adapter_names]
+    if len(set(slots)) == 1:  # one adapter for the whole batch: two plain products
+        delta = torch.matmul(torch.matmul(x.to(a.dtype), a[slots[0]]), b[slots[0]])
+    else:
+        rows = torch.tensor(slots)
+        delta = torch.bmm(torch.bmm(x.to(a.dtype), a[rows]), b[rows])  # rows x tokens x r, then x out
+    return result.add_(delta.to(result.dtype))
 
 
 def install(model: Any) -> Any:
