@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -26,6 +25,7 @@ from fleet import leases, mlflow_bases, tracking
 from fleet.bases import base_model_id
 from fleet.kinds import kind_of
 from fleet.modelcard import model_card
+from fleet.provenance import code_version
 from fleet.results import DatasetVersion, DecisionRecord, EvaluationReport, Registration, TrainedModel
 from fleet.spec import SpecialistSpec
 from fleet.storage import ObjectStore
@@ -38,29 +38,6 @@ HISTORY_TAG = "champion_history"
 
 class RegistryError(RuntimeError):
     """The registry could not be read or written; the message names the model and the server."""
-
-
-def code_version() -> str:
-    """The git commit of the checkout this code runs from, or the installed package's version."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        sha = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            return "specialist-fleet==" + version("specialist-fleet")
-        except PackageNotFoundError:
-            return "unknown"
 
 
 _READY: set[str] = set()
