@@ -24,7 +24,10 @@ class GenerationSpec(_Model):
         384, gt=0, description="Longer prompts (with the system prompt and chat template) are quarantined."
     )
     max_response_tokens: int = Field(128, gt=0, description="Longer responses are quarantined.")
-    batch_size: int = Field(8, gt=0, description="Prompts answered together when generating (left-padded).")
+    batch_size: int = Field(
+        16, gt=0, description="Prompts answered together in evaluation and batch scoring (left-padded): larger "
+        "batches give more tokens per second (SmolLM2-135M on 2 cores: 62, 79, 105 at 8, 16, 32).",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _schema(self) -> GenerationSpec:

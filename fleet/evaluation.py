@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from fleet import compute
 from fleet.bases import ml_imports
 from fleet.gate import gate, slice_regressions
 from fleet.kinds import kind_of
@@ -76,10 +77,11 @@ def general(
     ml_imports()
     kind = kind_of(spec)
     champ = None
-    if champion is not None:
-        champ = contender(kind, spec, "champion", kind.load(champion[1], f"v{champion[0]}"), test)
-    examples = train if train is not None else test.iloc[:0]
-    baselines = [billed(b, contender(kind, spec, "baseline", b, test)) for b in kind.baselines(spec, examples)]
+    with compute.slot():
+        if champion is not None:
+            champ = contender(kind, spec, "champion", kind.load(champion[1], f"v{champion[0]}"), test)
+        examples = train if train is not None else test.iloc[:0]
+        baselines = [billed(b, contender(kind, spec, "baseline", b, test)) for b in kind.baselines(spec, examples)]
     return GeneralScores(baselines=baselines, champion=champ, champion_version=champion[0] if champion else None)
 
 
@@ -87,7 +89,8 @@ def judge(spec: SpecialistSpec, test: pd.DataFrame, model: TrainedModel, others:
     """Score the new model (the challenger) against ``others`` on ``test`` and apply the gate."""
     ml_imports()
     kind = kind_of(spec)
-    challenger = contender(kind, spec, "challenger", kind.load(model.model_dir, "new version"), test)
+    with compute.slot():
+        challenger = contender(kind, spec, "challenger", kind.load(model.model_dir, "new version"), test)
     references = test[kind.target].astype(str).tolist()
     paired, decision = decide(spec, kind, references, challenger, others.champion, others.baselines)
     return EvaluationReport(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fleet import shared, versions
+from fleet import compute, shared, versions
 from fleet.bases import ml_imports
 from fleet.drift import sample_indices
 from fleet.kinds import kind_of
@@ -42,6 +42,7 @@ def build(spec: SpecialistSpec, store: ObjectStore, model: TrainedModel, report:
     texts = train["text"].iloc[idx].tolist()
     kind = kind_of(spec)
     length = kind.embedding_length(model)
-    blob = kind.reference(spec, embeddings(spec, texts, length), texts, length, report)
+    with compute.slot():
+        blob = kind.reference(spec, embeddings(spec, texts, length), texts, length, report)
     store.put_bytes(reference_key(spec.name, model.training_key), blob)
     return blob

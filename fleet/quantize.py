@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from fleet import basestore
+from fleet import basestore, compute
 from fleet.results import EvaluationReport, TrainedModel
 from fleet.spec import SpecialistSpec
 
@@ -39,7 +39,12 @@ class Int8Parity(BaseModel):
 
 
 def check(spec: SpecialistSpec, model: TrainedModel, report: EvaluationReport, texts: list[str]) -> Int8Parity:
-    """The int8 model against the evaluation's float32 answers on the test split ``texts``."""
+    """The int8 model against the evaluation's float32 answers on the test split ``texts`` (in a compute slot)."""
+    with compute.slot():
+        return _check(spec, model, report, texts)
+
+
+def _check(spec: SpecialistSpec, model: TrainedModel, report: EvaluationReport, texts: list[str]) -> Int8Parity:
     import json
 
     from fleet.kinds.classification.scoring import codes

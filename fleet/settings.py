@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     max_workers: int = Field(
         2, ge=1, validation_alias=_env("FLEET_MAX_WORKERS"), description="threads: specialists at once."
     )
+    compute_slots: int = Field(
+        1, ge=1, validation_alias=_env("FLEET_COMPUTE_SLOTS"),
+        description="Model-heavy stages (fine-tune, scoring, profiles) running at once per process (fleet.compute).",
+    )  # fmt: skip
     dask_address: str | None = Field(
         None,
         validation_alias=_env("FLEET_DASK_ADDRESS"),
@@ -183,6 +187,7 @@ class Settings(BaseSettings):
             "FLEET_STORE": self.store,
             "FLEET_ARTIFACT_ROOT": self.artifact_root,
             "FLEET_TASK_RUNNER": self.task_runner,
+            "FLEET_COMPUTE_SLOTS": str(self.compute_slots),
             "FLEET_DASK_ADDRESS": self.dask_address,
             "AWS_ENDPOINT_URL": self.s3_endpoint_url,
             "AWS_DEFAULT_REGION": self.aws_region,

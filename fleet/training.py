@@ -17,7 +17,7 @@ import shutil
 import time
 from pathlib import Path
 
-from fleet import basestore, leases, shared, trainer, versions
+from fleet import basestore, compute, leases, shared, trainer, versions
 from fleet.bases import TrainingError, base_model_id, ml_imports, resolve_base_model
 from fleet.kinds import kind_of
 from fleet.results import TrainedModel
@@ -31,7 +31,7 @@ FORMAT = 3  # bump when the way models are trained or stored changes (3: adapter
 
 # torch's random state is per process: two fine-tunes in threads of one process would draw from it in
 # turn and neither would be reproducible. One at a time per process (``shared.RNG``, which model loading
-# elsewhere in the process also takes); other stages still overlap.
+# elsewhere in the process also takes). A fine-tune also holds a compute slot (``fleet.compute``).
 
 
 def training_key(spec: SpecialistSpec, dataset_version: str) -> str:
@@ -94,7 +94,7 @@ def _train(
 ) -> TrainedModel:
     key = run_dir.name
     train = versions.load_split(store, spec.name, dataset_version, "train")
-    with shared.RNG, trainer.fixed_threads(spec.train.cpu_threads) as threads:
+    with compute.slot(), shared.RNG, trainer.fixed_threads(spec.train.cpu_threads) as threads:
         start = time.monotonic()
         fit = kind_of(spec).train(spec, train, run_dir, progress=progress)
         fit_seconds = round(time.monotonic() - start, 2)

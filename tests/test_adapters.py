@@ -130,7 +130,10 @@ def test_gathered_mixed_batches_match_peft_per_adapter_loop():
             bare = model(**enc, adapter_names=["__base__"] * len(texts)).last_hidden_state
             gathered = mixed.install(model)(**enc, adapter_names=names).last_hidden_state
             gathered_one = model(**enc, adapter_names=one).last_hidden_state
+            direct = mixed.forward(model, names, **enc).last_hidden_state  # the serving groups' way, no hooks
         assert torch.allclose(gathered, looped, atol=1e-5), (gathered - looped).abs().max()
+        assert torch.equal(direct, gathered)
+        assert all(layer._fleet_rows is None for layer in model._fleet_lora_layers)  # rows do not stay set
         assert torch.allclose(gathered_one, looped_one, atol=1e-5), (gathered_one - looped_one).abs().max()
         changed = (looped - bare).abs().amax(dim=(1, 2))  # int8: activations are quantized per batch, so
         assert int8 or all((changed[i] > 1e-3) == (n != "__base__") for i, n in enumerate(names))  # not there

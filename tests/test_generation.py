@@ -63,6 +63,34 @@ def test_loss_is_on_the_response_only():
     assert len(ex["input_ids"]) == len(ex["labels"]) == len(ex["attention_mask"])
 
 
+def test_common_prefix_leaves_each_prompt_a_token_of_its_own():
+    from fleet.kinds.generation.predict import common_prefix
+
+    shared = list(range(20))
+    assert common_prefix([[*shared, 7, 8], [*shared, 9]]) == shared
+    assert common_prefix([shared, [*shared, 1]]) == shared[:19]  # the shorter prompt keeps its last token
+    assert common_prefix([[*shared[:10], 1], [*shared[:10], 2]]) == []  # too short to be worth a pass
+    assert common_prefix([[*shared, 1]]) == []  # one prompt: nothing is shared
+
+
+@pytest.mark.slow
+def test_few_shot_prompts_answer_the_same_with_their_shared_prefix_computed_once(monkeypatch):
+    from fleet import shared
+    from fleet.kinds.generation import predict
+
+    tokenizer, model = shared.causal("smollm2-135m")
+    shots = [(f"Invoice {n} from Acme, total {n}.50 EUR.", json.dumps({"invoice_number": str(n)})) for n in (11, 12)]
+    emails = ["Invoice 77 from Brightwater, 12 USD.", "Hi, invoice INV-3 is attached.", "Total due: 9 GBP, no. 5"]
+    prompts = [chat.render(tokenizer, chat.messages("Answer in JSON.", e, shots)) for e in emails]
+    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    assert len(predict.common_prefix(ids)) > 50  # system prompt and both examples
+    cached = predict.generate(tokenizer, model, prompts, 24, 2)
+    monkeypatch.setattr(predict, "PREFIX_MIN", 10**6)  # no shared prefix: each prompt computed whole
+    whole = predict.generate(tokenizer, model, prompts, 24, 2)
+    assert cached.predictions == whole.predictions and cached.tokens == whole.tokens
+    assert all(cached.predictions)
+
+
 def pairs_file(tmp_path, rows):
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -150,7 +150,7 @@ class EncoderGroup(Group):
             ids = [self.tokenizer(t, truncation=True, max_length=int(self.meta[a]["max_length"]))["input_ids"]
                    for a, t in rows]  # fmt: skip
             enc = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
-            hidden = self.model(**enc, adapter_names=[a for a, _ in rows]).last_hidden_state
+            hidden = mixed.forward(self.model, [a for a, _ in rows], **enc).last_hidden_state
             pooled = mean_pool(hidden, enc["attention_mask"])
             out = []
             for i, (a, _) in enumerate(rows):

@@ -57,11 +57,37 @@ def _gathered(self: Any, x: torch.Tensor, *args: Any, adapter_names: list[str], 
     return result.add_(delta.to(result.dtype))
 
 
+def _routed(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """The layer's forward; inside :func:`forward`, with each row's adapter set by it."""
+    rows = self.__dict__.get("_fleet_rows")
+    if rows is not None and "adapter_names" not in kwargs:
+        return _gathered(self, x, *args, adapter_names=rows, **kwargs)
+    return type(self).forward(self, x, *args, **kwargs)
+
+
 def install(model: Any) -> Any:
     """Make every LoRA linear layer of the peft ``model`` answer mixed batches by gathering (in place)."""
     from peft.tuners.lora.layer import Linear
 
+    layers = []
     for module in model.modules():
         if isinstance(module, Linear):
             module._mixed_batch_forward = types.MethodType(_gathered, module)  # type: ignore[method-assign]
+            module.forward = types.MethodType(_routed, module)  # type: ignore[method-assign]
+            layers.append(module)
+    model._fleet_lora_layers = layers
     return model
+
+
+def forward(model: Any, adapter_names: list[str], **inputs: Any) -> Any:
+    """``model(**inputs, adapter_names=adapter_names)`` for a model made ready by :func:`install`, without
+    peft's hooks: on every call peft walks all the model's modules to hook its LoRA layers (9 ms of a
+    90 ms int8 batch of 32 here); the layers :func:`install` found are given the rows directly."""
+    layers = model._fleet_lora_layers
+    for layer in layers:
+        layer._fleet_rows = adapter_names
+    try:
+        return model.get_base_model()(**inputs)
+    finally:
+        for layer in layers:
+            layer._fleet_rows = None

@@ -1,0 +1,55 @@
+"""Compute slots: how many model-heavy stages of one process run at once.
+
+Fine-tuning, scoring a contender, building a drift profile and the int8 check each keep every core busy
+(torch's intra-op threads). Run side by side in threads of one process, they do not finish sooner: they
+fight for the same cores and for the GIL (a generation loop is mostly small operations), and on the 2
+cores of a small machine the fleet run took 1.5 times the sum of its stages run one after another
+(``benchmarks/results/pipeline.json``). So each such stage takes a slot; ``FLEET_COMPUTE_SLOTS``
+(default 1) sets how many there are. Light stages (curation, registration, I/O) never wait for one.
+A slot is re-entrant within a thread: a stage that calls another keeps the slot it has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+
+SLOTS_VAR = "FLEET_COMPUTE_SLOTS"
+
+_COND = threading.Condition()
+_BUSY = 0
+_HELD = threading.local()
+
+
+def slots() -> int:
+    """The number of compute slots (``FLEET_COMPUTE_SLOTS``, at least 1)."""
+    try:
+        return max(1, int(os.environ.get(SLOTS_VAR, "1")))
+    except ValueError:
+        return 1
+
+
+@contextlib.contextmanager
+def slot() -> Iterator[None]:
+    """Hold a compute slot for the block, waiting for one to be free."""
+    global _BUSY
+    if getattr(_HELD, "depth", 0):
+        _HELD.depth += 1
+        try:
+            yield
+        finally:
+            _HELD.depth -= 1
+        return
+    with _COND:
+        _COND.wait_for(lambda: slots() > _BUSY)
+        _BUSY += 1
+    _HELD.depth = 1
+    try:
+        yield
+    finally:
+        _HELD.depth = 0
+        with _COND:
+            _BUSY -= 1
+            _COND.notify_all()

@@ -1,0 +1,61 @@
+"""Compute slots: model-heavy stages of one process take turns (fleet.compute)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from fleet import compute
+
+
+def _overlap(n_threads: int) -> int:
+    """The most threads seen inside a slot at once, each holding it for a moment."""
+    inside, most, lock = 0, 0, threading.Lock()
+
+    def work() -> None:
+        nonlocal inside, most
+        with compute.slot():
+            with lock:
+                inside += 1
+                most = max(most, inside)
+            time.sleep(0.2)
+            with lock:
+                inside -= 1
+
+    threads = [threading.Thread(target=work) for _ in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    return most
+
+
+def test_one_slot_runs_stages_one_at_a_time(monkeypatch):
+    monkeypatch.setenv(compute.SLOTS_VAR, "1")
+    assert _overlap(3) == 1
+
+
+def test_more_slots_let_stages_overlap(monkeypatch):
+    monkeypatch.setenv(compute.SLOTS_VAR, "2")
+    assert _overlap(3) == 2
+
+
+def test_a_slot_is_reentrant_within_a_thread(monkeypatch):
+    monkeypatch.setenv(compute.SLOTS_VAR, "1")
+    done = threading.Event()
+
+    def nested() -> None:
+        with compute.slot(), compute.slot():  # a stage calling another keeps its slot
+            done.set()
+
+    t = threading.Thread(target=nested)
+    t.start()
+    t.join(5)
+    assert done.is_set()
+    with compute.slot():  # and it was released
+        pass
+
+
+def test_a_bad_setting_means_one_slot(monkeypatch):
+    monkeypatch.setenv(compute.SLOTS_VAR, "many")
+    assert compute.slots() == 1
