@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import typer
@@ -44,6 +45,9 @@ def _options(
 ) -> None:
     if debug:
         os.environ[errors.DEBUG_VAR] = "1"
+    else:  # the libraries' notices of their own future changes are for developers, not in a command's output
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 def _settings(check: bool = False):
