@@ -4,7 +4,10 @@ Runs `fleet run` on a fleet file (default: the demo fleet) twice in a fresh home
 subprocess each), then reads the stages' start and end times from Prefect's own records (the task runs
 of each specialist's flow run, in the home's Prefect database). Reported per trained specialist: curate,
 fine-tune, evaluate, reference, register, and the time outside fine-tuning; for the fleet flow: its wall
-time, the sum of the fine-tunes, and the fine-tuning share of the wall time.
+time, the sum of the fine-tunes, and the fine-tuning share of the wall time. Stages that wait for a compute
+slot (``fleet.compute``) count the wait in their stage time, so each specialist's time inside its training
+slot (``fit_seconds``, from its stored model) is reported too, with ``outside_fit_s`` (its flow's wall time
+less that) and ``fit_share``; with ``--workers 1`` a specialist's ``outside_fit_s`` is its own cost alone.
 Writes benchmarks/results/pipeline.json (or --out).
 """
 
@@ -101,10 +104,22 @@ def fit_seconds(store: Path) -> dict[str, float]:
     return out
 
 
-def timed_run(fleet_file: str, env: dict, log: Path) -> float:
+def outside_fit(cold: dict) -> None:
+    """Per specialist, its flow's wall time less its time inside the training slot (``outside_fit_s``: with one
+    specialist at a time, everything else it costs), and the fleet's share of time spent fitting."""
+    fits = cold["fit_seconds"]
+    for name, row in cold["specialists"].items():
+        if name in fits:
+            row["outside_fit_s"] = round(row["flow_s"] - fits[name], 2)
+    if cold["fleet_flow_s"]:
+        cold["fit_share"] = round(sum(fits.values()) / cold["fleet_flow_s"], 4)
+
+
+def timed_run(fleet_file: str, env: dict, log: Path, only: list[str]) -> float:
     t0 = time.monotonic()
     with log.open("ab") as f:
-        r = subprocess.run([FLEET_BIN, "run", "--fleet", fleet_file], env=env, stdout=f, stderr=subprocess.STDOUT)
+        cmd = [FLEET_BIN, "run", "--fleet", fleet_file, *only]
+        r = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
     if r.returncode != 0:
         sys.exit(f"fleet run failed ({r.returncode}); see {log}")
     return round(time.monotonic() - t0, 1)
@@ -115,19 +130,28 @@ def main() -> None:
     ap.add_argument("--fleet", default=str(ROOT / "deployments" / "fleet.yaml"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pipeline.json"))
     ap.add_argument("--label", default="after", help="Key of this measurement in the output (e.g. before, after).")
+    ap.add_argument("--only", action="append", default=[], help="These specialists of the fleet file only.")
+    ap.add_argument("--workers", type=int, help="FLEET_MAX_WORKERS (1: one specialist at a time, so each "
+                    "specialist's time outside its fine-tune is its own, not another's turn on the cores).")  # fmt: skip
     args = ap.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="fleet-bench-pipeline-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "FLEET_", "AWS_"))}
     env.update(FLEET_HOME=str(home / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    log = home / "fleet-run.log"
-    cold_s = timed_run(args.fleet, env, log)
+    if args.workers:
+        env["FLEET_MAX_WORKERS"] = str(args.workers)
+    log, only = home / "fleet-run.log", [a for n in args.only for a in ("--only", n)]
+    cold_s = timed_run(args.fleet, env, log, only)
     cold = stage_times(home / "home" / "prefect" / "prefect.db", "fleet-manual")
     cold["fit_seconds"] = fit_seconds(home / "home" / "store")
-    warm_s = timed_run(args.fleet, env, log)
+    outside_fit(cold)
+    warm_s = timed_run(args.fleet, env, log, only)
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "fleet": args.fleet,
+        "only": args.only,
+        "max_workers": args.workers or 2,
+        "compute_slots": int(os.environ.get("FLEET_COMPUTE_SLOTS", "1")),
         "cold": {"command_s": cold_s, **cold},
         "warm": {"command_s": warm_s},
         "warm_over_cold": round(warm_s / cold_s, 3),

@@ -368,13 +368,21 @@ def main() -> None:
     ap.add_argument("--folder", type=Path, help="Work here and keep it (default: a temporary folder); "
                     "a folder kept from an earlier run is served again without training.")  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="s00 a slice too (a smoke test, not the figures).")
-    ap.add_argument("--storage-of", type=Path, help="Only report the storage of every version in this home.")
+    ap.add_argument(
+        "--storage-of",
+        type=Path,
+        help="Only report the storage of every version in this home (e.g. .fleet after make demo).",
+    )
     ap.add_argument("--merged-worker"), ap.add_argument("--name"), ap.add_argument("--port", type=int)
     args = ap.parse_args()
     if args.merged_worker:
         return merged_worker(args.merged_worker, args.name, args.port)
-    if args.storage_of:
-        return print(json.dumps(storage_of(args.storage_of), indent=2))
+    if args.storage_of:  # printed, and kept in the results as "demo_storage"
+        found = storage_of(args.storage_of)
+        out = Path(args.out)
+        doc = json.loads(out.read_text()) if out.is_file() else {}
+        out.write_text(json.dumps(doc | {"demo_storage": found}, indent=2) + "\n")
+        return print(json.dumps(found, indent=2))
     counts = sorted(args.n or [1, 8, 32])
     if args.folder:
         return run(args.folder.resolve(), counts, args, Path(args.out))
