@@ -95,7 +95,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--fleet", default=str(ROOT / "deployments" / "fleet.yaml"))
     ap.add_argument("--specialist", default="invoice-extractor")
-    ap.add_argument("--epochs", type=float, default=1.0, help="Epochs for both training runs (the demo uses 2).")
+    ap.add_argument("--epochs", type=float, default=1.0, help="Epochs for both training runs (the demo uses 1).")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "generative.json"))
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fleet-bench-gen-"))
