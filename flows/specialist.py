@@ -1,4 +1,4 @@
-"""One specialist: curate -> fine-tune (general contenders scored meanwhile) -> evaluate -> reference -> register."""
+"""One specialist: curate -> fine-tune (general contenders scored apart) -> evaluate -> reference -> register."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def specialist_flow(
     dataset = t.curate(spec, settings, with_feedback=trigger == "drift")
     result = t.find_registered(spec, dataset, settings)
     if result is None:
-        others = t.evaluate_general.submit(spec, dataset, settings)  # baselines and champion, while it trains
+        others = t.evaluate_general.submit(spec, dataset, settings)  # needs no model: beside it if a slot is free
         model = t.fine_tune(spec, dataset, settings)
         report = t.evaluate(spec, dataset, model, others.result(), settings)  # raises if scoring them failed
         reference = t.reference_profile(spec, model, report, settings)
