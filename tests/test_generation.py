@@ -211,3 +211,19 @@ def test_group_split_keeps_groups_whole_and_spreads_rows_without_a_group():
         assert all(not groups & set(both[o]["template"].dropna()) for o in ("train", "validation", "test") if o != s)
     assert len(both["train"]) - len(alone["train"]) > 20  # most feedback rows train
     assert sum(len(both[s]) for s in both) == 240
+
+
+def test_a_warning_names_max_new_tokens_when_training_answers_are_longer():
+    from fleet import bases
+    from fleet.kinds.generation.train import cut_answers
+
+    spec = gen_spec(generation={"max_new_tokens": 8})
+    tokenizer = bases.load_tokenizer("smollm2-135m")
+    short = chat.example(tokenizer, None, "Say hi.", "Hi.", 512)
+    long = chat.example(tokenizer, None, "Count.", "one two three four five six seven eight nine ten", 512)
+    assert cut_answers(spec, [short]) is None
+    warning = cut_answers(spec, [short, long])
+    answer_tokens = sum(x != -100 for x in long["labels"])
+    assert answer_tokens > 8
+    assert warning is not None and "specialists.g.generation.max_new_tokens is 8" in warning
+    assert f"1 of 2 training answers are longer (the longest {answer_tokens} tokens" in warning

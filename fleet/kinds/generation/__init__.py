@@ -66,8 +66,9 @@ class TextGeneration(SpecialistKind):
 
     def training_settings(self, spec: SpecialistSpec) -> dict:
         g = spec.generation
-        return {"system": g.system, "output": g.output, "json_schema": g.json_schema,
-                "max_prompt_tokens": g.max_prompt_tokens, "max_response_tokens": g.max_response_tokens}  # fmt: skip
+        return {"system": g.system, "output": g.output, "json_schema": g.json_schema,  # max_new_tokens: stored with it
+                "max_prompt_tokens": g.max_prompt_tokens, "max_response_tokens": g.max_response_tokens,
+                "max_new_tokens": g.max_new_tokens}  # fmt: skip
 
     def train(self, spec: SpecialistSpec, train: pd.DataFrame, run_dir: Path, progress: bool = True) -> Fit:
         from fleet.kinds.generation.train import fine_tune

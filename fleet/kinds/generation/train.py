@@ -8,6 +8,7 @@ the loss is on the response tokens only. The saved model is the adapter alone (a
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from fleet.kinds.generation.chat import example
 from fleet.spec import SpecialistSpec
 
 META_FILE = "fleet.json"
+log = logging.getLogger("fleet.training")
 
 
 def _lora(spec: SpecialistSpec, model: Any) -> Any:
@@ -47,6 +49,19 @@ def meta(spec: SpecialistSpec, max_length: int) -> dict:
             "batch_size": g.batch_size, "max_length": max_length}  # fmt: skip
 
 
+def cut_answers(spec: SpecialistSpec, rows: list[dict]) -> str | None:
+    """A warning when ``generation.max_new_tokens`` is shorter than some training answers (with their end
+    token): the model learns to write them but could only write their start, cut mid-answer."""
+    lengths = [sum(x != -100 for x in r["labels"]) for r in rows]
+    limit = spec.generation.max_new_tokens
+    longer = sum(n > limit for n in lengths)
+    if not longer:
+        return None
+    return (f"specialists.{spec.name}.generation.max_new_tokens is {limit}, but {longer} of {len(rows)} training "
+            f"answers are longer (the longest {max(lengths)} tokens with its end token): such answers will be cut "
+            f"when generated; set it to at least {max(lengths)}")  # fmt: skip
+
+
 def save(model: Any, spec: SpecialistSpec, folder: Path, max_length: int) -> None:
     shutil.rmtree(folder, ignore_errors=True)
     model.save_pretrained(str(folder))  # adapter_config.json + adapter_model.safetensors
@@ -63,6 +78,8 @@ def fine_tune(spec: SpecialistSpec, train: pd.DataFrame, run_dir: Path, progress
     set_seed(spec.train.seed)
     limit = spec.generation.max_prompt_tokens + spec.generation.max_response_tokens + 1
     rows = [example(tokenizer, spec.generation.system, p, r, limit) for p, r in zip(train["text"], train["response"])]
+    if (warning := cut_answers(spec, rows)) is not None:
+        log.warning(warning)
     model = _lora(spec, model)
     trainable, total = trainer.trainable_counts(model)
     if tokenizer.pad_token is None:
