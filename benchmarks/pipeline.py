@@ -115,6 +115,17 @@ def outside_fit(cold: dict) -> None:
         cold["fit_share"] = round(sum(fits.values()) / cold["fleet_flow_s"], 4)
 
 
+def concurrency(env: dict) -> dict:
+    """The run's specialists at once and compute slots: as set for it, else the settings' defaults."""
+    from fleet.settings import Settings
+
+    fields = Settings.model_fields
+    return {
+        "max_workers": int(env.get("FLEET_MAX_WORKERS", fields["max_workers"].default)),
+        "compute_slots": int(env.get("FLEET_COMPUTE_SLOTS", fields["compute_slots"].default)),
+    }
+
+
 def timed_run(fleet_file: str, env: dict, log: Path, only: list[str]) -> float:
     t0 = time.monotonic()
     with log.open("ab") as f:
@@ -138,6 +149,7 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="fleet-bench-pipeline-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "FLEET_", "AWS_"))}
     env.update(FLEET_HOME=str(home / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.update({k: os.environ[k] for k in ("FLEET_MAX_WORKERS", "FLEET_COMPUTE_SLOTS") if k in os.environ})
     if args.workers:
         env["FLEET_MAX_WORKERS"] = str(args.workers)
     log, only = home / "fleet-run.log", [a for n in args.only for a in ("--only", n)]
@@ -150,8 +162,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "fleet": args.fleet,
         "only": args.only,
-        "max_workers": args.workers or 2,
-        "compute_slots": int(os.environ.get("FLEET_COMPUTE_SLOTS", "1")),
+        **concurrency(env),
         "cold": {"command_s": cold_s, **cold},
         "warm": {"command_s": warm_s},
         "warm_over_cold": round(warm_s / cold_s, 3),
