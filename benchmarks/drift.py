@@ -4,9 +4,9 @@ Needs a home where the demo fleet was trained (`make demo`; FLEET_HOME, default 
 For sms-spam: 50 unshifted windows (held-out test texts), 50 prior-shifted (the rare label
 made the majority) and 50 domain-shifted (support-sentiment texts), each of --rows rows,
 scored by the champion; the false alarm rate and the detection rates come from
-`fleet.drift.detect` with the spec's thresholds. Champion scores and embeddings of the pools
+`fleet.metrics.drift.detect` with the spec's thresholds. Champion scores and embeddings of the pools
 are computed once; each window is a seeded sample of them. Throughput is measured end to end
-on one window through the traffic log (`fleet.monitoring.check`: read, embed, test).
+on one window through the traffic log (`fleet.ops.monitoring.check`: read, embed, test).
 The event-to-run latency is measured against a real `prefect server start` on loopback with the
 retrain deployment served by `fleet serve`: --events drift events, 30 s apart, each the start of
 one retrain run (the specialist's cooldown is set first, so the runs end Cancelled, untrained).
@@ -42,16 +42,16 @@ def main() -> None:
     args = ap.parse_args()
 
     os.environ.setdefault("FLEET_HOME", str(ROOT / ".fleet"))
-    from fleet import profiles, registry
-    from fleet.cleaning import normalize_text
-    from fleet.drift import Reference
+    from fleet.core.settings import Settings
+    from fleet.core.text import normalize_text
+    from fleet.data.sources import load_raw
+    from fleet.data.versions import load_split
+    from fleet.kinds import load_fleet
     from fleet.kinds.classification.drift import detect
     from fleet.kinds.classification.predict import TextClassifier
-    from fleet.monitoring import champion_reference, check
-    from fleet.settings import Settings
-    from fleet.sources import load_raw
-    from fleet.spec import load_fleet
-    from fleet.versions import load_split
+    from fleet.metrics.drift import Reference
+    from fleet.ops.monitoring import champion_reference, check
+    from fleet.stages import profiles, registry
 
     settings = Settings.load().apply()
     store = settings.store_handle()
@@ -116,7 +116,7 @@ def main() -> None:
         }
 
     # end to end through the traffic log: write a window, time check()
-    from fleet.monitoring import simulate
+    from fleet.ops.monitoring import simulate
 
     simulate(spec, store, "none", args.rows, seed=123)
     t0 = time.perf_counter()
@@ -146,8 +146,8 @@ def event_latency(fleet_file: str, name: str, events: int) -> dict:
     from datetime import datetime
 
     from cli.localserver import start_prefect_server
-    from fleet.settings import Settings
-    from fleet.storage import put_json
+    from fleet.core.settings import Settings
+    from fleet.core.storage import put_json
 
     settings = Settings.load().apply()
     put_json(

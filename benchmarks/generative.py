@@ -32,15 +32,16 @@ def bare_loop(spec, rows: list[dict]) -> dict:
     import torch
     from transformers import get_linear_schedule_with_warmup, set_seed
 
-    from fleet import shared
     from fleet.kinds.generation.train import _lora
+    from fleet.models import cache
 
-    tokenizer, model = shared.trainable(spec.base_model, is_causal=True)
+    tokenizer, model = cache.trainable(spec.base_model, is_causal=True)
     set_seed(spec.train.seed)
     model = _lora(spec, model)
     cfg = spec.train
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
-                            weight_decay=cfg.weight_decay)  # fmt: skip
+    opt = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+    )
     steps = math.ceil(len(rows) / cfg.batch_size) * math.ceil(cfg.epochs)
     warmup = int(cfg.warmup_steps * steps) if cfg.warmup_steps < 1 else int(cfg.warmup_steps)
     sched = get_linear_schedule_with_warmup(opt, warmup, steps)
@@ -69,26 +70,44 @@ def pipeline(spec, train, rows: list[dict], run_dir: Path) -> tuple[dict, object
 
     fit = fine_tune(spec, train, run_dir, progress=False)  # a fresh folder each time: nothing to resume
     tokens = sum(len(r["input_ids"]) for r in rows) * math.ceil(spec.train.epochs)
-    return {"seconds": round(fit.train_seconds, 1), "tokens": tokens, "tokens_per_s": round(tokens / fit.train_seconds, 1),
-            "train_loss": round(fit.train_loss, 4)}, fit  # fmt: skip
+    return {
+        "seconds": round(fit.train_seconds, 1),
+        "tokens": tokens,
+        "tokens_per_s": round(tokens / fit.train_seconds, 1),
+        "train_loss": round(fit.train_loss, 4),
+    }, fit
 
 
 def contenders(spec, store, ds, fit, work: Path) -> list[dict]:
-    from fleet import evaluation, versions
-    from fleet.results import TrainedModel
+    from fleet.core.results import TrainedModel
+    from fleet.data import versions
+    from fleet.stages import evaluation
 
     test = versions.load_split(store, spec.name, ds.version, "test")
     train = versions.load_split(store, spec.name, ds.version, "train")
-    model = TrainedModel(specialist=spec.name, training_key="benchmark", dataset_version=ds.version,
-                         model_dir=str(work / "run0" / "model"), **fit.__dict__)  # fmt: skip
+    model = TrainedModel(
+        specialist=spec.name,
+        training_key="benchmark",
+        dataset_version=ds.version,
+        model_dir=str(work / "run0" / "model"),
+        **fit.__dict__,
+    )
     report = evaluation.judge(spec, test, model, evaluation.general(spec, test, None, train))
     out = []
     for c in [report.challenger, *report.baselines]:
         f1 = c.metrics["field_f1"]
-        out.append({"model": c.model, "field_f1": round(f1.value, 4), "field_f1_ci": [round(x, 4) for x in f1.ci or ()],
-                    "schema_valid": round(c.value("schema_valid"), 4), "exact_match": round(c.value("exact_match"), 4),
-                    "tokens_per_s": c.cost.tokens_per_s, "cost_per_1k_answers": c.cost.cost_per_1k,
-                    "latency_p50_ms": c.cost.latency_p50_ms})  # fmt: skip
+        out.append(
+            {
+                "model": c.model,
+                "field_f1": round(f1.value, 4),
+                "field_f1_ci": [round(x, 4) for x in f1.ci or ()],
+                "schema_valid": round(c.value("schema_valid"), 4),
+                "exact_match": round(c.value("exact_match"), 4),
+                "tokens_per_s": c.cost.tokens_per_s,
+                "cost_per_1k_answers": c.cost.cost_per_1k,
+                "latency_p50_ms": c.cost.latency_p50_ms,
+            }
+        )
     return out
 
 
@@ -121,31 +140,45 @@ def main() -> None:
     ap.add_argument("--fleet", default=str(ROOT / "deployments" / "fleet.yaml"))
     ap.add_argument("--specialist", default="invoice-extractor")
     ap.add_argument("--epochs", type=float, default=1.0, help="Epochs for both training runs (the demo uses 1).")
-    ap.add_argument("--rounds", type=int, default=2, help="Training rounds, the order alternating (pipeline first, "
-                    "then bare loop first, ...): the ratio is of the medians.")  # fmt: skip
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="Training rounds, the order alternating (pipeline first, "
+        "then bare loop first, ...): the ratio is of the medians.",
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "generative.json"))
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fleet-bench-gen-"))
     os.environ.setdefault("FLEET_HOME", str(ROOT / ".fleet"))  # the converted base model is cached there
 
-    from fleet import bases, versions
-    from fleet.curation import curate
-    from fleet.kinds.generation.chat import example
-    from fleet.spec import load_fleet
-    from fleet.storage import LocalStore
+    from fleet.core.storage import LocalStore
+    from fleet.data import versions
+    from fleet.kinds import load_fleet
+    from fleet.kinds.generation.chat_template import example
+    from fleet.kinds.generation.spec import generation_of
+    from fleet.models import base_models
+    from fleet.stages.curation import curate
 
     spec = load_fleet(args.fleet).specialists[args.specialist]
     spec = spec.model_copy(update={"train": spec.train.model_copy(update={"epochs": args.epochs})})
     store = LocalStore(work / "store")
     ds = curate(spec, store)
     train = versions.load_split(store, spec.name, ds.version, "train")
-    tokenizer = bases.load_tokenizer(spec.base_model)
-    limit = spec.generation.max_prompt_tokens + spec.generation.max_response_tokens + 1
-    rows = [example(tokenizer, spec.generation.system, p, r, limit) for p, r in zip(train["text"], train["response"])]
+    tokenizer = base_models.load_tokenizer(spec.base_model)
+    limit = generation_of(spec).max_prompt_tokens + generation_of(spec).max_response_tokens + 1
+    rows = [
+        example(tokenizer, generation_of(spec).system, p, r, limit) for p, r in zip(train["text"], train["response"])
+    ]
     training, fit = rounds(spec, train, rows, work, args.rounds)
-    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "specialist": spec.name,
-              "train_examples": len(rows), "epochs": args.epochs, "training": training,
-              "contenders": contenders(spec, store, ds, fit, work)}  # fmt: skip
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "specialist": spec.name,
+        "train_examples": len(rows),
+        "epochs": args.epochs,
+        "training": training,
+        "contenders": contenders(spec, store, ds, fit, work),
+    }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 

@@ -22,8 +22,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from curation import SOURCE, perturb  # noqa: E402
 
-from fleet.dedup import shingles  # noqa: E402
-from fleet.sources import resolve_package  # noqa: E402
+from fleet.data.dedup import shingles  # noqa: E402
+from fleet.data.sources import resolve_package  # noqa: E402
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ subprocess each), then reads the stages' start and end times from Prefect's own 
 of each specialist's flow run, in the home's Prefect database). Reported per trained specialist: curate,
 fine-tune, evaluate, reference, register, and the time outside fine-tuning; for the fleet flow: its wall
 time, the sum of the fine-tunes, and the fine-tuning share of the wall time. Stages that wait for a compute
-slot (``fleet.compute``) count the wait in their stage time, so each specialist's time inside its training
+slot (``fleet.core.compute``) count the wait in their stage time, so each specialist's time inside its training
 slot (``fit_seconds``, from its stored model) is reported too, with ``outside_fit_s`` (its flow's wall time
 less that) and ``fit_share``; with ``--workers 1`` a specialist's ``outside_fit_s`` is its own cost alone.
 Writes benchmarks/results/pipeline.json (or --out).
@@ -117,7 +117,7 @@ def outside_fit(cold: dict) -> None:
 
 def concurrency(env: dict) -> dict:
     """The run's specialists at once and compute slots: as set for it, else the settings' defaults."""
-    from fleet.settings import Settings
+    from fleet.core.settings import Settings
 
     fields = Settings.model_fields
     return {
@@ -142,8 +142,12 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pipeline.json"))
     ap.add_argument("--label", default="after", help="Key of this measurement in the output (e.g. before, after).")
     ap.add_argument("--only", action="append", default=[], help="These specialists of the fleet file only.")
-    ap.add_argument("--workers", type=int, help="FLEET_MAX_WORKERS (1: one specialist at a time, so each "
-                    "specialist's time outside its fine-tune is its own, not another's turn on the cores).")  # fmt: skip
+    ap.add_argument(
+        "--workers",
+        type=int,
+        help="FLEET_MAX_WORKERS (1: one specialist at a time, so each "
+        "specialist's time outside its fine-tune is its own, not another's turn on the cores).",
+    )
     args = ap.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="fleet-bench-pipeline-"))

@@ -65,8 +65,16 @@ def status_of(output: str, name: str) -> str:
 
 def faults(folder: Path) -> dict:
     report = folder / "faults.xml"
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_faults.py"),
-           f"--junitxml={report}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        str(ROOT / "tests" / "test_faults.py"),
+        f"--junitxml={report}",
+    ]
     subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=3600)
     cases = {}
     for case in ET.parse(report).getroot().iter("testcase"):
@@ -135,9 +143,9 @@ def champion_answers(home: Path, name: str) -> dict:
     """The champion's gate metric (from its decision record) and its answers on its test split."""
     import mlflow
 
-    from fleet import registry
-    from fleet.settings import Settings
-    from fleet.versions import load_split
+    from fleet.core.settings import Settings
+    from fleet.data.versions import load_split
+    from fleet.stages import registry
 
     os.environ.update({"FLEET_HOME": str(home)})
     os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -196,8 +204,11 @@ def main() -> None:
     result = json.loads(out.read_text()) if out.exists() else {}  # a skipped part keeps its last figures
     result["machine"] = f"{platform.machine()}, {os.cpu_count()} cores"
     with tempfile.TemporaryDirectory(prefix="fleet-reliability-") as tmp:
-        parts = {"faults": lambda: faults(Path(tmp)), "concurrency": lambda: concurrency(Path(tmp) / "c", "sms-spam"),
-                 "reproducibility": lambda: reproducibility(Path(tmp) / "r", args.only)}  # fmt: skip
+        parts = {
+            "faults": lambda: faults(Path(tmp)),
+            "concurrency": lambda: concurrency(Path(tmp) / "c", "sms-spam"),
+            "reproducibility": lambda: reproducibility(Path(tmp) / "r", args.only),
+        }
         for part, run in parts.items():
             if part not in args.skip:
                 started = time.monotonic()

@@ -46,15 +46,17 @@ SLICE_ROWS, CLIENTS, REQUESTS, BATCH, ROUNDS = 300, 4, 1000, 32, 3
 
 def env_for(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "FLEET_"))}
-    return env | {"FLEET_HOME": str(home), "PREFECT_HOME": str(home / "prefect"),
-                  "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}  # fmt: skip
+    return env | {
+        "FLEET_HOME": str(home),
+        "PREFECT_HOME": str(home / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
 
 
 def demo_frames() -> dict:
-    from fleet.curation import columns
-    from fleet.kinds import kind_of
-    from fleet.sources import load_raw
-    from fleet.spec import load_fleet
+    from fleet.data.sources import load_raw
+    from fleet.kinds import kind_of, load_fleet
+    from fleet.stages.curation import columns
 
     demo = load_fleet(DEMO).specialists
     out = {}
@@ -76,8 +78,11 @@ def make_fleet(folder: Path, n: int, quick: bool = False) -> Path:
         frame, labels = frames[source]
         part = frame.iloc[(i // 2) * SLICE_ROWS : (i // 2 + 1) * SLICE_ROWS]
         part[["text", "label"]].to_csv(folder / f"s{i:02d}.csv", index=False)
-        specialists[f"s{i:02d}"] = {"description": f"{source}, {SLICE_ROWS} rows (slice {i // 2})",
-                                    "data": {"source": f"s{i:02d}.csv"}, "labels": labels}  # fmt: skip
+        specialists[f"s{i:02d}"] = {
+            "description": f"{source}, {SLICE_ROWS} rows (slice {i // 2})",
+            "data": {"source": f"s{i:02d}.csv"},
+            "labels": labels,
+        }
     defaults = raw["defaults"] | {"gate": {"min_gain_over_baseline": 0.0, "alpha": 0.5}}
     defaults["evaluation"] = {"bootstrap_resamples": 200, "latency_samples": 10, "timing_rows": 32}
     path = folder / "fleet.yaml"
@@ -89,8 +94,13 @@ def train(fleet_file: Path, home: Path) -> dict:
     started = time.monotonic()
     log = home.parent / "train.log"
     with log.open("w") as out:
-        rc = subprocess.run([FLEET_BIN, "run", "--fleet", str(fleet_file)], env=env_for(home), stdout=out,
-                            stderr=subprocess.STDOUT, timeout=7200).returncode  # fmt: skip
+        rc = subprocess.run(
+            [FLEET_BIN, "run", "--fleet", str(fleet_file)],
+            env=env_for(home),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=7200,
+        ).returncode
     if rc != 0:
         raise SystemExit(f"`fleet run` failed; its output {log}:\n{log.read_text()[-3000:]}")
     return {"fleet_run_s": round(time.monotonic() - started, 1)}
@@ -98,8 +108,8 @@ def train(fleet_file: Path, home: Path) -> dict:
 
 def champions(names: list[str]) -> dict:
     """Each specialist's champion; a version the gate held back is promoted by hand (counted)."""
-    from fleet import champions as promoting
-    from fleet import registry
+    from fleet.ops import champions as promoting
+    from fleet.stages import registry
 
     out, by_hand = {}, []
     for name in names:
@@ -113,8 +123,8 @@ def champions(names: list[str]) -> dict:
 
 
 def test_texts(names: list[str], versions: dict) -> dict[str, tuple[list[str], list[str]]]:
-    from fleet.settings import Settings
-    from fleet.versions import load_split
+    from fleet.core.settings import Settings
+    from fleet.data.versions import load_split
 
     store = Settings.load().store_handle()
     out = {}
@@ -131,27 +141,37 @@ def size(p: Path) -> int:
 def storage(store: Path, versions: list) -> dict:
     """MB per registered version (its run's MLflow artifacts + its model in the object store, both local
     folders in the default home), and the copies of each base, in the store and in MLflow."""
-    from fleet import registry
-    from fleet.mlflow_bases import EXPERIMENT
+    from fleet.stages import registry
+    from fleet.stages.registered_bases import EXPERIMENT
 
     client = registry.client()
     local = lambda uri: Path(uri.removeprefix("file://"))  # noqa: E731
-    per = {f"{v.name} v{v.version}": size(local(client.get_run(v.run_id).info.artifact_uri))
-           + size(store / "models" / v.name / v.tags["train_key"]) for v in versions}  # fmt: skip
+    per = {
+        f"{v.name} v{v.version}": size(local(client.get_run(v.run_id).info.artifact_uri))
+        + size(store / "models" / v.name / v.tags["train_key"])
+        for v in versions
+    }
     bases = client.get_experiment_by_name(EXPERIMENT)
     in_mlflow = [size(local(r.info.artifact_uri)) for r in client.search_runs([bases.experiment_id])] if bases else []
     in_store = [size(p) for p in (store / "bases").iterdir()] if (store / "bases").exists() else []
-    return {"versions": len(per), "per_version_mb": {"max": round(max(per.values()) / 1e6, 2),
-                                                      "mean": round(statistics.mean(per.values()) / 1e6, 2)},
-            "largest": max(per, key=per.__getitem__),
-            "base_copies_mb": {"store": [round(b / 1e6, 1) for b in in_store],
-                               "mlflow": [round(b / 1e6, 1) for b in in_mlflow]}}  # fmt: skip
+    return {
+        "versions": len(per),
+        "per_version_mb": {
+            "max": round(max(per.values()) / 1e6, 2),
+            "mean": round(statistics.mean(per.values()) / 1e6, 2),
+        },
+        "largest": max(per, key=per.__getitem__),
+        "base_copies_mb": {
+            "store": [round(b / 1e6, 1) for b in in_store],
+            "mlflow": [round(b / 1e6, 1) for b in in_mlflow],
+        },
+    }
 
 
 def storage_of(home: Path) -> dict:
     """``storage`` of every registered version in an existing home (after `make demo`: .fleet)."""
-    from fleet import registry
-    from fleet.settings import Settings
+    from fleet.core.settings import Settings
+    from fleet.stages import registry
 
     os.environ.update(env_for(home.resolve()))
     settings = Settings.load().apply()
@@ -192,16 +212,24 @@ def traffic(url_of: dict[str, str], texts: dict, requests: int, seed: int = 0) -
         seconds = list(clients.map(one, plan))
     wall = time.perf_counter() - started
     ok = sorted(s for s in seconds if s is not None)
-    return {"requests": requests, "failed": requests - len(ok), "requests_per_s": round(len(ok) / wall, 1),
-            "p50_ms": round(1000 * ok[len(ok) // 2], 1), "p95_ms": round(1000 * ok[int(0.95 * (len(ok) - 1))], 1)}  # fmt: skip
+    return {
+        "requests": requests,
+        "failed": requests - len(ok),
+        "requests_per_s": round(len(ok) / wall, 1),
+        "p50_ms": round(1000 * ok[len(ok) // 2], 1),
+        "p95_ms": round(1000 * ok[int(0.95 * (len(ok) - 1))], 1),
+    }
 
 
 def memory(pids: list[int]) -> dict:
     import psutil
 
     infos = [psutil.Process(p).memory_full_info() for p in pids]
-    return {"processes": len(pids), "rss_mb": round(sum(i.rss for i in infos) / 2**20, 1),
-            "pss_mb": round(sum(i.pss for i in infos) / 2**20, 1)}  # fmt: skip
+    return {
+        "processes": len(pids),
+        "rss_mb": round(sum(i.rss for i in infos) / 2**20, 1),
+        "pss_mb": round(sum(i.pss for i in infos) / 2**20, 1),
+    }
 
 
 def start(cmd: list[str], env: dict, log: Path, url: str, timeout: float = 900) -> subprocess.Popen:
@@ -229,7 +257,8 @@ def serve_adapters(home: Path, names: list[str], texts: dict) -> dict:
 
 
 def export_merged(folder: Path, names: list[str], versions: dict, texts: dict) -> dict[str, Path]:
-    from fleet import export, registry
+    from fleet.ops import export
+    from fleet.stages import registry
 
     out = {}
     for name in names:
@@ -247,9 +276,15 @@ def serve_merged(home: Path, merged: dict[str, Path], texts: dict) -> dict:
 
     ports = {n: free_port() for n in merged}
     began = time.monotonic()
-    procs = [subprocess.Popen([sys.executable, __file__, "--merged-worker", str(d), "--name", n, "--port", str(ports[n])],
-                              env=env_for(home), stdout=(home.parent / f"merged-{n}.log").open("wb"),
-                              stderr=subprocess.STDOUT) for n, d in merged.items()]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--merged-worker", str(d), "--name", n, "--port", str(ports[n])],
+            env=env_for(home),
+            stdout=(home.parent / f"merged-{n}.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        for n, d in merged.items()
+    ]
     try:
         from cli.health import wait_http
 
@@ -293,8 +328,9 @@ def merged_worker(folder: str, name: str, port: int) -> None:
 
 def groups(names: list[str], versions: dict, folder: Path) -> dict:
     """fp32 and int8 serving groups with every adapter of ``names`` (the classes `fleet serve-models` uses)."""
-    from fleet import basestore, registry
-    from fleet.serving.groups import EncoderGroup
+    from fleet.kinds.classification.serving import EncoderGroup
+    from fleet.models import base_store
+    from fleet.stages import registry
 
     out = {}
     for int8 in (False, True):
@@ -303,7 +339,7 @@ def groups(names: list[str], versions: dict, folder: Path) -> dict:
             model_dir = Path(registry.download_model_dir(name, str(versions[name].version), folder / "dl" / name))
             if group is None:
                 meta = json.loads((model_dir / "fleet.json").read_text())
-                group = EncoderGroup(basestore.locate(meta["base_model"], meta["base_digest"]), int8=int8)
+                group = EncoderGroup(base_store.locate(meta["base_model"], meta["base_digest"]), int8=int8)
             group.add(name, model_dir)
             group.route(name, name, str(versions[name].version))
         out["int8" if int8 else "fp32"] = group
@@ -338,22 +374,31 @@ def parity(groups_: dict, texts: dict) -> dict:
     for name, (inputs, refs) in texts.items():
         answers = {}
         for key, group in groups_.items():
-            answers[key] = [o.predictions[0] for i in range(0, len(inputs), 64)
-                            for o, _ in group.answer([(name, t) for t in inputs[i : i + 64]])]  # fmt: skip
+            answers[key] = [
+                o.predictions[0]
+                for i in range(0, len(inputs), 64)
+                for o, _ in group.answer([(name, t) for t in inputs[i : i + 64]])
+            ]
         agree += sum(a == b for a, b in zip(answers["int8"], answers["fp32"]))
         total += len(inputs)
         f1 = {k: f1_score(refs, a, average="macro") for k, a in answers.items()}
         drops.append(round(100 * (f1["fp32"] - f1["int8"]), 2))
-    return {"test_rows": total, "label_agreement": round(agree / total, 4),
-            "macro_f1_drop_points": {"mean": round(statistics.mean(drops), 2), "max": max(drops)},
-            "specialists_within_0_5_points": sum(d <= 0.5 for d in drops), "specialists": len(drops)}  # fmt: skip
+    return {
+        "test_rows": total,
+        "label_agreement": round(agree / total, 4),
+        "macro_f1_drop_points": {"mean": round(statistics.mean(drops), 2), "max": max(drops)},
+        "specialists_within_0_5_points": sum(d <= 0.5 for d in drops),
+        "specialists": len(drops),
+    }
 
 
 def ratios(result: dict, top: int) -> dict:
     one, many = result["adapters"]["1"], result["adapters"][str(top)]
     merged = result.get("merged", {}).get(str(top))
-    out = {"adapters_rss_n32_over_n1": round(many["rss_mb"] / one["rss_mb"], 2),
-           "adapters_p95_n32_over_n1": round(many["p95_ms"] / one["p95_ms"], 2)}  # fmt: skip
+    out = {
+        "adapters_rss_n32_over_n1": round(many["rss_mb"] / one["rss_mb"], 2),
+        "adapters_p95_n32_over_n1": round(many["p95_ms"] / one["p95_ms"], 2),
+    }
     if merged:
         out["merged_rss_n32_over_adapters_n1"] = round(merged["rss_mb"] / one["rss_mb"], 2)
         out["merged_pss_n32_over_adapters_n1"] = round(merged["pss_mb"] / one["pss_mb"], 2)
@@ -365,8 +410,12 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serving.json"))
     ap.add_argument("--n", type=int, action="append", help="Specialist counts (default 1, 8, 32).")
     ap.add_argument("--skip-merged", action="store_true")
-    ap.add_argument("--folder", type=Path, help="Work here and keep it (default: a temporary folder); "
-                    "a folder kept from an earlier run is served again without training.")  # fmt: skip
+    ap.add_argument(
+        "--folder",
+        type=Path,
+        help="Work here and keep it (default: a temporary folder); "
+        "a folder kept from an earlier run is served again without training.",
+    )
     ap.add_argument("--quick", action="store_true", help="s00 a slice too (a smoke test, not the figures).")
     ap.add_argument(
         "--storage-of",
@@ -411,11 +460,15 @@ def run(folder: Path, counts: list[int], args: argparse.Namespace, out: Path) ->
     trained = (home / "mlflow").exists()  # a kept --folder: its specialists are trained already
     home.mkdir(parents=True, exist_ok=True)
     os.environ.update(env_for(home))
-    from fleet.settings import Settings
+    from fleet.core.settings import Settings
 
     settings = Settings.load().apply()
-    result: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "how": __doc__.split("\n\n")[1],
-                    "clients": CLIENTS, "requests": REQUESTS}  # fmt: skip
+    result: dict = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "how": __doc__.split("\n\n")[1],
+        "clients": CLIENTS,
+        "requests": REQUESTS,
+    }
     earlier = json.loads(out.read_text()).get("training", {}) if trained and out.exists() else {}
     result["training"] = earlier if trained else train(make_fleet(folder, max(counts), args.quick), home)
     names = [f"s{i:02d}" for i in range(max(counts))]
@@ -429,8 +482,12 @@ def run(folder: Path, counts: list[int], args: argparse.Namespace, out: Path) ->
         result["merged"] = {str(n): serve_merged(home, {k: merged[k] for k in names[:n]}, texts) for n in counts}
     result["ratios"] = ratios(result, max(counts))
     both = groups(names, versions, folder)
-    result["int8"] = {"batch_size": BATCH, "one_specialist": speed(both, texts, True),
-                      "mixed_specialists": speed(both, texts, False), "parity": parity(both, texts)}  # fmt: skip
+    result["int8"] = {
+        "batch_size": BATCH,
+        "one_specialist": speed(both, texts, True),
+        "mixed_specialists": speed(both, texts, False),
+        "parity": parity(both, texts),
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -20,17 +20,25 @@ def debugging() -> bool:
 
 def expected() -> tuple[type[BaseException], ...]:
     """The errors whose message is the whole story."""
-    from fleet.bases import TrainingError
-    from fleet.leases import LeaseBusy
-    from fleet.preflight import ServiceError
-    from fleet.registry import RegistryError
-    from fleet.settings import SettingsError
-    from fleet.sources import CurationError
-    from fleet.spec import SpecError
-    from fleet.storage import StorageError
+    from fleet.core.leases import LeaseBusy
+    from fleet.core.settings import SettingsError
+    from fleet.core.spec import SpecError
+    from fleet.core.storage import StorageError
+    from fleet.data.sources import CurationError
+    from fleet.models.base_models import TrainingError
+    from fleet.ops.preflight import ServiceError
+    from fleet.stages.registry import RegistryError
 
-    return (CurationError, SpecError, TrainingError, RegistryError, StorageError, SettingsError, ServiceError,
-            LeaseBusy)  # fmt: skip
+    return (
+        CurationError,
+        SpecError,
+        TrainingError,
+        RegistryError,
+        StorageError,
+        SettingsError,
+        ServiceError,
+        LeaseBusy,
+    )
 
 
 class QuietTracebacks(logging.Filter):

@@ -52,14 +52,14 @@ def _options(
 
 def _settings(check: bool = False):
     """The settings, applied; ``check``: the store and the servers they name must answer."""
-    from fleet.settings import Settings, SettingsError
+    from fleet.core.settings import Settings, SettingsError
 
     try:
         settings = Settings.load().apply()
     except (SettingsError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
         _fail(f"settings: {exc}")
     if check:
-        from fleet.preflight import ServiceError, check_services
+        from fleet.ops.preflight import ServiceError, check_services
 
         try:
             check_services(settings.store_url, settings.tracking_uri, settings.prefect_api_url)
@@ -80,10 +80,11 @@ def _fail(message: str, code: int = 2, cause: BaseException | None = None) -> No
 def _load(fleet: Path, only: list[str] | None, read_data: bool = False):
     """Parse the fleet file and check every selected specialist's data and base model, before any work;
     ``read_data``: read each source through and check what curation will check."""
-    from fleet.bases import TrainingError, check_base_model
-    from fleet.preflight import check_data
-    from fleet.sources import CurationError, check_source
-    from fleet.spec import SpecError, load_fleet
+    from fleet.core.spec import SpecError
+    from fleet.data.sources import CurationError, check_source
+    from fleet.kinds import load_fleet
+    from fleet.models.base_models import TrainingError, check_base_model
+    from fleet.ops.preflight import check_data
 
     try:
         spec = load_fleet(fleet)
@@ -130,7 +131,7 @@ def run(
     _load(fleet, only, read_data=True)
     errors.quiet_prefect()
     start = time.monotonic()
-    from fleet.results import FleetRunError
+    from fleet.core.results import FleetRunError
     from flows.fleet_run import fleet_flow
 
     state = fleet_flow(fleet_file=str(fleet.resolve()), only=only or None, trigger=trigger, return_state=True)
@@ -159,7 +160,7 @@ def train(
     import torch
     from accelerate import PartialState
 
-    from fleet import curation, training
+    from fleet.stages import curation, training
 
     state = PartialState(cpu=not torch.cuda.is_available())  # on CPU, ranks of a launch talk over gloo
     store = settings.store_handle()
@@ -179,8 +180,16 @@ def _print_rows(rows) -> None:
     metrics = {r.metric for r in rows if r.metric}
     one = next(iter(metrics)) if len(metrics) == 1 else None  # kinds judged by different metrics: a column
     table = Table(title="fleet run")
-    for c in ("specialist", "status", "version", "alias", "verdict", *([] if one else ["metric"]),
-              *(f"{role} {one}" if one else role for role in ("challenger", "champion", "baseline")), "dataset_version"):  # fmt: skip
+    for c in (
+        "specialist",
+        "status",
+        "version",
+        "alias",
+        "verdict",
+        *([] if one else ["metric"]),
+        *(f"{role} {one}" if one else role for role in ("challenger", "champion", "baseline")),
+        "dataset_version",
+    ):
         table.add_column(c)
     for r in rows:
         if r.status == "failed":
@@ -190,8 +199,16 @@ def _print_rows(rows) -> None:
             "" if r.scores.get(role) is None else f"{r.scores[role]:.4f}"
             for role in ("challenger", "champion", "baseline")
         ]
-        table.add_row(r.specialist, r.status, r.version or "", r.alias or "", r.verdict or "",
-                      *([] if one else [r.metric or ""]), *scores, r.dataset_version or "")  # fmt: skip
+        table.add_row(
+            r.specialist,
+            r.status,
+            r.version or "",
+            r.alias or "",
+            r.verdict or "",
+            *([] if one else [r.metric or ""]),
+            *scores,
+            r.dataset_version or "",
+        )
     out.print(table)
     for r in rows:
         if r.status == "failed":
@@ -205,9 +222,10 @@ def status(
 ) -> None:
     """The champion of each specialist against the general baselines, read from the MLflow registry."""
     _settings()
-    from fleet.leaderboard import flat, fleet_status
-    from fleet.registry import RegistryError, registered_names
-    from fleet.spec import SpecError, load_fleet
+    from fleet.core.spec import SpecError
+    from fleet.kinds import load_fleet
+    from fleet.ops.leaderboard import flat, fleet_status
+    from fleet.stages.registry import RegistryError, registered_names
 
     names = []
     with contextlib.suppress(SpecError):
@@ -243,8 +261,8 @@ def promote(
 ) -> None:
     """Make a registered version the champion by hand (recorded in the champion history)."""
     _settings()
-    from fleet.champions import promote as do_promote
-    from fleet.registry import RegistryError
+    from fleet.ops.champions import promote as do_promote
+    from fleet.stages.registry import RegistryError
 
     try:
         do_promote(name, version)
@@ -257,8 +275,8 @@ def promote(
 def rollback(name: str = typer.Argument(..., help="The specialist.")) -> None:
     """Move the champion back to the previous champion (recorded)."""
     _settings()
-    from fleet.champions import rollback as do_rollback
-    from fleet.registry import RegistryError
+    from fleet.ops.champions import rollback as do_rollback
+    from fleet.stages.registry import RegistryError
 
     try:
         old, new = do_rollback(name)
@@ -296,8 +314,8 @@ def predict(
         else:  # plain TSV, for pipes: the answer's fields, then the text
             print("\t".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in answer.values()) + f"\t{text}")
     if log:
-        from fleet import traffic
-        from fleet.settings import Settings
+        from fleet.core.settings import Settings
+        from fleet.ops import traffic
 
         served = version or _alias_version(name, alias)
         traffic.log_predictions(
@@ -313,8 +331,9 @@ def _alias_version(name: str, alias: str) -> str:
 
 def _task_of(name: str, fleet: Path) -> str:
     """The specialist's task: from the fleet file when it names it, else from its registered champion."""
-    from fleet.registry import champion_version
-    from fleet.spec import SpecError, load_fleet
+    from fleet.core.spec import SpecError
+    from fleet.kinds import load_fleet
+    from fleet.stages.registry import champion_version
 
     try:
         spec = load_fleet(fleet) if fleet.exists() else None
@@ -334,17 +353,19 @@ def feedback(
     file: Path = typer.Argument(..., help="CSV/TSV/JSONL/Parquet with the input and the right answer."),
     text_column: str = typer.Option("text", help="The input's column."),
     answer_column: str | None = typer.Option(
-        None, "--answer-column", "--label-column",
+        None,
+        "--answer-column",
+        "--label-column",
         help="The right answer's column (default: label for a classifier, response for a generative specialist).",
     ),
     fleet: Path = FleetOpt,
-) -> None:  # fmt: skip
+) -> None:
     """Store corrected answers for a specialist (redacted, date-partitioned); retraining merges them."""
     settings = _settings()
-    from fleet import traffic
+    from fleet.core.spec import DataSpec
+    from fleet.data.sources import CurationError, load_raw
     from fleet.kinds import kind_of
-    from fleet.sources import CurationError, load_raw
-    from fleet.spec import DataSpec
+    from fleet.ops import traffic
 
     target = kind_of(_task_of(name, fleet)).target
     try:
@@ -368,8 +389,8 @@ def simulate(
     """Write a simulated traffic window, scored by the champion, to the traffic log."""
     settings = _settings()
     spec, _ = _load(fleet, [name])
-    from fleet.monitoring import MonitorError
-    from fleet.monitoring import simulate as do_simulate
+    from fleet.ops.monitoring import MonitorError
+    from fleet.ops.monitoring import simulate as do_simulate
 
     other = None
     if shift == "domain":
@@ -450,9 +471,10 @@ def export(
     settings = _settings()
     import tempfile
 
-    from fleet import export as exporting
-    from fleet import registry, versions
-    from fleet.registry import RegistryError
+    from fleet.data import versions
+    from fleet.ops import export as exporting
+    from fleet.stages import registry
+    from fleet.stages.registry import RegistryError
 
     try:
         v = registry.client().get_model_version(name, version) if version else registry.champion_version(name)
@@ -495,8 +517,8 @@ def serve_models(
         _fail(f"--int8 {int8}: must be auto or off")
     import uvicorn
 
-    from fleet.serving.app import create_app
-    from fleet.serving.hub import Hub
+    from fleet.ops.serving.app import create_app
+    from fleet.ops.serving.hub import Hub
 
     hub = Hub(only or None, int8)
     try:
@@ -506,8 +528,12 @@ def serve_models(
     if not changed:
         _fail("no champion to serve: train one with `fleet run`" + (f" (asked for: {', '.join(only)})" if only else ""))
     err.print("serving " + "; ".join(changed) + f" on http://{host}:{port} (OpenAPI: /docs)", highlight=False)
-    uvicorn.run(create_app(hub, settings.store_handle(), reload_interval, max_wait_ms), host=host, port=port,
-                log_level="warning")  # fmt: skip
+    uvicorn.run(
+        create_app(hub, settings.store_handle(), reload_interval, max_wait_ms),
+        host=host,
+        port=port,
+        log_level="warning",
+    )
 
 
 @app.command()
@@ -532,7 +558,7 @@ def deploy(
 @app.command("settings")
 def show_settings(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
     """Print the effective settings (environment and $FLEET_ENV_FILE), secrets masked."""
-    from fleet.settings import Settings, SettingsError
+    from fleet.core.settings import Settings, SettingsError
 
     try:
         pub = Settings.load().public()
@@ -551,7 +577,7 @@ def show_settings(as_json: bool = typer.Option(False, "--json", help="Print JSON
 
 def _stack_home() -> Path:
     """FLEET_HOME, also when $FLEET_ENV_FILE names the env file of a stack that is down."""
-    from fleet.settings import Settings, SettingsError
+    from fleet.core.settings import Settings, SettingsError
 
     try:
         return Settings.load().home

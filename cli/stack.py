@@ -90,16 +90,16 @@ def find_pg_bin(explicit: str | None = None) -> Path | None:
     if explicit:
         ok = (Path(explicit) / "initdb").is_file() and (Path(explicit) / "pg_ctl").is_file()
         return Path(explicit) if ok else None
-    candidates = [os.environ.get("FLEET_PG_BIN")]
+    candidates = [c for c in [os.environ.get("FLEET_PG_BIN")] if c]
     candidates += sorted(
         glob.glob("/usr/lib/postgresql/*/bin"),
         key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
         reverse=True,
     )
     on_path = shutil.which("initdb")
-    candidates.append(str(Path(on_path).parent) if on_path else None)
+    candidates += [str(Path(on_path).parent)] if on_path else []
     for c in candidates:
-        if c and (Path(c) / "initdb").is_file() and (Path(c) / "pg_ctl").is_file():
+        if (Path(c) / "initdb").is_file() and (Path(c) / "pg_ctl").is_file():
             return Path(c)
     return None
 
@@ -316,8 +316,22 @@ def _start_mlflow(stack: Stack, procs, s3_url: str, progress, timeout_s) -> str:
     url = f"http://127.0.0.1:{port}"
     progress(f"mlflow server: starting on {url} (backend: postgres/mlflow, artifacts: s3://{BUCKET}/mlflow-artifacts)")
     backend = f"postgresql+psycopg2://{PG_USER}@127.0.0.1:{stack.pg_port}/mlflow"
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri",
-           backend, "--artifacts-destination", f"s3://{BUCKET}/mlflow-artifacts", "--workers", "1"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        backend,
+        "--artifacts-destination",
+        f"s3://{BUCKET}/mlflow-artifacts",
+        "--workers",
+        "1",
+    ]
     _serve(stack, procs, "mlflow", cmd, env, url, "/health", timeout_s, "mlflow server")
     return url
 

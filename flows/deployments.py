@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prefect import Flow
 from prefect.deployments.runner import EntrypointType
 from prefect.events import DeploymentEventTrigger
 
-from fleet.spec import load_fleet
+from fleet.kinds import load_fleet
 from flows.fleet_run import fleet_flow
 from flows.monitor import monitor_flow
 from flows.retrain import retrain_flow
@@ -117,7 +118,7 @@ def deploy_to_pool(fleet_file: str, pool: str, train_cron: str | None = "0 3 * *
 
     ids = []
     for d in specs(fleet_file, train_cron):
-        remote = prefect_flow.from_source(source=str(ROOT), entrypoint=d["entrypoint"])
+        remote: Flow = prefect_flow.from_source(source=str(ROOT), entrypoint=d["entrypoint"])  # type: ignore[assignment]
         ids.append(
             str(
                 remote.deploy(

@@ -13,8 +13,8 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from fleet.results import FleetRunError, SpecialistResult
-from fleet.settings import Settings
+from fleet.core.results import FleetRunError, SpecialistResult
+from fleet.core.settings import Settings
 from flows.specialist import DEFAULT_FLEET_FILE, specialist_flow
 from tasks import specialist as t
 
@@ -47,18 +47,21 @@ def run_specialist(name: str, fleet_file: str, trigger: str) -> SpecialistResult
 @task(name="specialist-deployment", task_run_name="{name}", cache_policy=NONE)
 def run_specialist_deployment(name: str, fleet_file: str, trigger: str, deployment: str) -> SpecialistResult:
     """One run of the specialist deployment (on a worker elsewhere); its result comes back through the object store."""
+    from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
-    run = run_deployment(
+    run: FlowRun = run_deployment(  # type: ignore[assignment]  # called from sync code: a FlowRun, not a coroutine
         deployment,
         parameters={"name": name, "fleet_file": fleet_file, "trigger": trigger},
         flow_run_name=name,
         timeout=None,
         as_subflow=True,
     )
-    get_run_logger().info("%s: flow run %s ended %s", name, run.id, run.state.name)
-    if not run.state.is_completed():
-        raise RuntimeError(f"{name}: deployment run {run.name} ({run.id}) ended {run.state.name}: {run.state.message}")
+    state = run.state
+    get_run_logger().info("%s: flow run %s ended %s", name, run.id, state.name if state else "without a state")
+    if state is None or not state.is_completed():
+        ended = f"{state.name}: {state.message}" if state else "without a state"
+        raise RuntimeError(f"{name}: deployment run {run.name} ({run.id}) ended {ended}")
     return t.stored_result(Settings.load(), str(run.id))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.states import Cancelled
 
-from fleet.settings import Settings
+from fleet.core.settings import Settings
 from flows.specialist import DEFAULT_FLEET_FILE, specialist_flow
 from tasks import drift as d
 from tasks import specialist as t

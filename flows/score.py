@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from fleet.settings import Settings
+from fleet.core.settings import Settings
 from tasks import scoring as t
 
 

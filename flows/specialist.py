@@ -7,9 +7,9 @@ import socket
 
 from prefect import flow
 
-from fleet import outcomes
-from fleet.results import Lineage, SpecialistResult
-from fleet.settings import Settings
+from fleet.core.results import Lineage, SpecialistResult
+from fleet.core.settings import Settings
+from fleet.stages import summary
 from tasks import specialist as t
 
 DEFAULT_FLEET_FILE = "deployments/fleet.yaml"
@@ -36,7 +36,7 @@ def specialist_flow(
         reg = t.register(
             spec, dataset, model, report, Lineage(trigger=trigger, drift_report=drift_report), settings, reference
         )
-        result = outcomes.trained(dataset, report, reg)
+        result = summary.trained(dataset, report, reg)
     result.ran_on = f"{socket.gethostname()}:{os.getpid()}"
     t.store_result(settings, result)
     return result

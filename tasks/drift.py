@@ -10,10 +10,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from prefect.events import emit_event
 
-from fleet import monitoring
-from fleet.settings import Settings
-from fleet.spec import SpecialistSpec
-from fleet.storage import put_json
+from fleet.core.settings import Settings
+from fleet.core.spec import SpecialistSpec
+from fleet.core.storage import put_json
+from fleet.ops import monitoring
 
 DRIFT_EVENT = "fleet.specialist.drift-detected"
 

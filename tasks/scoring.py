@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 from prefect.tasks import exponential_backoff
 
-from fleet import batch
-from fleet.settings import Settings
+from fleet.core.settings import Settings
+from fleet.ops import batch
 
-_IO = {"retries": 2, "retry_delay_seconds": exponential_backoff(backoff_factor=2), "cache_policy": NONE}
+_IO: dict[str, Any] = {"retries": 2, "retry_delay_seconds": exponential_backoff(backoff_factor=2), "cache_policy": NONE}
 
 
 @task(name="read-texts", **_IO)

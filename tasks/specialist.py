@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 from prefect.tasks import exponential_backoff
 
-from fleet import curation, evaluation, kinds, leaderboard, outcomes, profiles, registry, traffic, training, versions
-from fleet.results import (
+from fleet import kinds
+from fleet.core.results import (
     DatasetVersion,
     EvaluationReport,
     GeneralScores,
@@ -19,13 +20,21 @@ from fleet.results import (
     SpecialistResult,
     TrainedModel,
 )
-from fleet.settings import Settings
-from fleet.spec import FleetSpec, SpecialistSpec, load_fleet
-from fleet.storage import get_json, put_json
+from fleet.core.settings import Settings
+from fleet.core.spec import FleetSpec, SpecialistSpec
+from fleet.core.storage import get_json, put_json
+from fleet.data import versions
+from fleet.kinds import load_fleet
+from fleet.ops import leaderboard, traffic
+from fleet.stages import curation, evaluation, profiles, registry, summary, training
 
 # Stages decide for themselves whether work is needed (content hashes, training keys), so
 # Prefect's input hashing is off: it cannot hash models, and it would not survive a new process.
-_MLFLOW = {"retries": 2, "retry_delay_seconds": exponential_backoff(backoff_factor=2), "cache_policy": NONE}
+_MLFLOW: dict[str, Any] = {
+    "retries": 2,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+    "cache_policy": NONE,
+}
 
 
 def _pictures(figures: dict[str, bytes]) -> str:
@@ -68,7 +77,7 @@ def curate(spec: SpecialistSpec, settings: Settings, with_feedback: bool = False
 @task(name="find-registered", **_MLFLOW)
 def find_registered(spec: SpecialistSpec, dataset: DatasetVersion, settings: Settings) -> SpecialistResult | None:
     key = training.training_key(spec, dataset.version)
-    return outcomes.up_to_date(spec.name, dataset, key, settings.store_handle())
+    return summary.up_to_date(spec.name, dataset, key, settings.store_handle())
 
 
 @task(name="fine-tune", cache_policy=NONE)
@@ -107,22 +116,36 @@ def reference_profile(spec: SpecialistSpec, model: TrainedModel, report: Evaluat
 
 @task(name="register", **_MLFLOW)
 def register(
-    spec: SpecialistSpec, dataset: DatasetVersion, model: TrainedModel, report: EvaluationReport, lineage: Lineage,
-    settings: Settings, reference: bytes,
-) -> Registration:  # fmt: skip
+    spec: SpecialistSpec,
+    dataset: DatasetVersion,
+    model: TrainedModel,
+    report: EvaluationReport,
+    lineage: Lineage,
+    settings: Settings,
+    reference: bytes,
+) -> Registration:
     store = settings.store_handle()
     files = {"dataset": versions.card_files(store, spec.name, dataset.version), "drift": {"reference.npz": reference}}
     tags = {"drift_report": lineage.drift_report} if lineage.drift_report else {}
     test = versions.load_split(store, spec.name, dataset.version, "test")
     parity = kinds.kind_of(spec).int8_check(spec, model, report, test["text"].tolist())
     if parity is not None:  # the int8 serving path, used only when it matches the float32 model
-        tags |= {"int8": "passed" if parity.passed else "failed", "int8.agreement": f"{parity.agreement:.4f}",
-                 "int8.speedup": str(parity.speedup)}  # fmt: skip
+        tags |= {
+            "int8": "passed" if parity.passed else "failed",
+            "int8.agreement": f"{parity.agreement:.4f}",
+            "int8.speedup": str(parity.speedup),
+        }
         files["int8"] = {"parity.json": parity.model_dump_json(indent=2).encode()}
     how = registry.Registering(trigger=lineage.trigger, artifact_root=settings.artifacts, files=files, lineage=tags)
     reg = registry.register_once(spec, dataset, model, report, how, store)
-    get_run_logger().info("registered %s version %s as %s (%s)%s", reg.name, reg.version, reg.alias, reg.verdict,
-                          "" if parity is None else f"; int8 {tags['int8']}, {parity.speedup}x")  # fmt: skip
+    get_run_logger().info(
+        "registered %s version %s as %s (%s)%s",
+        reg.name,
+        reg.version,
+        reg.alias,
+        reg.verdict,
+        "" if parity is None else f"; int8 {tags['int8']}, {parity.speedup}x",
+    )
     return reg
 
 

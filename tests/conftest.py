@@ -49,7 +49,7 @@ def s3_env(moto_server, monkeypatch):
 @pytest.fixture(params=["local", "s3"])
 def store(request, tmp_path):
     """An empty object store of each kind: a local folder, and a bucket on moto's server."""
-    from fleet.storage import LocalStore, S3Store
+    from fleet.core.storage import LocalStore, S3Store
 
     if request.param == "local":
         return LocalStore(tmp_path / "store")
@@ -155,11 +155,20 @@ def sentences(n: int, seed: int = 0, words: int = 8) -> list[str]:
     ]
 
 
-TOY_SCHEMA = {"type": "object", "required": ["city", "temp"], "additionalProperties": False,
-              "properties": {"city": {"type": "string"}, "temp": {"type": "integer"}}}  # fmt: skip
-TOY_PHRASINGS = ["Weather report: {c} is at {t} degrees.", "In {c} it is {t} degrees today.",
-                 "{c}: {t} degrees right now.", "Temperature in {c}: {t} degrees.",
-                 "Right now {c} has {t} degrees.", "It's {t} degrees in {c}."]  # fmt: skip
+TOY_SCHEMA = {
+    "type": "object",
+    "required": ["city", "temp"],
+    "additionalProperties": False,
+    "properties": {"city": {"type": "string"}, "temp": {"type": "integer"}},
+}
+TOY_PHRASINGS = [
+    "Weather report: {c} is at {t} degrees.",
+    "In {c} it is {t} degrees today.",
+    "{c}: {t} degrees right now.",
+    "Temperature in {c}: {t} degrees.",
+    "Right now {c} has {t} degrees.",
+    "It's {t} degrees in {c}.",
+]
 TOY_CITIES = ["Paris", "Oslo", "Lima", "Cairo", "Delhi", "Tokyo", "Quito", "Rome"]
 
 
@@ -167,8 +176,15 @@ def write_toy_generation(folder: Path, *, name: str = "extract", epochs: int = 2
     """A generative specialist on 48 tiny e-mails -> JSON pairs (6 phrasings, split by phrasing), trained in seconds."""
     import json
 
-    rows = [{"prompt": p.format(c=c, t=10 + 3 * i + j), "response": json.dumps({"city": c, "temp": 10 + 3 * i + j}),
-             "phrasing": f"p{j}"} for j, p in enumerate(TOY_PHRASINGS) for i, c in enumerate(TOY_CITIES)]  # fmt: skip
+    rows = [
+        {
+            "prompt": p.format(c=c, t=10 + 3 * i + j),
+            "response": json.dumps({"city": c, "temp": 10 + 3 * i + j}),
+            "phrasing": f"p{j}",
+        }
+        for j, p in enumerate(TOY_PHRASINGS)
+        for i, c in enumerate(TOY_CITIES)
+    ]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "toy_gen.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (folder / "fleet.yaml").write_text(f"""

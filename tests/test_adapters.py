@@ -15,18 +15,28 @@ pytestmark = [pytest.mark.slow]
 
 
 def toy_rows() -> pd.DataFrame:
-    return pd.DataFrame([{"text": t.format(p), "label": lab} for lab, (_, temps) in TOY_TOPICS.items()
-                         for t in temps for p in PLACES])  # fmt: skip
+    return pd.DataFrame(
+        [{"text": t.format(p), "label": lab} for lab, (_, temps) in TOY_TOPICS.items() for t in temps for p in PLACES]
+    )
 
 
 def test_adapter_round_trip_matches_the_merged_model(tmp_path, fleet_home):
-    from fleet.export import merged
+    from fleet.kinds import parse_fleet
     from fleet.kinds.classification.predict import TextClassifier
     from fleet.kinds.classification.train import fine_tune
-    from fleet.spec import parse_fleet
+    from fleet.ops.export import merged
 
-    spec = parse_fleet({"specialists": {"toy": {"data": {"source": "x.csv"}, "labels": ["weather", "food"],
-                                                "train": {"epochs": 1, "batch_size": 8, "max_length": 16}}}}).specialists["toy"]  # fmt: skip
+    spec = parse_fleet(
+        {
+            "specialists": {
+                "toy": {
+                    "data": {"source": "x.csv"},
+                    "labels": ["weather", "food"],
+                    "train": {"epochs": 1, "batch_size": 8, "max_length": 16},
+                }
+            }
+        }
+    ).specialists["toy"]
     fine_tune(spec, toy_rows(), tmp_path / "run", progress=False)
     adapter = tmp_path / "run" / "model"
     files = {p.name: p.stat().st_size for p in adapter.iterdir()}
@@ -53,8 +63,8 @@ def test_versions_hold_no_base_weights_and_the_base_is_stored_once(tmp_path, fle
     import mlflow
     from mlflow import MlflowClient
 
-    from fleet import basestore
-    from fleet.settings import Settings
+    from fleet.core.settings import Settings
+    from fleet.models import base_store
     from flows.fleet_run import fleet_flow
 
     second = "\n  toy2:\n    data: {source: toy.csv}\n    labels: {weather: about the weather, food: about food}\n"
@@ -71,8 +81,9 @@ def test_versions_hold_no_base_weights_and_the_base_is_stored_once(tmp_path, fle
     for name in ("toy", "toy2"):
         version = client.get_model_version(name, "1")
         local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/1", dst_path=str(tmp_path / name)))
-        logged = files(version.run_id) + [(str(p.relative_to(local)), p.stat().st_size) for p in local.rglob("*")
-                                          if p.is_file()]  # fmt: skip
+        logged = files(version.run_id) + [
+            (str(p.relative_to(local)), p.stat().st_size) for p in local.rglob("*") if p.is_file()
+        ]
         assert not any(Path(p).name == "model.safetensors" for p, _ in logged), logged  # no base weights
         assert any(p.endswith("artifacts/model/adapter_model.safetensors") for p, _ in logged), logged
         assert not any(p.endswith(".pkl") for p, _ in logged) and any(p.endswith(".py") for p, _ in logged)
@@ -88,12 +99,12 @@ def test_versions_hold_no_base_weights_and_the_base_is_stored_once(tmp_path, fle
     assert model.predict(["Snow is falling in Madrid"])["label"].tolist() == ["weather"]
     meta = json.loads(next(Path(mlflow.artifacts.download_artifacts("models:/toy/1")).rglob("fleet.json")).read_text())
     # a machine without the package alias or the object store gets the base from MLflow, once
-    folder = basestore.locate("not-installed-here", meta["base_digest"], fallback=meta["base_uri"])
-    assert basestore.folder_digest(folder) == meta["base_digest"] and "by-digest" in folder
+    folder = base_store.locate("not-installed-here", meta["base_digest"], fallback=meta["base_uri"])
+    assert base_store.folder_digest(folder) == meta["base_digest"] and "by-digest" in folder
 
 
 def test_gathered_mixed_batches_match_peft_per_adapter_loop():
-    """fleet.serving.mixed gives the answer of peft's own loop over adapters, for every row's adapter
+    """fleet.models.mixed_lora gives the answer of peft's own loop over adapters, for every row's adapter
     (different ranks, the bare base), and each row's adapter does change its answer; on an int8 base it
     stays as close to the float answer as peft's loop on that base does."""
     import copy
@@ -101,11 +112,10 @@ def test_gathered_mixed_batches_match_peft_per_adapter_loop():
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from fleet import shared
-    from fleet.bases import resolve_base_model
-    from fleet.serving import mixed
+    from fleet.models import cache, mixed_lora
+    from fleet.models.base_models import resolve_base_model
 
-    tokenizer, encoder = shared.encoder(resolve_base_model("minilm-l6"))
+    tokenizer, encoder = cache.encoder(resolve_base_model("minilm-l6"))
     texts = [f"{t} in {p}" for t in ("rain", "bread", "wind", "soup") for p in PLACES[:4]]
     enc = tokenizer(texts, padding=True, return_tensors="pt")
     names = [["a0", "a1", "a2", "__base__"][i % 4] for i in range(len(texts))]
@@ -123,9 +133,9 @@ def test_gathered_mixed_batches_match_peft_per_adapter_loop():
         looped = model(**enc, adapter_names=names).last_hidden_state
         looped_one = model(**enc, adapter_names=one).last_hidden_state
         bare = model(**enc, adapter_names=["__base__"] * len(texts)).last_hidden_state
-        gathered = mixed.install(model)(**enc, adapter_names=names).last_hidden_state
+        gathered = mixed_lora.install(model)(**enc, adapter_names=names).last_hidden_state
         gathered_one = model(**enc, adapter_names=one).last_hidden_state
-        direct = mixed.forward(model, names, **enc).last_hidden_state  # the serving groups' way, no hooks
+        direct = mixed_lora.forward(model, names, **enc).last_hidden_state  # the serving groups' way, no hooks
     assert torch.allclose(gathered, looped, atol=1e-5), (gathered - looped).abs().max()
     assert torch.allclose(gathered_one, looped_one, atol=1e-5), (gathered_one - looped_one).abs().max()
     assert torch.equal(direct, gathered)
@@ -142,14 +152,14 @@ def _int8_as_close_as_peft(model, enc, names, float_answer) -> None:
     import torch
     from torch.nn.functional import cosine_similarity
 
-    from fleet.serving import mixed
-    from fleet.serving.groups import _quantize_base
+    from fleet.models import mixed_lora
+    from fleet.models.adapter_group import _quantize_base
 
     _quantize_base(model)
     with torch.inference_mode():
         looped = model(**enc, adapter_names=names).last_hidden_state
-        gathered = mixed.forward(model, names, **enc).last_hidden_state
-        shuffled = mixed.forward(model, names[1:] + names[:1], **enc).last_hidden_state  # wrong adapters
+        gathered = mixed_lora.forward(model, names, **enc).last_hidden_state
+        shuffled = mixed_lora.forward(model, names[1:] + names[:1], **enc).last_hidden_state  # wrong adapters
     ours, peft_s = (cosine_similarity(x.flatten(1), float_answer.flatten(1)) for x in (gathered, looped))
     wrong = cosine_similarity(shuffled.flatten(1), float_answer.flatten(1))
     assert (ours > 0.85).all() and (ours > peft_s - 0.05).all(), (ours, peft_s)

@@ -10,9 +10,10 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from fleet.chat import BaselineError
+from fleet.core.spec import BaselineSpec
+from fleet.kinds import parse_fleet
 from fleet.kinds.classification.baselines import OpenAIChatBaseline, build_baseline
-from fleet.spec import BaselineSpec, parse_fleet
+from fleet.models.openai_client import BaselineError
 
 
 class _FakeChat(BaseHTTPRequestHandler):
@@ -95,7 +96,7 @@ def test_unparseable_answer_carries_no_information(fake_chat):
 
 
 def test_spec_requires_what_each_kind_needs():
-    from fleet.spec import SpecError
+    from fleet.core.spec import SpecError
 
     raw = {
         "specialists": {
@@ -122,8 +123,8 @@ def test_hf_zero_shot_baseline_runs_an_nli_model(tmp_path):
     """Mechanics of the pipeline baseline on a local NLI-shaped model (MiniLM with an untrained 3-way head)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from fleet.bases import resolve_base_model
     from fleet.kinds.classification.baselines import HFZeroShotBaseline
+    from fleet.models.base_models import resolve_base_model
 
     base = resolve_base_model("minilm-l6")
     model = AutoModelForSequenceClassification.from_pretrained(

@@ -102,8 +102,8 @@ def test_unknown_only_name(trained):
 
 def test_batch_scoring_writes_answers_and_logs_traffic(trained):
     folder, _ = trained
-    from fleet import traffic
-    from fleet.settings import Settings
+    from fleet.core.settings import Settings
+    from fleet.ops import traffic
 
     pd.DataFrame({"text": ["Strong wind expected near Madrid", "Fresh salad served in Madrid"]}).to_csv(
         folder / "batch.csv", index=False

@@ -1,11 +1,11 @@
-"""Compute slots: model-heavy stages of one process take turns (fleet.compute)."""
+"""Compute slots: model-heavy stages of one process take turns (fleet.core.compute)."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-from fleet import compute
+from fleet.core import compute
 
 
 def _overlap(n_threads: int) -> int:

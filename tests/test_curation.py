@@ -9,14 +9,15 @@ import pandas as pd
 import pytest
 
 from conftest import sentences
-from fleet.cleaning import normalize_text
-from fleet.curation import curate
+from fleet.core.spec import DataSpec, SplitSpec
+from fleet.core.storage import LocalStore, S3Store
+from fleet.core.text import normalize_text
+from fleet.data.sources import CurationError, load_raw
+from fleet.data.splitting import stratified_split
+from fleet.data.versions import VersionExistsError, load_split, write_version
+from fleet.kinds import parse_fleet
 from fleet.kinds.classification import clean
-from fleet.sources import CurationError, load_raw
-from fleet.spec import DataSpec, SplitSpec, parse_fleet
-from fleet.splitting import stratified_split
-from fleet.storage import LocalStore, S3Store
-from fleet.versions import VersionExistsError, load_split, write_version
+from fleet.stages.curation import curate
 
 
 def spec_for(source: str, **data):

@@ -9,14 +9,15 @@ import pandas as pd
 import pytest
 
 from conftest import sentences
-from fleet.curation import curate
-from fleet.dedup import jaccard, near_duplicate_groups
+from fleet.core.spec import CurationSpec
+from fleet.core.storage import LocalStore
+from fleet.data.dedup import jaccard, near_duplicate_groups
+from fleet.data.pii import PiiRedactor, iban_ok, luhn_ok
+from fleet.data.sources import CurationError
+from fleet.data.versions import load_split
+from fleet.kinds import parse_fleet
 from fleet.kinds.classification import clean
-from fleet.pii import PiiRedactor, iban_ok, luhn_ok
-from fleet.sources import CurationError
-from fleet.spec import CurationSpec, parse_fleet
-from fleet.storage import LocalStore
-from fleet.versions import load_split
+from fleet.stages.curation import curate
 
 LABELS = ["ham", "spam"]
 
@@ -222,8 +223,8 @@ def test_data_card_is_written_beside_the_version(tmp_path):
 
 def test_leakage_check_removes_a_twin_that_lsh_missed(tmp_path):
     """Near-duplicate removal off in the grouping stage cannot happen with the check on, so test the check alone."""
-    from fleet.cleaning import Quarantine
-    from fleet.splitting import remove_leaks
+    from fleet.data.cleaning import Quarantine
+    from fleet.data.splitting import remove_leaks
 
     base = sentences(30, seed=3, words=12)
     train = pd.DataFrame({"row": range(1, 31), "text": base, "label": "ham"})
@@ -252,13 +253,13 @@ def test_language_filter():
 
 
 def test_signatures_and_groups_are_exactly_datasketchs():
-    """fleet.dedup computes datasketch's MinHash (2.x, affine32, seed 1, xxh32 shingles) for all texts at once:
+    """fleet.data.dedup computes datasketch's MinHash (2.x, affine32, seed 1, xxh32 shingles) for all texts at once:
     same signatures, so near-duplicate groups and data versions are the same as with datasketch itself."""
     import numpy as np
     import xxhash
     from datasketch import MinHash, MinHashLSH
 
-    from fleet.dedup import shingles, signatures
+    from fleet.data.dedup import shingles, signatures
 
     texts = [*sentences(300, seed=5), "", "a", "héllo wörld ünïcode", "emoji 😀😀😀😀 here", "日本語のテキストです長い"]
     texts += [t.replace("a", "e", 1) for t in texts[:60]]  # one-edit twins

@@ -7,7 +7,7 @@ from conftest import DEMO_FLEET, ROOT
 
 
 def test_prefect_yaml_matches_the_fleet_and_the_code():
-    from fleet.spec import load_fleet
+    from fleet.kinds import load_fleet
     from tasks.drift import DRIFT_EVENT
 
     doc = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())

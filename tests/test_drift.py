@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from fleet import traffic
-from fleet.drift import Reference, label_drift, mmd_permutation_test
+from fleet.core.storage import LocalStore
 from fleet.kinds.classification.drift import detect
-from fleet.storage import LocalStore
+from fleet.metrics.drift import Reference, label_drift, mmd_permutation_test
+from fleet.ops import traffic
 
 THRESHOLDS = {"input": 0.01, "prediction": 0.01, "confidence": 0.01, "performance": 0.01}
 

@@ -217,8 +217,12 @@ def test_a_generative_specialist_retrains_on_drift_like_a_classifier(stack):
     url = stack["server"].url
     before = {r["id"] for r in retrain_runs(url)}
     path = stack["folder"] / "feedback-gen-d.csv"
-    pd.DataFrame({"text": [f"Sensor {i}: Bergen reads {i} degrees." for i in range(12)],
-                  "response": [json.dumps({"city": "Bergen", "temp": i}) for i in range(12)]}).to_csv(path, index=False)  # fmt: skip
+    pd.DataFrame(
+        {
+            "text": [f"Sensor {i}: Bergen reads {i} degrees." for i in range(12)],
+            "response": [json.dumps({"city": "Bergen", "temp": i}) for i in range(12)],
+        }
+    ).to_csv(path, index=False)
     assert "12 feedback row(s) stored" in fleet(stack, "feedback", "gen-d", str(path))
     fleet(stack, "simulate", "gen-d", "--shift", "domain", "--from", "mood-b", "--rows", "40")
     out = fleet(stack, "monitor", "--only", "gen-d")

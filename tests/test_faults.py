@@ -17,10 +17,11 @@ from mlflow import MlflowClient
 from cli.health import free_port, wait_http
 from conftest import write_toy_fleet
 from faultproxy import FaultProxy
-from fleet import storage, training
-from fleet.curation import curate
-from fleet.spec import load_fleet
-from fleet.storage import LocalStore, S3Store, StorageError
+from fleet.core import storage
+from fleet.core.storage import LocalStore, S3Store, StorageError
+from fleet.kinds import load_fleet
+from fleet.stages import training
+from fleet.stages.curation import curate
 
 pytestmark = [pytest.mark.slow]
 
@@ -71,8 +72,12 @@ def test_disk_full_while_writing_a_dataset_version(tmp_path, monkeypatch):
 def s3_behind_proxy(moto_server, monkeypatch):
     """The session's moto server behind a proxy the test can cut; a fresh bucket."""
     proxy = FaultProxy(int(moto_server.rsplit(":", 1)[1]))
-    for var, value in {"AWS_ENDPOINT_URL": proxy.url, "AWS_ACCESS_KEY_ID": "testing",
-                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
+    for var, value in {
+        "AWS_ENDPOINT_URL": proxy.url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(var, value)
     bucket = f"f-{abs(hash(str(monkeypatch))) % 10**8}"
     direct = boto3.client("s3", endpoint_url=moto_server)
@@ -137,8 +142,22 @@ def mlflow_behind_proxy(tmp_path):
     """A real `mlflow server` (SQLite, local artifacts) on loopback, behind a proxy the test can cut."""
     port, folder = free_port(), tmp_path / "mlflow-server"
     folder.mkdir()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", f"sqlite:///{folder}/mlflow.db", "--artifacts-destination", str(folder / "art")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{folder}/mlflow.db",
+        "--artifacts-destination",
+        str(folder / "art"),
+    ]
     log = folder / "log"
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -153,7 +172,7 @@ def mlflow_behind_proxy(tmp_path):
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_mlflow_down_during_registration(tmp_path, fleet_home, mlflow_behind_proxy, monkeypatch):
-    from fleet import registry
+    from fleet.stages import registry
     from flows.fleet_run import fleet_flow
 
     proxy = mlflow_behind_proxy
@@ -212,8 +231,13 @@ def test_prefect_server_restarted_during_a_fleet_run(tmp_path):
     fleet_file = write_toy_fleet(tmp_path / "f", extra_specialists=TWO)
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "FLEET_"))}
-    env |= {"PREFECT_API_URL": server.url, "FLEET_HOME": str(home), "PREFECT_HOME": str(tmp_path / "client"),
-            "FLEET_MAX_WORKERS": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}  # fmt: skip
+    env |= {
+        "PREFECT_API_URL": server.url,
+        "FLEET_HOME": str(home),
+        "PREFECT_HOME": str(tmp_path / "client"),
+        "FLEET_MAX_WORKERS": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
     cmd = [str(Path(sys.executable).parent / "fleet"), "run", "--fleet", str(fleet_file)]
     log = tmp_path / "first.log"
     try:

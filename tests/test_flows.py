@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import write_toy_fleet
-from fleet.results import FleetRunError
+from fleet.core.results import FleetRunError
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
@@ -73,7 +73,8 @@ def test_specialist_path_then_up_to_date_then_worse_challenger(tmp_path, fleet_h
     assert "vs champion" in v2.tags["gate.reason"]
 
     # manual promotion and rollback, both recorded; unknown names and versions are refused
-    from fleet import champions, registry
+    from fleet.ops import champions
+    from fleet.stages import registry
 
     champions.promote("toy", "2")
     assert str(client.get_model_version_by_alias("toy", "champion").version) == "2"
@@ -88,12 +89,12 @@ def test_specialist_path_then_up_to_date_then_worse_challenger(tmp_path, fleet_h
 
 
 def test_the_champions_own_weights_keep_the_champion(tmp_path, fleet_home):
-    from fleet.evaluation import evaluate
-    from fleet.registry import download_model_dir
-    from fleet.results import TrainedModel
-    from fleet.settings import Settings
-    from fleet.spec import load_fleet
-    from fleet.versions import load_split
+    from fleet.core.results import TrainedModel
+    from fleet.core.settings import Settings
+    from fleet.data.versions import load_split
+    from fleet.kinds import load_fleet
+    from fleet.stages.evaluation import evaluate
+    from fleet.stages.registry import download_model_dir
 
     fleet_file = write_toy_fleet(tmp_path / "f")
     [first] = run_fleet(fleet_file)

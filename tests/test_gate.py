@@ -5,10 +5,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleet.gate import VERDICTS, gate
-from fleet.results import ContenderScore, Cost, Metric, Outputs
-from fleet.spec import GateSpec
-from fleet.stats import expected_calibration_error, mcnemar_exact, metrics_with_ci
+from fleet.core.results import ContenderScore, Cost, Metric, Outputs
+from fleet.core.spec import GateSpec
+from fleet.metrics.gate import VERDICTS, gate
+from fleet.metrics.stats import expected_calibration_error, mcnemar_exact, metrics_with_ci
 
 unit = st.floats(0, 1, allow_nan=False)
 margin = st.floats(0, 0.3, allow_nan=False)
@@ -133,8 +133,8 @@ def test_mcnemar_and_ece():
 def test_a_slice_is_scored_over_the_labels_it_holds():
     import pandas as pd
 
+    from fleet.kinds import parse_fleet
     from fleet.kinds.classification.scoring import score
-    from fleet.spec import parse_fleet
 
     spec = parse_fleet(
         {

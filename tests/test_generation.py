@@ -10,14 +10,17 @@ import pandas as pd
 import pytest
 
 from conftest import TOY_SCHEMA
+from fleet.core.results import Outputs
+from fleet.kinds import parse_fleet
 from fleet.kinds.generation import answers, chat, scoring
-from fleet.results import Outputs
-from fleet.spec import parse_fleet
 
 
 def gen_spec(**over):
-    raw = {"task": "text-generation", "data": {"source": "x.jsonl"},
-           "generation": {"output": "json", "json_schema": TOY_SCHEMA, "system": "JSON please."}}  # fmt: skip
+    raw = {
+        "task": "text-generation",
+        "data": {"source": "x.jsonl"},
+        "generation": {"output": "json", "json_schema": TOY_SCHEMA, "system": "JSON please."},
+    }
     raw.update(over)
     return parse_fleet({"specialists": {"g": raw}}).specialists["g"]
 
@@ -27,7 +30,7 @@ def test_task_defaults_and_per_task_checks():
     assert spec.base_model == "smollm2-135m" and spec.gate.metric == "field_f1" and spec.labels == {}
     assert spec.train.lora.target_modules == ["q_proj", "v_proj"]
     assert [b.kind for b in spec.evaluation.baselines] == ["base-model", "base-model"]
-    from fleet.spec import SpecError
+    from fleet.core.spec import SpecError
 
     with pytest.raises(SpecError, match=r"g\.evaluation\.baselines: embedding-zero-shot cannot judge"):
         gen_spec(evaluation={"baselines": [{"kind": "embedding-zero-shot"}]})
@@ -39,11 +42,11 @@ def test_task_defaults_and_per_task_checks():
 
 @pytest.mark.slow
 def test_the_gguf_alias_loads_as_a_transformers_model():
-    from fleet import bases, shared
+    from fleet.models import base_models, cache
 
-    folder = bases.resolve_base_model("smollm2-135m")  # converted once, then loaded from the converted folder
-    assert "smollm2-135m-" in folder and bases.resolve_base_model("smollm2-135m") == folder
-    tokenizer, model = shared.causal("smollm2-135m")
+    folder = base_models.resolve_base_model("smollm2-135m")  # converted once, then loaded from the converted folder
+    assert "smollm2-135m-" in folder and base_models.resolve_base_model("smollm2-135m") == folder
+    tokenizer, model = cache.causal("smollm2-135m")
     assert type(model).__name__ == "LlamaForCausalLM"
     assert 134_000_000 < sum(p.numel() for p in model.parameters()) < 135_000_000
     assert "<|im_start|>assistant" in chat.render(tokenizer, chat.messages("sys", "hi"))
@@ -51,9 +54,9 @@ def test_the_gguf_alias_loads_as_a_transformers_model():
 
 @pytest.mark.slow
 def test_loss_is_on_the_response_only():
-    from fleet import bases
+    from fleet.models import base_models
 
-    tokenizer = bases.load_tokenizer("smollm2-135m")
+    tokenizer = base_models.load_tokenizer("smollm2-135m")
     ex = chat.example(tokenizer, "Answer in JSON.", "Paris is at 21 degrees.", '{"city": "Paris"}', 512)
     labels = np.array(ex["labels"])
     masked = labels == -100
@@ -75,10 +78,10 @@ def test_common_prefix_leaves_each_prompt_a_token_of_its_own():
 
 @pytest.mark.slow
 def test_few_shot_prompts_answer_the_same_with_their_shared_prefix_computed_once(monkeypatch):
-    from fleet import shared
     from fleet.kinds.generation import predict
+    from fleet.models import cache
 
-    tokenizer, model = shared.causal("smollm2-135m")
+    tokenizer, model = cache.causal("smollm2-135m")
     shots = [(f"Invoice {n} from Acme, total {n}.50 EUR.", json.dumps({"invoice_number": str(n)})) for n in (11, 12)]
     emails = ["Invoice 77 from Brightwater, 12 USD.", "Hi, invoice INV-3 is attached.", "Total due: 9 GBP, no. 5"]
     prompts = [chat.render(tokenizer, chat.messages("Answer in JSON.", e, shots)) for e in emails]
@@ -99,12 +102,18 @@ def pairs_file(tmp_path, rows):
 
 @pytest.mark.slow
 def test_curation_rules_for_pairs_and_json_schemas(tmp_path):
-    from fleet.curation import curate
-    from fleet.storage import LocalStore
-    from fleet.versions import load_split
+    from fleet.core.storage import LocalStore
+    from fleet.data.versions import load_split
+    from fleet.stages.curation import curate
 
-    good = [{"prompt": f"Report {i}: city number {i} is warm, about {20 + i} degrees.",
-             "response": json.dumps({"city": f"c{i}", "temp": 20 + i}), "g": f"g{i % 5}"} for i in range(30)]  # fmt: skip
+    good = [
+        {
+            "prompt": f"Report {i}: city number {i} is warm, about {20 + i} degrees.",
+            "response": json.dumps({"city": f"c{i}", "temp": 20 + i}),
+            "g": f"g{i % 5}",
+        }
+        for i in range(30)
+    ]
     bad = [
         {"prompt": "empty answer", "response": "  ", "g": "g0"},
         {"prompt": "broken", "response": '{"city": "x", "temp": ', "g": "g0"},
@@ -116,13 +125,20 @@ def test_curation_rules_for_pairs_and_json_schemas(tmp_path):
         {"prompt": "same prompt", "response": '{"city": "a", "temp": 1}', "g": "g2"},
         {"prompt": "same prompt", "response": '{"city": "b", "temp": 1}', "g": "g2"},
     ]
-    spec = gen_spec(data={"source": pairs_file(tmp_path, good + bad), "group_column": "g"},
-                    curation={"near_duplicates": {"enabled": False}},
-                    generation={"output": "json", "json_schema": TOY_SCHEMA, "max_prompt_tokens": 128})  # fmt: skip
+    spec = gen_spec(
+        data={"source": pairs_file(tmp_path, good + bad), "group_column": "g"},
+        curation={"near_duplicates": {"enabled": False}},
+        generation={"output": "json", "json_schema": TOY_SCHEMA, "max_prompt_tokens": 128},
+    )
     store = LocalStore(tmp_path / "store")
     ds = curate(spec, store)
-    assert ds.quarantined == {"conflicting-responses": 2, "empty-response": 1, "invalid-json": 2,
-                              "prompt-too-long": 1, "schema-mismatch": 2}  # fmt: skip
+    assert ds.quarantined == {
+        "conflicting-responses": 2,
+        "empty-response": 1,
+        "invalid-json": 2,
+        "prompt-too-long": 1,
+        "schema-mismatch": 2,
+    }
     assert ds.changed == {"json-normalized": 1, "pii": 1}
     splits = {s: load_split(store, "g", ds.version, s) for s in ("train", "validation", "test")}
     groups = {s: set(df["g"]) for s, df in splits.items()}
@@ -170,7 +186,7 @@ def test_a_tiny_generative_specialist_end_to_end(tmp_path, fleet_home):
     from mlflow import MlflowClient
 
     from conftest import write_toy_generation
-    from fleet.leaderboard import fleet_status
+    from fleet.ops.leaderboard import fleet_status
     from flows.fleet_run import fleet_flow
 
     [row] = fleet_flow(fleet_file=str(write_toy_generation(tmp_path / "f")))
@@ -198,8 +214,8 @@ def test_a_tiny_generative_specialist_end_to_end(tmp_path, fleet_home):
 def test_group_split_keeps_groups_whole_and_spreads_rows_without_a_group():
     import pandas as pd
 
-    from fleet.config import SplitSpec
-    from fleet.splitting import group_split
+    from fleet.core.sections import SplitSpec
+    from fleet.data.splitting import group_split
 
     rows = pd.DataFrame({"text": [f"t{i}" for i in range(200)], "template": [f"g{i % 20}" for i in range(200)]})
     alone = group_split(rows, SplitSpec(), "template")
@@ -214,11 +230,11 @@ def test_group_split_keeps_groups_whole_and_spreads_rows_without_a_group():
 
 
 def test_a_warning_names_max_new_tokens_when_training_answers_are_longer():
-    from fleet import bases
     from fleet.kinds.generation.train import cut_answers
+    from fleet.models import base_models
 
     spec = gen_spec(generation={"max_new_tokens": 8})
-    tokenizer = bases.load_tokenizer("smollm2-135m")
+    tokenizer = base_models.load_tokenizer("smollm2-135m")
     short = chat.example(tokenizer, None, "Say hi.", "Hi.", 512)
     long = chat.example(tokenizer, None, "Count.", "one two three four five six seven eight nine ten", 512)
     assert cut_answers(spec, [short]) is None

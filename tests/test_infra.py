@@ -105,7 +105,7 @@ def test_compose_file_parses_with_health_checks_and_ordering():
     assert "mc mb" in " ".join(services["minio-init"]["command"])
 
     # the worker's environment is the fleet's settings model: every variable is one it reads
-    from fleet.settings import Settings
+    from fleet.core.settings import Settings
 
     known = {a for f in Settings.model_fields.values() for a in getattr(f.validation_alias, "choices", [])}
     known |= {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PREFECT_WORK_POOL"}  # AWS chain; the pool to serve

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from fleet import leases
+from fleet.core import leases
 
 
 def test_create_if_absent_has_one_winner(store):

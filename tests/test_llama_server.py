@@ -13,20 +13,38 @@ import pytest
 from cli.health import free_port, wait_http
 from conftest import TOY_SCHEMA
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration,
-              pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")]  # fmt: skip
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.integration,
+    pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed"),
+]
 
 
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory):
-    from fleet.bases import MODEL_ALIASES, _package_folder
+    from fleet.models.base_models import MODEL_ALIASES, _package_folder
 
     alias = MODEL_ALIASES["smollm2-135m"]
     gguf = _package_folder("smollm2-135m", alias) / (alias.gguf or "")
     port = free_port()
     log = tmp_path_factory.mktemp("llama") / "server.log"
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
-                             "--port", str(port), "--n_ctx", "2048"], stdout=log.open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(gguf),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "2048",
+        ],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/v1/models", 120, "llama-cpp-python server", proc, log)
         yield f"http://127.0.0.1:{port}/v1"
@@ -36,13 +54,30 @@ def llama_server(tmp_path_factory):
 
 
 def test_generative_openai_chat_baseline_answers_and_bills(llama_server):
+    from fleet.kinds import parse_fleet
     from fleet.kinds.generation.baselines import build
-    from fleet.spec import parse_fleet
 
-    raw = {"task": "text-generation", "data": {"source": "x.jsonl"},
-           "generation": {"output": "json", "json_schema": TOY_SCHEMA, "system": "Answer with JSON.", "max_new_tokens": 24},
-           "evaluation": {"baselines": [{"kind": "openai-chat", "url": llama_server, "model": "smollm2",
-                                         "price_per_1k_input_tokens": 0.5, "price_per_1k_output_tokens": 1.5}]}}  # fmt: skip
+    raw = {
+        "task": "text-generation",
+        "data": {"source": "x.jsonl"},
+        "generation": {
+            "output": "json",
+            "json_schema": TOY_SCHEMA,
+            "system": "Answer with JSON.",
+            "max_new_tokens": 24,
+        },
+        "evaluation": {
+            "baselines": [
+                {
+                    "kind": "openai-chat",
+                    "url": llama_server,
+                    "model": "smollm2",
+                    "price_per_1k_input_tokens": 0.5,
+                    "price_per_1k_output_tokens": 1.5,
+                }
+            ]
+        },
+    }
     spec = parse_fleet({"specialists": {"g": raw}}).specialists["g"]
     [bspec] = spec.evaluation.baselines or []
     baseline = build(spec, bspec, None)
@@ -56,11 +91,13 @@ def test_generative_openai_chat_baseline_answers_and_bills(llama_server):
 
 
 def test_classifying_openai_chat_baseline_against_the_same_server(llama_server):
-    from fleet.config import BaselineSpec
+    from fleet.core.sections import BaselineSpec
     from fleet.kinds.classification.baselines import OpenAIChatBaseline
 
-    b = OpenAIChatBaseline(BaselineSpec(kind="openai-chat", url=llama_server, model="smollm2"),
-                           {"weather": "about the weather", "food": "about food"})  # fmt: skip
+    b = OpenAIChatBaseline(
+        BaselineSpec(kind="openai-chat", url=llama_server, model="smollm2"),
+        {"weather": "about the weather", "food": "about food"},
+    )
     probs = b.predict_proba(["It will rain in Oslo tomorrow", "I cooked pasta"])
     assert probs.shape == (2, 2) and (abs(probs.sum(axis=1) - 1) < 1e-9).all()
     assert b.client.tokens_in > 0 and b.client.tokens_out > 0

@@ -28,11 +28,11 @@ def _run(fleet_file, home, monkeypatch, runner: str, workers: int = 2) -> tuple[
     and the digest of each one's adapter weights."""
     import hashlib
 
+    from fleet.core.settings import Settings
+    from fleet.data.versions import load_split
     from fleet.kinds.classification.predict import TextClassifier
-    from fleet.registry import client, download_model_dir
-    from fleet.settings import Settings
-    from fleet.trainer import cpu_threads
-    from fleet.versions import load_split
+    from fleet.models.trainer import cpu_threads
+    from fleet.stages.registry import client, download_model_dir
     from flows.fleet_run import fleet_flow
 
     monkeypatch.setenv("FLEET_HOME", str(home))
@@ -89,7 +89,7 @@ def test_distributed_fine_tune_then_register(tmp_path, fleet_home, monkeypatch):
     from pathlib import Path
 
     from conftest import free_port
-    from fleet.settings import Settings
+    from fleet.core.settings import Settings
     from flows.fleet_run import fleet_flow
 
     fleet_file = write_toy_fleet(tmp_path / "f")

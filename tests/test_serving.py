@@ -25,8 +25,9 @@ SECOND = "\n  toy2:\n    data: {source: toy.csv}\n    labels: {weather: about th
 
 def call(url: str, body: dict | None = None, timeout: float = 30):
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method="POST" if data else "GET",
-                                 headers={"Content-Type": "application/json"})  # fmt: skip
+    req = urllib.request.Request(
+        url, data=data, method="POST" if data else "GET", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=timeout) as r:
         raw = r.read()
         return r.status, (json.loads(raw) if r.headers.get_content_type() == "application/json" else raw.decode())
@@ -47,8 +48,12 @@ def served(tmp_path_factory):
     fleet(env, "run", "--fleet", str(fleet_file))
     port = free_port()
     log = folder / "server.log"
-    proc = subprocess.Popen([FLEET_BIN, "serve-models", "--port", str(port), "--reload-interval", "1"], env=env,
-                            stdout=log.open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen(
+        [FLEET_BIN, "serve-models", "--port", str(port), "--reload-interval", "1"],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", 180, "fleet serve-models", proc, log)
         yield {"url": f"http://127.0.0.1:{port}", "env": env, "fleet": fleet_file, "folder": folder, "pid": proc.pid}
@@ -61,9 +66,15 @@ def test_two_specialists_on_one_base_are_answered_in_one_batch(served):
     url = served["url"]
     _, health = call(f"{url}/healthz")
     assert set(health["specialists"]) == {"toy", "toy2"} and health["bases"] == 1  # the base is loaded once
-    _, results = call(f"{url}/v1/predict", {"requests": [
-        {"specialist": "toy", "inputs": ["It will rain in Bergen tomorrow", "We baked bread at Bergen"]},
-        {"specialist": "toy2", "inputs": ["Fresh salad served in Bergen"]}]})  # fmt: skip
+    _, results = call(
+        f"{url}/v1/predict",
+        {
+            "requests": [
+                {"specialist": "toy", "inputs": ["It will rain in Bergen tomorrow", "We baked bread at Bergen"]},
+                {"specialist": "toy2", "inputs": ["Fresh salad served in Bergen"]},
+            ]
+        },
+    )
     assert [[a["label"] for a in r["answers"]] for r in results] == [["weather", "food"], ["food"]]
     _, metrics = call(f"{url}/metrics")
     mixed = [line for line in metrics.splitlines() if line.startswith("fleet_mixed_batches_total")]
@@ -77,8 +88,8 @@ def test_two_specialists_on_one_base_are_answered_in_one_batch(served):
     with pytest.raises(urllib.error.HTTPError, match="404"):
         call(f"{url}/v1/specialists/ghost/predict", {"inputs": ["x"]})
 
-    from fleet import traffic
-    from fleet.storage import LocalStore
+    from fleet.core.storage import LocalStore
+    from fleet.ops import traffic
 
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

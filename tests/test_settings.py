@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from fleet.settings import Settings, SettingsError
+from fleet.core.settings import Settings, SettingsError
 
 SECRETS = {
     "PREFECT_API_KEY": "pnu_abc123-secret",

@@ -5,7 +5,8 @@ import textwrap
 import pytest
 
 from conftest import DEMO_FLEET
-from fleet.spec import SpecError, load_fleet, parse_fleet
+from fleet.core.spec import SpecError
+from fleet.kinds import load_fleet, parse_fleet
 
 BASE = {
     "defaults": {"train": {"epochs": 1, "lora": {"r": 8}}, "gate": {"min_gain_over_baseline": 0.1}},

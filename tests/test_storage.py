@@ -3,7 +3,7 @@
 import boto3
 import pytest
 
-from fleet.storage import S3Store, StorageError
+from fleet.core.storage import S3Store, StorageError
 
 
 def test_roundtrip_list_exists(store, tmp_path):
@@ -79,7 +79,7 @@ def _toy_spec(tmp_path):
     import pandas as pd
 
     from conftest import sentences
-    from fleet.spec import parse_fleet
+    from fleet.kinds import parse_fleet
 
     rows = [{"text": t, "label": ["ham", "spam"][i % 2]} for i, t in enumerate(sentences(60))]
     pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
@@ -89,8 +89,8 @@ def _toy_spec(tmp_path):
 
 
 def test_transient_s3_errors_are_retried(s3_env, tmp_path):
-    from fleet.curation import curate
-    from fleet.versions import load_split
+    from fleet.data.versions import load_split
+    from fleet.stages.curation import curate
 
     boto3.client("s3").create_bucket(Bucket="flaky")
     fault = _Fault("train.jsonl", times=2)
@@ -101,8 +101,8 @@ def test_transient_s3_errors_are_retried(s3_env, tmp_path):
 
 
 def test_a_fault_mid_upload_leaves_no_visible_version(s3_env, tmp_path):
-    from fleet.curation import CurationError, curate
-    from fleet.versions import load_split
+    from fleet.data.versions import load_split
+    from fleet.stages.curation import CurationError, curate
 
     boto3.client("s3").create_bucket(Bucket="broken")
     spec = _toy_spec(tmp_path)

@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import numpy as np
 import pandas as pd
 
-from fleet.cleaning import Quarantine, TargetCheck
-from fleet.results import ContenderScore, EvaluationReport, Outputs, PairedTest, TrainedModel
+from fleet.core.results import ContenderScore, EvaluationReport, Outputs, PairedTest, TrainedModel
+from fleet.data.cleaning import Quarantine, TargetCheck
 
 if TYPE_CHECKING:
-    from fleet.drift import DriftVerdict, TrafficWindow
-    from fleet.spec import SpecialistSpec
+    from fleet.metrics.drift import DriftVerdict, TrafficWindow
+    from fleet.models.adapter_group import AdapterGroup
+
+from fleet.core.spec import SpecialistSpec
 
 
 class Predictor(Protocol):
@@ -60,10 +62,10 @@ class Fit:
 
 class SpecialistKind(ABC):
     task: ClassVar[str]
+    spec_model: ClassVar[type[SpecialistSpec]]  # its settings: section, defaults, baselines, gate metrics
     target: ClassVar[str]  # the stored column holding the expected answer
     answer_column: ClassVar[str]  # the traffic log's column holding the model's answer
     conflict_rule: ClassVar[str]  # quarantine rule for one text seen with two different answers
-    metrics: ClassVar[tuple[str, ...]]  # metrics a gate may use, the first is the default
     redact_target: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ data
@@ -129,10 +131,18 @@ class SpecialistKind(ABC):
         """PNG pictures of the evaluation, by file name (none by default)."""
         return {}
 
-    def int8_check(self, spec: SpecialistSpec, model: TrainedModel, report: EvaluationReport,
-                   texts: list[str]) -> Any:  # fmt: skip
-        """An int8 serving path's parity check (``fleet.quantize.Int8Parity``), or None without one."""
+    def int8_check(self, spec: SpecialistSpec, model: TrainedModel, report: EvaluationReport, texts: list[str]) -> Any:
+        """An int8 serving path's parity check (``fleet.kinds.classification.int8.Int8Parity``), or None without one."""
         return None
+
+    # ------------------------------------------------------------------ serving
+    @abstractmethod
+    def serving_group(self, base_folder: str, int8: bool) -> AdapterGroup:
+        """One loaded base that answers every specialist of this kind built on it (``fleet serve-models``)."""
+
+    def int8_served(self, tags: dict[str, str]) -> bool:
+        """Whether a version with these registry tags is served on the int8 path (never by default)."""
+        return False
 
     # ------------------------------------------------------------------ drift
     def embedding_length(self, model: TrainedModel) -> int:

@@ -12,22 +12,27 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from fleet.cleaning import Cleaner, Quarantine, TargetCheck, Verdict, clean_rows
-from fleet.config import CurationSpec
-from fleet.drift import DriftVerdict, Reference, TrafficWindow
-from fleet.figures import confusion_png, reference_vs_current_png
+from fleet.core.results import ContenderScore, EvaluationReport, Outputs, PairedTest, TrainedModel
+from fleet.core.sections import CurationSpec
+from fleet.core.spec import SpecialistSpec
+from fleet.data.cleaning import Cleaner, Quarantine, TargetCheck, Verdict, clean_rows
+from fleet.data.sources import CurationError
+from fleet.data.splitting import stratified_sample, stratified_split
 from fleet.kinds.base import Baseline, Fit, Predictor, SpecialistKind
 from fleet.kinds.classification import drift, scoring
 from fleet.kinds.classification.baselines import build_baseline
-from fleet.results import ContenderScore, EvaluationReport, Outputs, PairedTest, TrainedModel
-from fleet.sources import CurationError
-from fleet.spec import SpecialistSpec
-from fleet.splitting import stratified_sample, stratified_split
-from fleet.stats import confusion
+from fleet.kinds.classification.spec import TASK, ClassificationSpec
+from fleet.metrics.drift import DriftVerdict, Reference, TrafficWindow
+from fleet.metrics.stats import confusion
+from fleet.report.figures import confusion_png, reference_vs_current_png
+
+if TYPE_CHECKING:
+    from fleet.kinds.classification.serving import EncoderGroup
 
 
 def label_check(labels: list[str], label_map: dict[str, str]) -> TargetCheck:
@@ -88,11 +93,11 @@ def check_labels(spec: SpecialistSpec, good: pd.DataFrame, q: Quarantine) -> pd.
 
 
 class TextClassification(SpecialistKind):
-    task = "text-classification"
+    task = TASK
+    spec_model = ClassificationSpec
     target = "label"
     answer_column = "label"
     conflict_rule = "conflicting-labels"
-    metrics = ("macro_f1", "accuracy")
 
     def source_columns(self, spec: SpecialistSpec) -> dict[str, str]:
         return {"text": spec.data.text_column, "label": spec.data.label_column}
@@ -160,9 +165,17 @@ class TextClassification(SpecialistKind):
         return out
 
     def int8_check(self, spec: SpecialistSpec, model: TrainedModel, report: EvaluationReport, texts: list[str]):
-        from fleet import quantize
+        from fleet.kinds.classification import int8
 
-        return quantize.check(spec, model, report, texts)
+        return int8.check(spec, model, report, texts)
+
+    def serving_group(self, base_folder: str, int8: bool) -> EncoderGroup:
+        from fleet.kinds.classification.serving import EncoderGroup
+
+        return EncoderGroup(base_folder, int8)
+
+    def int8_served(self, tags: dict[str, str]) -> bool:
+        return tags.get("int8") == "passed"  # the parity check at registration passed
 
     def reference(
         self, spec: SpecialistSpec, embeddings: np.ndarray, texts: list[str], max_length: int, report: EvaluationReport

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from fleet import bases, shared
-from fleet.chat import BaselineError, ChatClient
-from fleet.config import BaselineSpec
+from fleet.core.results import Outputs
+from fleet.core.sections import BaselineSpec
 from fleet.kinds.classification.predict import dir_size
-from fleet.results import Outputs
+from fleet.models import base_models, cache
+from fleet.models.openai_client import BaselineError, ChatClient
 
 
 def _outputs(labels: list[str], probs: np.ndarray) -> Outputs:
@@ -32,13 +32,13 @@ class ZeroShotEmbeddingBaseline:
         self.labels = list(label_descriptions)
         self.name = name or f"zero-shot {base_model}"
         self.base = base_model
-        self.model = shared.encoder(base_model)[1]
-        self.size_bytes = dir_size(bases.resolve_base_model(base_model))
+        self.model = cache.encoder(base_model)[1]
+        self.size_bytes = dir_size(base_models.resolve_base_model(base_model))
         self.max_length = max_length
         self.label_emb = self.embed([label_descriptions[lab] for lab in self.labels])
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        return shared.pooled(self.base, texts, self.max_length)
+        return cache.pooled(self.base, texts, self.max_length)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         sims = self.embed(texts) @ self.label_emb.T
@@ -57,7 +57,7 @@ class ZeroShotEmbeddingBaseline:
 
 class HFZeroShotBaseline:
     def __init__(self, spec: BaselineSpec, labels: dict[str, str]):
-        bases.ml_imports()
+        base_models.ml_imports()
         from transformers import pipeline
 
         self.labels = list(labels)
@@ -65,7 +65,7 @@ class HFZeroShotBaseline:
         self.name = spec.name or f"hf-zero-shot {spec.model}"
         try:
             self.pipe = pipeline(
-                "zero-shot-classification", model=bases.resolve_base_model(spec.model or ""), device=-1
+                "zero-shot-classification", model=base_models.resolve_base_model(spec.model or ""), device=-1
             )
         except Exception as exc:  # transformers raises OSError/ValueError/KeyError for unusable models
             raise BaselineError(f"baseline {self.name}: cannot load {spec.model!r} ({exc})") from None

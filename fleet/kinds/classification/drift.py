@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fleet.drift import (
+from fleet.core.results import EvaluationReport
+from fleet.metrics.drift import (
     DriftVerdict,
     Reference,
     distribution_drift,
@@ -14,7 +15,6 @@ from fleet.drift import (
     rate_drift,
     verdict,
 )
-from fleet.results import EvaluationReport
 
 
 def build_reference(

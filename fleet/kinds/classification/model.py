@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from fleet import shared
-from fleet.encoders import mean_pool
+from fleet.models import cache
+from fleet.models.encoders import mean_pool
 
 HEAD_FILE = "classifier_head.safetensors"
 ADAPTER_FILE = "adapter_model.safetensors"
@@ -59,10 +59,14 @@ def save_adapter(model: Any, folder: Path, labels: list[str], max_length: int, b
 
     folder.mkdir(parents=True, exist_ok=True)
     trained = model.peft_config["default"]
-    own = {k.replace("base_model.model.encoder.", "base_model.model.", 1): v.detach().cpu().contiguous()
-           for k, v in get_peft_model_state_dict(model).items() if k.startswith("base_model.model.encoder.")}  # fmt: skip
-    config = LoraConfig(r=trained.r, lora_alpha=trained.lora_alpha, target_modules=sorted(trained.target_modules),
-                        lora_dropout=0.0)  # fmt: skip
+    own = {
+        k.replace("base_model.model.encoder.", "base_model.model.", 1): v.detach().cpu().contiguous()
+        for k, v in get_peft_model_state_dict(model).items()
+        if k.startswith("base_model.model.encoder.")
+    }
+    config = LoraConfig(
+        r=trained.r, lora_alpha=trained.lora_alpha, target_modules=sorted(trained.target_modules), lora_dropout=0.0
+    )
     config.save_pretrained(str(folder))
     save_file(own, str(folder / ADAPTER_FILE))
     head = model.base_model.model.classifier  # peft keeps the trained copy of the head in modules_to_save
@@ -78,7 +82,7 @@ def load_classifier(folder: Path, encoder: Any) -> tuple[MeanPoolClassifier, dic
     from safetensors.torch import load_file
 
     meta = json.loads((folder / META_FILE).read_text())
-    with shared.RNG:  # building modules draws random numbers: not while a fine-tune runs (see shared.RNG)
+    with cache.RNG:  # building modules draws random numbers: not while a fine-tune runs (see cache.RNG)
         if (folder / "config.json").is_file():
             from transformers import AutoModel
 

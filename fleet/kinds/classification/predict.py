@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fleet import bases, basestore, shared
-from fleet.encoders import by_length
-from fleet.results import Outputs
+from fleet.core.results import Outputs
+from fleet.models import base_models, base_store, cache
+from fleet.models.encoders import by_length
 
 
 def dir_size(path: str | Path | None) -> int | None:
@@ -25,7 +25,7 @@ class TextClassifier:
     def __init__(self, model_dir: str | Path, device: str | None = None, name: str = "specialist"):
         import torch
 
-        bases.ml_imports()
+        base_models.ml_imports()
         from transformers import AutoTokenizer
 
         from fleet.kinds.classification.model import load_classifier
@@ -36,8 +36,8 @@ class TextClassifier:
         if (model_dir / "config.json").is_file():  # a full model (saved before versions became adapters)
             self.tokenizer, encoder = AutoTokenizer.from_pretrained(str(model_dir)), None
         else:
-            folder = basestore.locate(meta["base_model"], meta["base_digest"], fallback=meta.get("base_uri"))
-            self.tokenizer, shared_encoder = shared.encoder(folder)
+            folder = base_store.locate(meta["base_model"], meta["base_digest"], fallback=meta.get("base_uri"))
+            self.tokenizer, shared_encoder = cache.encoder(folder)
             encoder = copy.deepcopy(shared_encoder)
         self.model, meta = load_classifier(model_dir, encoder)
         self.labels: list[str] = meta["labels"]

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fleet.config import EvaluationSpec, SliceSpec
-from fleet.results import ContenderScore, Metric, Outputs, PairedTest, SliceScore
-from fleet.scoring import slice_mask
-from fleet.spec import SpecialistSpec
-from fleet.stats import expected_calibration_error, mcnemar_exact, metrics_with_ci
+from fleet.core.results import ContenderScore, Metric, Outputs, PairedTest, SliceScore
+from fleet.core.sections import EvaluationSpec, SliceSpec
+from fleet.core.spec import SpecialistSpec
+from fleet.metrics.bootstrap import slice_mask
+from fleet.metrics.stats import expected_calibration_error, mcnemar_exact, metrics_with_ci
 
 
 def codes(labels: list[str], values) -> np.ndarray:

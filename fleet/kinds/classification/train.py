@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fleet import bases, basestore, shared, trainer
-from fleet.bases import TrainingError
+from fleet.core.spec import SpecialistSpec
 from fleet.kinds.base import Fit
 from fleet.kinds.classification.model import MeanPoolClassifier, linear_probe_init, save_adapter
-from fleet.spec import SpecialistSpec
+from fleet.models import base_models, base_store, cache, trainer
+from fleet.models.base_models import TrainingError
 
 
 def choose_max_length(tokenizer: Any, texts: list[str], cap: int = 256) -> int:
@@ -74,19 +74,19 @@ def _model(spec: SpecialistSpec, texts: list[str], label_ids: list[int], labels:
     """(tokenizer, LoRA model, max length): the base copied, the head probed, adapters attached."""
     from transformers import set_seed
 
-    tokenizer, encoder = shared.trainable(spec.base_model)
+    tokenizer, encoder = cache.trainable(spec.base_model)
     set_seed(spec.train.seed)
     max_length = spec.train.max_length or choose_max_length(tokenizer, texts)
     model = MeanPoolClassifier(encoder, len(spec.labels), class_weights=_class_weights(spec, labels))
     if spec.train.linear_probe_init:  # embeddings of the frozen base (the shared copy has the same weights)
-        features = shared.pooled(spec.base_model, texts, max_length, normalize=False, fresh=True)
+        features = cache.pooled(spec.base_model, texts, max_length, normalize=False, fresh=True)
         linear_probe_init(model, features, label_ids, balanced=spec.train.class_weighting == "balanced")
     return tokenizer, _lora(spec, model), max_length
 
 
 def fine_tune(spec: SpecialistSpec, train: pd.DataFrame, run_dir: Path, progress: bool = True) -> Fit:
     """Train, merge the adapter, and save the model under ``run_dir/model``."""
-    bases.ml_imports()
+    base_models.ml_imports()
     from datasets import Dataset
     from transformers import DataCollatorWithPadding, Trainer
 
@@ -108,7 +108,7 @@ def fine_tune(spec: SpecialistSpec, train: pd.DataFrame, run_dir: Path, progress
     metrics, resumed = trainer.train(t, run_dir)
     if t.is_world_process_zero():  # under `accelerate launch`, one process writes the model
         shutil.rmtree(run_dir / "model", ignore_errors=True)
-        base = {"base_model": spec.base_model, "base_digest": basestore.digest(spec.base_model)}
+        base = {"base_model": spec.base_model, "base_digest": base_store.digest(spec.base_model)}
         save_adapter(model, run_dir / "model", list(spec.labels), max_length, base)
     t.accelerator.wait_for_everyone()
     return Fit(

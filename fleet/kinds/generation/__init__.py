@@ -13,27 +13,32 @@ length, JSON validity, and exact match on feedback.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from fleet.cleaning import Quarantine, TargetCheck
-from fleet.drift import DriftVerdict, Reference, TrafficWindow
-from fleet.figures import bars_png
+from fleet.core.results import ContenderScore, EvaluationReport, Outputs, PairedTest, TrainedModel
+from fleet.core.spec import SpecialistSpec
+from fleet.data.cleaning import Quarantine, TargetCheck
+from fleet.data.sources import CurationError
+from fleet.data.splitting import group_split, stratified_sample, stratified_split
 from fleet.kinds.base import Baseline, Fit, Predictor, SpecialistKind
 from fleet.kinds.generation import answers, drift, scoring
-from fleet.results import ContenderScore, EvaluationReport, Outputs, PairedTest, TrainedModel
-from fleet.sources import CurationError
-from fleet.spec import SpecialistSpec
-from fleet.splitting import group_split, stratified_sample, stratified_split
+from fleet.kinds.generation.spec import TASK, GenerativeSpec, generation_of
+from fleet.metrics.drift import DriftVerdict, Reference, TrafficWindow
+from fleet.report.figures import bars_png
+
+if TYPE_CHECKING:
+    from fleet.kinds.generation.serving import CausalGroup
 
 
 class TextGeneration(SpecialistKind):
-    task = "text-generation"
+    task = TASK
+    spec_model = GenerativeSpec
     target = "response"
     answer_column = "output"
     conflict_rule = "conflicting-responses"
-    metrics = ("field_f1", "exact_match", "schema_valid", "chrf")
     redact_target = True
 
     def source_columns(self, spec: SpecialistSpec) -> dict[str, str]:
@@ -43,17 +48,19 @@ class TextGeneration(SpecialistKind):
         return []
 
     def target_check(self, spec: SpecialistSpec) -> TargetCheck:
-        from fleet.bases import load_tokenizer
-        from fleet.kinds.generation.chat import token_counter
+        from fleet.kinds.generation.chat_template import token_counter
+        from fleet.models.base_models import load_tokenizer
 
-        g = spec.generation
+        g = generation_of(spec)
         count = token_counter(load_tokenizer(spec.base_model), g.system)
         return answers.response_check(g.output, g.json_schema, count, g.max_prompt_tokens, g.max_response_tokens)
 
     def check_dataset(self, spec: SpecialistSpec, good: pd.DataFrame, q: Quarantine) -> pd.DataFrame:
         if len(good) < 10:
-            raise CurationError(f"{spec.data.source}: after cleaning, {len(good)} pair(s) remain; "
-                                f"specialist {spec.name} needs at least 10 to train and test")  # fmt: skip
+            raise CurationError(
+                f"{spec.data.source}: after cleaning, {len(good)} pair(s) remain; "
+                f"specialist {spec.name} needs at least 10 to train and test"
+            )
         return good
 
     def sample(self, spec: SpecialistSpec, good: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -65,10 +72,15 @@ class TextGeneration(SpecialistKind):
         return stratified_split(good, spec.split, by=None)
 
     def training_settings(self, spec: SpecialistSpec) -> dict:
-        g = spec.generation
-        return {"system": g.system, "output": g.output, "json_schema": g.json_schema,  # max_new_tokens: stored with it
-                "max_prompt_tokens": g.max_prompt_tokens, "max_response_tokens": g.max_response_tokens,
-                "max_new_tokens": g.max_new_tokens}  # fmt: skip
+        g = generation_of(spec)
+        return {
+            "system": g.system,
+            "output": g.output,
+            "json_schema": g.json_schema,  # max_new_tokens: stored with it
+            "max_prompt_tokens": g.max_prompt_tokens,
+            "max_response_tokens": g.max_response_tokens,
+            "max_new_tokens": g.max_new_tokens,
+        }
 
     def train(self, spec: SpecialistSpec, train: pd.DataFrame, run_dir: Path, progress: bool = True) -> Fit:
         from fleet.kinds.generation.train import fine_tune
@@ -108,24 +120,35 @@ class TextGeneration(SpecialistKind):
     def figures(self, report: EvaluationReport) -> dict[str, bytes]:
         m = report.metric
         scores = [(c.model, c.value(m)) for c in [report.challenger, report.champion, *report.baselines] if c]
-        return {f"{m}.png": bars_png([s[0] for s in scores], [s[1] for s in scores], f"{report.specialist}: {m}",
-                                     "contender", m)}  # fmt: skip
+        return {
+            f"{m}.png": bars_png(
+                [s[0] for s in scores], [s[1] for s in scores], f"{report.specialist}: {m}", "contender", m
+            )
+        }
 
     def embedding_length(self, model: TrainedModel) -> int:
         return 128  # prompts are embedded by a sentence encoder, not the generative model
 
-    def reference(self, spec: SpecialistSpec, embeddings: np.ndarray, texts: list[str], max_length: int,
-                  report: EvaluationReport) -> bytes:  # fmt: skip
+    def serving_group(self, base_folder: str, int8: bool) -> CausalGroup:
+        from fleet.kinds.generation.serving import CausalGroup
+
+        return CausalGroup(base_folder)  # int8 is an encoder path
+
+    def reference(
+        self, spec: SpecialistSpec, embeddings: np.ndarray, texts: list[str], max_length: int, report: EvaluationReport
+    ) -> bytes:
         model = spec.drift.embedding_model or "minilm-l6"
-        return drift.build_reference(embeddings, report, model, max_length, spec.generation.output == "json").to_bytes()
+        return drift.build_reference(
+            embeddings, report, model, max_length, generation_of(spec).output == "json"
+        ).to_bytes()
 
     def drift(self, spec: SpecialistSpec, reference: bytes, window: TrafficWindow) -> DriftVerdict:
         d = spec.drift
-        schema = spec.generation.json_schema
+        schema = generation_of(spec).json_schema
         return drift.detect(Reference.from_bytes(reference), window, d.thresholds(), d.permutations, d.seed, schema)
 
     def drift_figure(self, spec: SpecialistSpec, reference: bytes, window: pd.DataFrame) -> bytes:
-        return drift.figure(spec.name, Reference.from_bytes(reference), window, spec.generation.json_schema)
+        return drift.figure(spec.name, Reference.from_bytes(reference), window, generation_of(spec).json_schema)
 
     def traffic_rows(self, texts: list[str], outputs: Outputs) -> list[dict]:
         return [{"text": t, "output": a} for t, a in zip(texts, outputs.predictions)]

@@ -8,7 +8,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from fleet.cleaning import TargetCheck, Verdict
+from fleet.data.cleaning import TargetCheck, Verdict
 
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
 _WS = re.compile(r"\s+")

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import pandas as pd
 
-from fleet import bases, shared
-from fleet.chat import BaselineError, ChatClient
-from fleet.cleaning import normalize_text
-from fleet.config import BaselineSpec
+from fleet.core.results import Outputs
+from fleet.core.sections import BaselineSpec
+from fleet.core.spec import SpecialistSpec
+from fleet.core.text import normalize_text
 from fleet.kinds.classification.predict import dir_size
-from fleet.kinds.generation.chat import messages, render
+from fleet.kinds.generation.chat_template import messages, render
 from fleet.kinds.generation.predict import generate
-from fleet.results import Outputs
-from fleet.spec import SpecialistSpec
+from fleet.kinds.generation.spec import generation_of
+from fleet.models import base_models, cache
+from fleet.models.openai_client import BaselineError, ChatClient
 
 
 def examples(train: pd.DataFrame, k: int, seed: int, group: str | None) -> list[tuple[str, str]]:
@@ -40,14 +41,14 @@ class PromptedBase:
         self.shots = examples(train, bspec.shots, spec.split.seed, spec.data.group_column)
         label = "zero-shot" if not self.shots else f"{len(self.shots)}-shot"
         self.name: str = bspec.name or f"{label} {spec.base_model}"
-        self.tokenizer, self.model = shared.causal(spec.base_model)
-        self.size_bytes: int | None = dir_size(bases.resolve_base_model(spec.base_model))
+        self.tokenizer, self.model = cache.causal(spec.base_model)
+        self.size_bytes: int | None = dir_size(base_models.resolve_base_model(spec.base_model))
 
     def parameters(self) -> int | None:
         return sum(p.numel() for p in self.model.parameters())
 
     def predict(self, inputs: list[str]) -> Outputs:
-        g = self.spec.generation
+        g = generation_of(self.spec)
         rendered = [render(self.tokenizer, messages(g.system, normalize_text(p), self.shots)) for p in inputs]
         return generate(self.tokenizer, self.model, rendered, g.max_new_tokens, g.batch_size)
 
@@ -69,7 +70,7 @@ class ChatBaseline:
         return None
 
     def predict(self, inputs: list[str]) -> Outputs:
-        g, texts, tokens = self.spec.generation, [], []
+        g, texts, tokens = generation_of(self.spec), [], []
         for prompt in inputs:
             before = self.client.tokens_out
             answer = self.client.complete(messages(g.system, normalize_text(prompt)), max_tokens=g.max_new_tokens)

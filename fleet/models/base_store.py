@@ -1,0 +1,111 @@
+"""Base models as shared layers: stored once under their content hash, found again by it.
+
+A specialist version is a thin layer (its adapter, a few MB) that names its base by a content hash
+(:func:`digest`: SHA-256 of the folder's files). The base itself is stored once in the object store,
+under ``bases/DIGEST/`` (files first, ``manifest.json`` last), and once in MLflow (``fleet.stages.registry``).
+:func:`locate` finds a base on this machine, in this order: the name it was trained with (a package
+alias, a folder, a hub id) if its files still hash the same; the local cache
+``$FLEET_HOME/bases/by-digest/DIGEST``; the object store; any fallback given (an MLflow artifact URI).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+
+from fleet.core.storage import ObjectStore, StorageError, put_json
+from fleet.models.base_models import TrainingError, resolve_base_model
+
+_LOCK = threading.Lock()
+
+
+@lru_cache(maxsize=16)
+def _folder_digest(folder: str, signature: tuple) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file() and not path.name.startswith("."):
+            digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+            with path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:24]
+
+
+def folder_digest(folder: str | Path) -> str:
+    """The content hash of a model folder (remembered per process while its files do not change)."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and not p.name.startswith("."))
+    signature = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    return _folder_digest(str(Path(folder).resolve()), signature)
+
+
+def digest(base_model: str) -> str:
+    """The content hash of a base model (a hub id is resolved to its local snapshot first)."""
+    folder = resolve_base_model(base_model)
+    if not Path(folder).is_dir():
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(folder)
+    return folder_digest(folder)
+
+
+def prefix(base_digest: str) -> str:
+    return f"bases/{base_digest}"
+
+
+def store_once(store: ObjectStore, base_model: str) -> str:
+    """Put the base in the object store under its digest unless it is there; returns the digest."""
+    d = digest(base_model)
+    with _LOCK:
+        if not store.exists(f"{prefix(d)}/manifest.json"):
+            store.upload_dir(Path(resolve_base_model(base_model)), f"{prefix(d)}/files")
+            put_json(store, f"{prefix(d)}/manifest.json", {"digest": d, "base_model": base_model})
+    return d
+
+
+def cache_folder(base_digest: str) -> Path:
+    return Path(os.environ.get("FLEET_HOME", ".fleet")).resolve() / "bases" / "by-digest" / base_digest
+
+
+def _fill(dest: Path, fetch: Callable[[Path], object]) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".fetch-", dir=dest.parent))
+    try:
+        fetch(tmp)
+        os.replace(tmp, dest)
+    except OSError:
+        if not dest.is_dir():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def locate(base_model: str, base_digest: str, store: ObjectStore | None = None, fallback: str | None = None) -> str:
+    """A local folder holding exactly the base with ``base_digest`` (see the module's docstring)."""
+    try:
+        folder = resolve_base_model(base_model)
+        if Path(folder).is_dir() and folder_digest(folder) == base_digest:
+            return folder
+    except TrainingError:
+        pass
+    cached = cache_folder(base_digest)
+    if not cached.is_dir() and store is not None and store.exists(f"{prefix(base_digest)}/manifest.json"):
+        _fill(cached, lambda tmp: store.download_dir(f"{prefix(base_digest)}/files", tmp))
+    if not cached.is_dir() and fallback:
+        import mlflow
+
+        def from_mlflow(tmp: Path) -> None:
+            shutil.copytree(mlflow.artifacts.download_artifacts(fallback), tmp, dirs_exist_ok=True)
+
+        _fill(cached, from_mlflow)
+    if not cached.is_dir():
+        raise StorageError(
+            f"base model {base_model!r} ({base_digest}): not installed here, not in "
+            f"{store.url if store else 'any object store'}, and no copy to fetch"
+        )
+    return str(cached)

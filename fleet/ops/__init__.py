@@ -1,0 +1,2 @@
+"""Running the fleet day to day: serving, the traffic log, drift monitoring, batch scoring, champion moves,
+the leaderboard, exports and pre-flight checks."""

@@ -1,0 +1,94 @@
+"""The traffic log: every prediction and every feedback label, per specialist, in the object store.
+
+Layout: ``traffic/NAME/date=YYYY-MM-DD/part-<time>-<uuid>.jsonl`` and the same under
+``feedback/``. Object stores cannot append, so each batch is its own part file; a
+window is read back by listing the date partitions it spans. Texts are stored
+redacted (the curation PII rules) with a SHA-256 of the original for joining.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+
+from fleet.core.storage import ObjectStore
+from fleet.data.pii import PiiRedactor
+
+KINDS = ("traffic", "feedback")
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _part_key(kind: str, name: str, when: datetime) -> str:
+    return f"{kind}/{name}/date={when:%Y-%m-%d}/part-{when:%H%M%S}-{uuid.uuid4().hex[:12]}.jsonl"
+
+
+def append(
+    store: ObjectStore,
+    kind: str,
+    name: str,
+    rows: list[dict],
+    when: datetime | None = None,
+    redactor: PiiRedactor | None = None,
+) -> str | None:
+    """Write one part file of records; each needs ``text``. Returns its key (None for no rows)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}")
+    if not rows:
+        return None
+    when = when or datetime.now(UTC)
+    redactor = redactor or PiiRedactor()
+    lines = []
+    for r in rows:
+        rec = {
+            **r,
+            "text_hash": text_hash(r["text"]),
+            "text": redactor.redact(r["text"]).text,
+            "time": r.get("time") or when.isoformat(),
+        }
+        lines.append(json.dumps(rec, ensure_ascii=False, sort_keys=True))
+    key = _part_key(kind, name, when)
+    store.put_bytes(key, ("\n".join(lines) + "\n").encode())
+    return key
+
+
+def log_predictions(
+    store: ObjectStore, name: str, rows: list[dict], model_version: str, when: datetime | None = None
+) -> str | None:
+    """Log answered requests: each row has ``text`` and the kind's answer fields (a classifier's
+    ``label`` and ``score``)."""
+    return append(store, "traffic", name, [{**r, "model_version": str(model_version)} for r in rows], when)
+
+
+def read_window(
+    store: ObjectStore, kind: str, name: str, hours: float = 24.0, now: datetime | None = None
+) -> pd.DataFrame:
+    """Records of the last ``hours`` (by their ``time``), oldest first."""
+    now = now or datetime.now(UTC)
+    start = now - timedelta(hours=hours)
+    days = {(start + timedelta(days=i)).strftime("%Y-%m-%d") for i in range((now - start).days + 2)}
+    rows = []
+    for day in sorted(days):
+        for key in store.list(f"{kind}/{name}/date={day}"):
+            for line in store.get_bytes(key).decode().splitlines():
+                if line.strip():
+                    rows.append(json.loads(line))
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    t = pd.to_datetime(df["time"], utc=True)
+    return df[(t >= start) & (t <= now)].assign(_t=t).sort_values("_t").drop(columns="_t").reset_index(drop=True)
+
+
+def read_all(store: ObjectStore, kind: str, name: str) -> pd.DataFrame:
+    """Every record of a specialist's log (feedback merged into retraining data), oldest part first."""
+    rows = []
+    for key in store.list(f"{kind}/{name}"):
+        rows += [json.loads(line) for line in store.get_bytes(key).decode().splitlines() if line.strip()]
+    return pd.DataFrame(rows, columns=None if rows else ["text", "label"])
