@@ -168,7 +168,7 @@ def train(
         with state.main_process_first():  # the others then find the same data version stored
             ds = curation.curate(s, store)
         try:
-            info = training.ensure_trained(s, store, ds.version, settings.runs_dir)
+            info = training.ensure_trained(s, store, ds.version, settings.runs_dir, wait_s=settings.train_wait_s)
         except training.TrainingError as exc:
             _fail(str(exc))
         if state.is_main_process:
@@ -332,7 +332,7 @@ def _alias_version(name: str, alias: str) -> str:
 def _task_of(name: str, fleet: Path) -> str:
     """The specialist's task: from the fleet file when it names it, else from its registered champion."""
     from fleet.core.spec import SpecError
-    from fleet.kinds import load_fleet
+    from fleet.kinds import DEFAULT_TASK, load_fleet
     from fleet.stages.registry import champion_version
 
     try:
@@ -344,7 +344,7 @@ def _task_of(name: str, fleet: Path) -> str:
     champion = champion_version(name)
     if champion is None:
         _fail(f"{name}: not in {fleet} and not in the registry; name the fleet file with --fleet")
-    return (champion.tags or {}).get("task", "text-classification")
+    return (champion.tags or {}).get("task", DEFAULT_TASK)
 
 
 @app.command()
@@ -520,7 +520,7 @@ def serve_models(
     from fleet.ops.serving.app import create_app
     from fleet.ops.serving.hub import Hub
 
-    hub = Hub(only or None, int8)
+    hub = Hub(settings.home / "serving", only or None, int8)
     try:
         changed = hub.refresh()
     except Exception as exc:  # registry unreachable, a base missing: say which, before binding the port

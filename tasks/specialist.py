@@ -82,7 +82,9 @@ def find_registered(spec: SpecialistSpec, dataset: DatasetVersion, settings: Set
 
 @task(name="fine-tune", cache_policy=NONE)
 def fine_tune(spec: SpecialistSpec, dataset: DatasetVersion, settings: Settings) -> TrainedModel:
-    return training.ensure_trained(spec, settings.store_handle(), dataset.version, settings.runs_dir)
+    return training.ensure_trained(
+        spec, settings.store_handle(), dataset.version, settings.runs_dir, wait_s=settings.train_wait_s
+    )
 
 
 @task(name="evaluate-general", cache_policy=NONE)

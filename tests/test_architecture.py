@@ -1,14 +1,18 @@
-"""The library's shape: layers point one way, no import circles, small functions and modules.
+"""The library's shape: rooms by concern, layers point one way, no import circles, kinds own their task.
 
-The layer contract itself (cli -> flows -> tasks -> fleet, and no Prefect in the library) is checked by
-import-linter (`lint-imports`, configured in pyproject.toml), which `make test` runs before pytest. These
-tests check what import-linter does not: circles between the library's own modules (imports inside
-functions count too), and the sizes DESIGN.md sets.
+The layer contracts (cli -> flows -> tasks -> fleet; inside the library ops -> stages -> kinds ->
+data | models | metrics | report -> core; no Prefect in the library) are checked by import-linter
+(`lint-imports`, configured in pyproject.toml), and complexity by ruff (C901, PLR0912, PLR0915); `make
+test` runs both before pytest. These tests check what those do not: circles between the library's own
+modules (imports inside functions count too), that every module lives in a room, that no module outside
+``fleet/kinds`` knows a task by name, that ``fleet.json`` is read and written by one class, and that only
+the settings read the fleet's environment variables.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import grimp
@@ -17,38 +21,58 @@ import pytest
 from conftest import ROOT
 
 LIBRARY = ROOT / "fleet"
-MAX_FUNCTION_LINES = 50
-MAX_MODULE_LINES = 300
+ROOMS = {"core", "data", "models", "metrics", "report", "kinds", "stages", "ops"}
+TASKS = {"text-classification", "text-generation"}
 
 
 def library_files() -> list[Path]:
     return sorted(LIBRARY.rglob("*.py"))
 
 
-def functions(path: Path):
-    tree = ast.parse(path.read_text(), filename=str(path))
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            yield node.name, node.lineno, node.end_lineno - node.lineno + 1
+def code_files() -> list[Path]:
+    return [p for d in ("fleet", "tasks", "flows", "cli") for p in sorted((ROOT / d).rglob("*.py"))]
 
 
-def test_no_library_function_over_50_lines():
-    long = [
-        f"{p.relative_to(ROOT)}:{line} {name} ({n} lines)"
-        for p in library_files()
-        for name, line, n in functions(p)
-        if n > MAX_FUNCTION_LINES
+def test_every_library_module_lives_in_a_room():
+    top = sorted(p.name for p in LIBRARY.glob("*.py") if p.name != "__init__.py")
+    assert not top, f"modules outside the rooms: {top}"
+    rooms = {p.name for p in LIBRARY.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert rooms == ROOMS, f"rooms: {sorted(rooms)}"
+    assert all((LIBRARY / r / "__init__.py").is_file() for r in ROOMS)
+
+
+def test_no_module_outside_the_kinds_names_a_task():
+    """A task's name (and what it implies: metrics, baselines, defaults) is its kind's knowledge."""
+    hits = [
+        f"{p.relative_to(ROOT)}:{node.lineno}"
+        for p in code_files()
+        if LIBRARY / "kinds" not in p.parents
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, ast.Constant) and node.value in TASKS
     ]
-    assert not long, "functions over 50 lines:\n" + "\n".join(long)
+    assert not hits, "task names outside fleet/kinds:\n" + "\n".join(hits)
 
 
-def test_no_library_module_over_300_lines():
-    big = [
-        f"{p.relative_to(ROOT)} ({n} lines)"
-        for p in library_files()
-        if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+def test_fleet_json_is_read_and_written_by_one_class():
+    literal = [
+        f"{p.relative_to(ROOT)}:{n}"
+        for p in code_files()
+        if p != LIBRARY / "core" / "records.py"
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if re.search(r"""["']fleet\.json["']""", line)
     ]
-    assert not big, "modules over 300 lines:\n" + "\n".join(big)
+    assert not literal, "fleet.json named outside fleet/core/records.py:\n" + "\n".join(literal)
+
+
+def test_only_the_settings_read_the_fleets_environment_variables():
+    readers = [
+        f"{p.relative_to(ROOT)}:{n}"
+        for p in library_files()
+        if p != LIBRARY / "core" / "settings.py"
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if re.search(r"""environ(\.get)?\(?\[?\s*["']FLEET_|getenv\(\s*["']FLEET_""", line)
+    ]
+    assert not readers, "library modules reading FLEET_* themselves:\n" + "\n".join(readers)
 
 
 @pytest.fixture(scope="module")

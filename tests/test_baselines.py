@@ -113,7 +113,7 @@ def test_spec_requires_what_each_kind_needs():
 
 def test_embedding_baseline_scores_rows():
     spec = parse_fleet({"specialists": {"s": {"data": {"source": "a.csv"}, "labels": LABELS}}}).specialists["s"]
-    b = build_baseline(BaselineSpec(), spec.base_model, spec.labels, max_length=32)
+    b = build_baseline(BaselineSpec(kind="embedding-zero-shot"), spec.base_model, spec.labels, max_length=32)
     probs = b.predict_proba(["It is raining and windy today", "I cooked a big pot of pasta"])
     assert probs.shape == (2, 2) and np.allclose(probs.sum(axis=1), 1)
     assert probs.argmax(axis=1).tolist() == [0, 1]

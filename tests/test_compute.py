@@ -5,7 +5,10 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from fleet.core import compute
+from fleet.core.settings import Settings, SettingsError
 
 
 def _overlap(n_threads: int) -> int:
@@ -30,18 +33,24 @@ def _overlap(n_threads: int) -> int:
     return most
 
 
-def test_one_slot_runs_stages_one_at_a_time(monkeypatch):
-    monkeypatch.setenv(compute.SLOTS_VAR, "1")
+@pytest.fixture(autouse=True)
+def _one_slot_after():
+    yield
+    compute.configure(1)
+
+
+def test_one_slot_runs_stages_one_at_a_time():
+    compute.configure(1)
     assert _overlap(3) == 1
 
 
-def test_more_slots_let_stages_overlap(monkeypatch):
-    monkeypatch.setenv(compute.SLOTS_VAR, "2")
+def test_more_slots_let_stages_overlap():
+    compute.configure(2)
     assert _overlap(3) == 2
 
 
-def test_a_slot_is_reentrant_within_a_thread(monkeypatch):
-    monkeypatch.setenv(compute.SLOTS_VAR, "1")
+def test_a_slot_is_reentrant_within_a_thread():
+    compute.configure(1)
     done = threading.Event()
 
     def nested() -> None:
@@ -56,6 +65,10 @@ def test_a_slot_is_reentrant_within_a_thread(monkeypatch):
         pass
 
 
-def test_a_bad_setting_means_one_slot(monkeypatch):
-    monkeypatch.setenv(compute.SLOTS_VAR, "many")
-    assert compute.slots() == 1
+def test_the_setting_reaches_the_slots_and_a_bad_one_is_refused(monkeypatch, fleet_home):
+    monkeypatch.setenv("FLEET_COMPUTE_SLOTS", "3")
+    Settings.load().apply()
+    assert compute.slots() == 3
+    monkeypatch.setenv("FLEET_COMPUTE_SLOTS", "many")
+    with pytest.raises(SettingsError, match="FLEET_COMPUTE_SLOTS='many'"):
+        Settings.load()

@@ -27,6 +27,7 @@ def m(x, **cost):
 
 gate_specs = st.builds(
     GateSpec,
+    metric=st.just("macro_f1"),
     min_gain_over_champion=margin,
     min_gain_over_baseline=margin,
     alpha=st.floats(0.001, 0.2),
@@ -92,7 +93,7 @@ def test_without_a_champion_the_baseline_margin_decides(chal, base, spec):
 
 
 def test_verdicts():
-    spec = GateSpec(min_gain_over_champion=0.0, min_gain_over_baseline=0.1, alpha=0.05)
+    spec = GateSpec(metric="macro_f1", min_gain_over_champion=0.0, min_gain_over_baseline=0.1, alpha=0.05)
     assert gate(m(0.9), m(0.5), None, spec).verdict == "promote"
     assert gate(m(0.55), m(0.5), None, spec).verdict == "reject"
     assert gate(m(0.95), m(0.5), m(0.9), spec, p_vs_champion=0.01).verdict == "promote"
@@ -100,7 +101,7 @@ def test_verdicts():
     retire = gate(m(0.58), m(0.55), m(0.6), spec, p_vs_champion=0.5)
     assert retire.verdict == "retire" and any("champion's gain over the general baseline" in r for r in retire.reasons)
     assert gate(m(0.58), m(0.55), m(0.9), spec, p_vs_champion=0.5).verdict == "reject"
-    budget = GateSpec(min_gain_over_baseline=0.1, max_latency_p95_ms=10)
+    budget = GateSpec(metric="macro_f1", min_gain_over_baseline=0.1, max_latency_p95_ms=10)
     d = gate(m(0.9, latency_p95_ms=25.0), m(0.5), None, budget)
     assert d.verdict == "reject" and any("latency p95 25.0 ms > budget 10" in r for r in d.reasons)
 

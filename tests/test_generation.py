@@ -12,7 +12,7 @@ import pytest
 from conftest import TOY_SCHEMA
 from fleet.core.results import Outputs
 from fleet.kinds import parse_fleet
-from fleet.kinds.generation import answers, chat, scoring
+from fleet.kinds.generation import answers, chat_template, scoring
 
 
 def gen_spec(**over):
@@ -49,7 +49,7 @@ def test_the_gguf_alias_loads_as_a_transformers_model():
     tokenizer, model = cache.causal("smollm2-135m")
     assert type(model).__name__ == "LlamaForCausalLM"
     assert 134_000_000 < sum(p.numel() for p in model.parameters()) < 135_000_000
-    assert "<|im_start|>assistant" in chat.render(tokenizer, chat.messages("sys", "hi"))
+    assert "<|im_start|>assistant" in chat_template.render(tokenizer, chat_template.messages("sys", "hi"))
 
 
 @pytest.mark.slow
@@ -57,7 +57,7 @@ def test_loss_is_on_the_response_only():
     from fleet.models import base_models
 
     tokenizer = base_models.load_tokenizer("smollm2-135m")
-    ex = chat.example(tokenizer, "Answer in JSON.", "Paris is at 21 degrees.", '{"city": "Paris"}', 512)
+    ex = chat_template.example(tokenizer, "Answer in JSON.", "Paris is at 21 degrees.", '{"city": "Paris"}', 512)
     labels = np.array(ex["labels"])
     masked = labels == -100
     assert masked.sum() > 10 and masked[: masked.sum()].all()  # the prompt, template and system prompt: no loss
@@ -84,7 +84,7 @@ def test_few_shot_prompts_answer_the_same_with_their_shared_prefix_computed_once
     tokenizer, model = cache.causal("smollm2-135m")
     shots = [(f"Invoice {n} from Acme, total {n}.50 EUR.", json.dumps({"invoice_number": str(n)})) for n in (11, 12)]
     emails = ["Invoice 77 from Brightwater, 12 USD.", "Hi, invoice INV-3 is attached.", "Total due: 9 GBP, no. 5"]
-    prompts = [chat.render(tokenizer, chat.messages("Answer in JSON.", e, shots)) for e in emails]
+    prompts = [chat_template.render(tokenizer, chat_template.messages("Answer in JSON.", e, shots)) for e in emails]
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     assert len(predict.common_prefix(ids)) > 50  # system prompt and both examples
     cached = predict.generate(tokenizer, model, prompts, 24, 2)
@@ -235,8 +235,8 @@ def test_a_warning_names_max_new_tokens_when_training_answers_are_longer():
 
     spec = gen_spec(generation={"max_new_tokens": 8})
     tokenizer = base_models.load_tokenizer("smollm2-135m")
-    short = chat.example(tokenizer, None, "Say hi.", "Hi.", 512)
-    long = chat.example(tokenizer, None, "Count.", "one two three four five six seven eight nine ten", 512)
+    short = chat_template.example(tokenizer, None, "Say hi.", "Hi.", 512)
+    long = chat_template.example(tokenizer, None, "Count.", "one two three four five six seven eight nine ten", 512)
     assert cut_answers(spec, [short]) is None
     warning = cut_answers(spec, [short, long])
     answer_tokens = sum(x != -100 for x in long["labels"])

@@ -5,8 +5,9 @@ Fine-tuning, scoring a contender, building a drift profile and the int8 check ea
 share the same cores and the GIL (a generation loop is mostly small operations). Measured on 2 cores: the
 demo's invoice extractor fine-tuned while its baselines answered took 667 s for both, one after the
 other about 600 s (each timed alone); and a contender timed while another stage runs reports the
-other's load as its own latency and cost. So each such stage takes a slot; ``FLEET_COMPUTE_SLOTS``
-(default 1) sets how many there are (more on a machine whose cores or GPUs one stage cannot fill).
+other's load as its own latency and cost. So each such stage takes a slot; the ``compute_slots`` setting
+(``FLEET_COMPUTE_SLOTS``, default 1; ``Settings.apply`` passes it to :func:`configure`) sets how many there
+are (more on a machine whose cores or GPUs one stage cannot fill).
 Light stages (curation, registration, I/O) never wait for one. A slot is re-entrant within a thread:
 a stage that calls another keeps the slot it has.
 """
@@ -14,23 +15,26 @@ a stage that calls another keeps the slot it has.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Iterator
 
-SLOTS_VAR = "FLEET_COMPUTE_SLOTS"
-
 _COND = threading.Condition()
 _BUSY = 0
+_SLOTS = 1
 _HELD = threading.local()
 
 
+def configure(slots: int) -> None:
+    """Set the number of compute slots of this process (at least 1); stages waiting for one re-check."""
+    global _SLOTS
+    with _COND:
+        _SLOTS = max(1, int(slots))
+        _COND.notify_all()
+
+
 def slots() -> int:
-    """The number of compute slots (``FLEET_COMPUTE_SLOTS``, at least 1)."""
-    try:
-        return max(1, int(os.environ.get(SLOTS_VAR, "1")))
-    except ValueError:
-        return 1
+    """The number of compute slots of this process."""
+    return _SLOTS
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ class DatasetVersion(_Result):
     """A stored, immutable curated data set."""
 
     specialist: str
-    task: str = "text-classification"
+    task: str
     version: str
     uri: str
     source: str

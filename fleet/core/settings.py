@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fleet.core import compute
+
 ENV_FILE_VAR = "FLEET_ENV_FILE"
 
 
@@ -97,6 +99,12 @@ class Settings(BaseSettings):
         ge=1,
         validation_alias=_env("FLEET_COMPUTE_SLOTS"),
         description="Model-heavy stages (fine-tune, scoring, profiles) running at once per process (fleet.core.compute).",
+    )
+    train_wait_s: float = Field(
+        4 * 3600,
+        gt=0,
+        validation_alias=_env("FLEET_TRAIN_WAIT_S"),
+        description="How long a run waits while another one trains the same training key (then it fails).",
     )
     dask_address: str | None = Field(
         None,
@@ -191,6 +199,7 @@ class Settings(BaseSettings):
             "FLEET_ARTIFACT_ROOT": self.artifact_root,
             "FLEET_TASK_RUNNER": self.task_runner,
             "FLEET_COMPUTE_SLOTS": str(self.compute_slots),
+            "FLEET_TRAIN_WAIT_S": str(self.train_wait_s),
             "FLEET_DASK_ADDRESS": self.dask_address,
             "AWS_ENDPOINT_URL": self.s3_endpoint_url,
             "AWS_DEFAULT_REGION": self.aws_region,
@@ -228,6 +237,7 @@ class Settings(BaseSettings):
             create_sqlite_store(self.home / "mlflow" / "mlflow.db")
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         os.environ.update(self.exported())
+        compute.configure(self.compute_slots)
         os.environ.setdefault("PREFECT_HOME", str(self.prefect_home))
         # Hub models are only fetched when no local copy exists; never phone home for telemetry.
         os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")

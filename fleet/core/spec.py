@@ -258,12 +258,10 @@ def parse_fleet(
         if merged is None:
             problems.append(f"specialists.{name}: must be a mapping")
             continue
-        try:
-            specialists[str(name)] = _validate(merged, models, default_task)
-        except ValidationError as exc:
-            problems += _problems(f"specialists.{name}", exc)
-        except ValueError as exc:
-            problems.append(f"specialists.{name}.{exc}")
+        spec, wrong = _validate(merged, models, default_task, f"specialists.{name}")
+        if spec is not None:
+            specialists[str(name)] = spec
+        problems += wrong
     if problems:
         raise SpecError(source, problems)
     return FleetSpec(specialists=specialists, source=source)
@@ -285,11 +283,19 @@ def _merged(entry: Any, defaults: dict, name: str, base_dir: Path | None) -> dic
     return merged
 
 
-def _validate(merged: dict, models: SpecModels, default_task: str) -> SpecialistSpec:
+def _validate(merged: dict, models: SpecModels, default_task: str, prefix: str) -> tuple[SpecialistSpec | None, list]:
+    """The specialist's spec, or None and its problems; an unknown task is one problem, and the rest of its
+    settings are still checked (as the default kind's) so that one run lists everything."""
     task = merged.setdefault("task", default_task)
+    problems = []
     if not isinstance(task, str) or task not in models:
-        raise ValueError(f"task: must be one of {' or '.join(repr(t) for t in models)}")
-    return models[task].model_validate(merged)
+        problems.append(f"{prefix}.task: must be one of {' or '.join(repr(t) for t in models)}")
+        merged, task = {**merged, "task": default_task}, default_task
+    try:
+        spec = models[task].model_validate(merged)
+    except ValidationError as exc:
+        return None, problems + _problems(prefix, exc)
+    return (None, problems) if problems else (spec, [])
 
 
 def load_fleet(path: str | Path, models: SpecModels, default_task: str) -> FleetSpec:

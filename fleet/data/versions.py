@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from fleet.core.records import DatasetManifest
 from fleet.core.results import DatasetVersion
 from fleet.core.storage import ObjectStore, StorageError, get_json, put_json
 from fleet.data.sources import CurationError
@@ -54,7 +55,7 @@ def content_version(labels: list[str], blobs: dict[str, bytes], splits: tuple[st
     return digest.hexdigest()[:16]
 
 
-def write_version(store: ObjectStore, where: str, files: dict[str, bytes], manifest: dict) -> None:
+def write_version(store: ObjectStore, where: str, files: dict[str, bytes], manifest: DatasetManifest) -> None:
     """Write a version's files, then its manifest; refuse if the version already exists.
 
     Until the manifest lands the version does not exist for readers, so a failure half-way
@@ -64,7 +65,7 @@ def write_version(store: ObjectStore, where: str, files: dict[str, bytes], manif
         raise VersionExistsError(f"{store.url}/{where}: this dataset version exists and is never overwritten")
     for name, blob in files.items():
         store.put_bytes(f"{where}/{name}", blob)
-    put_json(store, f"{where}/manifest.json", manifest)
+    put_json(store, f"{where}/manifest.json", manifest.model_dump(mode="json"))
 
 
 def exists(store: ObjectStore, specialist: str, version: str) -> bool:

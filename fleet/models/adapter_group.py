@@ -12,14 +12,14 @@ quantization) and keeps the adapters in float32 on top, so specialists still bat
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 
+from fleet.core.records import ModelRecord
 from fleet.core.results import Outputs
 from fleet.models import base_models, cache, mixed_lora
 
@@ -38,17 +38,23 @@ def _quantize_base(model: Any) -> None:
     torch.ao.quantization.quantize_dynamic(model, qconfig_spec=spec, dtype=torch.qint8, inplace=True)
 
 
-class AdapterGroup:
+R = TypeVar("R", bound=ModelRecord)
+
+
+class AdapterGroup(Generic[R]):
     """One base, many adapters; ``answer`` takes ``(specialist, text)`` rows and answers them in one batch.
 
     A specialist is routed to its adapter when its rows are batched, not when they arrive; a replaced
-    adapter is kept (retired) until ``sweep`` unloads it, so no queued row ever lacks its adapter."""
+    adapter is kept (retired) until ``sweep`` unloads it, so no queued row ever lacks its adapter.
+    ``record_type``: the kind's ``fleet.json`` class, read for every adapter added."""
+
+    record_type: type[R]
 
     def __init__(self, base_folder: str, int8: bool = False):
         base_models.ml_imports()
         self.base_folder, self.int8 = base_folder, int8
         self.model: Any = None
-        self.meta: dict[str, dict] = {}  # adapter -> its fleet.json
+        self.meta: dict[str, R] = {}  # adapter -> its fleet.json
         self.dirs: dict[str, Path] = {}  # adapter -> its folder
         self.routes: dict[str, tuple[str, str]] = {}  # specialist -> (adapter, version)
         self.retired: dict[str, tuple[str, str, float]] = {}  # specialist -> (adapter, version, since)
@@ -65,7 +71,7 @@ class AdapterGroup:
             else:
                 with cache.RNG:
                     self.model.load_adapter(str(model_dir), adapter_name=name)
-            self.meta[name] = json.loads((Path(model_dir) / "fleet.json").read_text())
+            self.meta[name] = self.record_type.read(model_dir)
             self._added(name, Path(model_dir))
 
     def _build(self) -> Any:

@@ -139,9 +139,17 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def bases_home() -> Path:
+    """Where base models are kept on this machine (converted GGUF models, bases fetched by digest): under
+    the fleet's home, as the settings say."""
+    from fleet.core.settings import Settings
+
+    return Settings.load().home / "bases"
+
+
 def converted(name: str, gguf: Path) -> Path:
     """A transformers folder holding the GGUF file's model, dequantized (converted on first use, atomically)."""
-    root = Path(os.environ.get("FLEET_HOME", ".fleet")).resolve() / "bases"
+    root = bases_home()
     folder = root / f"{name}-{file_digest(gguf)[:16]}"
     with _CONVERT_LOCK:
         if not (folder / "config.json").is_file():

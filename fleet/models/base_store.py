@@ -19,8 +19,9 @@ from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
+from fleet.core.records import ModelRecord
 from fleet.core.storage import ObjectStore, StorageError, put_json
-from fleet.models.base_models import TrainingError, resolve_base_model
+from fleet.models.base_models import TrainingError, bases_home, resolve_base_model
 
 _LOCK = threading.Lock()
 
@@ -69,7 +70,7 @@ def store_once(store: ObjectStore, base_model: str) -> str:
 
 
 def cache_folder(base_digest: str) -> Path:
-    return Path(os.environ.get("FLEET_HOME", ".fleet")).resolve() / "bases" / "by-digest" / base_digest
+    return bases_home() / "by-digest" / base_digest
 
 
 def _fill(dest: Path, fetch: Callable[[Path], object]) -> None:
@@ -109,3 +110,9 @@ def locate(base_model: str, base_digest: str, store: ObjectStore | None = None, 
             f"{store.url if store else 'any object store'}, and no copy to fetch"
         )
     return str(cached)
+
+
+def locate_for(record: ModelRecord, store: ObjectStore | None = None) -> str:
+    """The local folder of the base an adapter's ``fleet.json`` names (MLflow's copy as the last resort)."""
+    base_model, base_digest, base_uri = record.base_ref()
+    return locate(base_model, base_digest, store, fallback=base_uri)

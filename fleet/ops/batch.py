@@ -10,13 +10,13 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
+from fleet.core.records import ModelRecord
 from fleet.core.sections import DataSpec
 from fleet.core.storage import ObjectStore, S3Store
 from fleet.data.sources import CurationError, load_raw
 from fleet.kinds import kind_of
 from fleet.ops import traffic
 from fleet.stages import registry
-from fleet.stages.pyfunc import task_of
 
 
 def read_texts(source: str, text_column: str = "text") -> list[str]:
@@ -45,7 +45,7 @@ def score(name: str, texts: list[str], store: ObjectStore) -> pd.DataFrame:
     version = str(v.version)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = registry.download_model_dir(name, version, tmp)
-        kind = kind_of(task_of(model_dir))
+        kind = kind_of(ModelRecord.read(model_dir).task)
         outputs = kind.load(model_dir, f"v{version}").predict(texts)
     out = kind.to_frame(outputs)
     out.insert(0, "text", texts)

@@ -7,15 +7,14 @@ without the base, and both are checked against the adapter form on sample inputs
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel
 
+from fleet.core.records import ModelRecord
 from fleet.kinds import kind_of
-from fleet.stages.pyfunc import task_of
 
 
 class Export(BaseModel):
@@ -27,19 +26,20 @@ class Export(BaseModel):
 
 
 def _save(model_dir: Path, dest: Path) -> None:
-    meta = {k: v for k, v in json.loads((model_dir / "fleet.json").read_text()).items() if not k.startswith("base_")}
+    record = ModelRecord.read(model_dir)
+    whole = {k: v for k, v in record.to_json().items() if not k.startswith("base_")} | {"merged": True}
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    kind_of(task_of(model_dir)).save_merged(model_dir, dest)
-    (dest / "fleet.json").write_text(json.dumps({**meta, "merged": True}, indent=2))
+    kind_of(record.task).save_merged(model_dir, dest)
+    ModelRecord.model_validate(whole).write(dest)
 
 
 def merged(model_dir: str | Path, dest: str | Path, samples: list[str]) -> Export:
     """Export ``model_dir`` merged to ``dest``; compare both forms' answers on ``samples``."""
     model_dir, dest = Path(model_dir), Path(dest)
     _save(model_dir, dest)
-    kind = kind_of(task_of(model_dir))
+    kind = kind_of(ModelRecord.read(model_dir).task)
     a, b = kind.load(model_dir, "adapter").predict(samples), kind.load(dest, "merged").predict(samples)
     if a.probabilities is not None and b.probabilities is not None:
         diff, what = float(np.abs(np.asarray(a.probabilities) - np.asarray(b.probabilities)).max()), "probabilities"

@@ -8,6 +8,7 @@ drawing at once (specialists run side by side) would share.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -48,7 +49,7 @@ def confusion_png(cm: np.ndarray, labels: list[str], title: str) -> bytes:
     return to_png(fig)
 
 
-def bars_png(labels: list[str], counts: list[float], title: str, xlabel: str, ylabel: str) -> bytes:
+def bars_png(labels: list[str], counts: Sequence[float], title: str, xlabel: str, ylabel: str) -> bytes:
     fig = figure(figsize=(7, 3.2), dpi=100)
     ax = fig.subplots()
     ax.bar(labels, counts, color="#4C72B0")

@@ -9,11 +9,11 @@ bytes, settings and curation code) is not curated again: its version is found by
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 import pandas as pd
 
+from fleet.core.records import DatasetManifest
 from fleet.core.results import DatasetVersion
 from fleet.core.spec import SpecialistSpec
 from fleet.core.storage import ObjectStore
@@ -105,23 +105,23 @@ def _store(
         rows_read=len(raw),
         counts={s: len(splits[s]) for s in SPLITS},
         label_counts={s: dict(sorted(Counter(splits[s][kind.target]).items())) for s in SPLITS} if labels else {},
-        quarantined=report["dropped"],
-        changed=report["changed"],
+        quarantined=report.dropped,
+        changed=report.changed,
     )
     if not versions.exists(store, spec.name, version):
-        manifest = {
+        manifest = DatasetManifest(
             **ds.model_dump(exclude={"created", "uri"}),
-            "labels": labels,
-            "target": kind.target,
-            "sampled_out": sampled_out,
-            "curation": spec.curation.model_dump(),
-            "split": spec.split.model_dump(),
-            "files": [*sorted(blobs), "quarantine.jsonl", *versions.CARD_FILES],
-        }
+            labels=labels,
+            target=kind.target,
+            sampled_out=sampled_out,
+            curation=spec.curation.model_dump(),
+            split=spec.split.model_dump(),
+            files=[*sorted(blobs), "quarantine.jsonl", *versions.CARD_FILES],
+        )
         files = {
             **blobs,
             "quarantine.jsonl": versions.to_jsonl(quarantine),
-            "report.json": json.dumps(report, indent=2, default=str).encode(),
+            "report.json": report.model_dump_json(indent=2).encode(),
             "DATASET.md": report_markdown(report).encode(),
             "lengths.png": length_histogram_png(report),
         }

@@ -7,29 +7,21 @@ folder (the ``model`` artifact) with the kind named in its ``fleet.json`` and re
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from mlflow.pyfunc import PythonModel
-
-META_FILE = "fleet.json"
-
-
-def task_of(model_dir: str | Path) -> str:
-    meta = json.loads((Path(model_dir) / META_FILE).read_text())
-    return str(meta.get("task", "text-classification"))
 
 
 class SpecialistModel(PythonModel):
     """pyfunc wrapper: a list of inputs in, a frame of answers out."""
 
     def load_context(self, context: Any) -> None:
+        from fleet.core.records import ModelRecord
         from fleet.kinds import kind_of
 
         folder = context.artifacts["model"]
-        self.kind = kind_of(task_of(folder))
+        self.kind = kind_of(ModelRecord.read(folder).task)
         self.predictor = self.kind.load(folder, "champion")
 
     def predict(self, context: Any, model_input: list[str], params: dict | None = None) -> pd.DataFrame:

@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 
 from fleet.core import leases
 from fleet.core.provenance import code_version
+from fleet.core.records import ModelRecord
 from fleet.core.results import DatasetVersion, DecisionRecord, EvaluationReport, Registration, TrainedModel
 from fleet.core.spec import SpecialistSpec
 from fleet.core.storage import ObjectStore
@@ -82,7 +83,7 @@ def download_model_dir(name: str, version: str, dest: str | Path) -> str:
     """Fetch a version's model folder (the pyfunc's ``model`` artifact) to ``dest``."""
     local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dest))
     model_dir = Path(local) / "artifacts" / "model"
-    if not (model_dir / "fleet.json").is_file():
+    if not ModelRecord.exists(model_dir):
         raise RegistryError(f"models:/{name}/{version}: not a fleet specialist model (no artifacts/model/fleet.json)")
     return str(model_dir)
 
@@ -188,13 +189,14 @@ PYFUNC_CODE = Path(__file__).with_name("pyfunc_code.py")
 def _log_model(spec: SpecialistSpec, model: TrainedModel, how: Registering) -> str:
     """Log the version as code (no pickle) with its adapter as the artifact; its ``fleet.json`` gets the
     MLflow URI of its base, which is logged once for all versions."""
-    meta = json.loads((Path(model.model_dir) / "fleet.json").read_text())
-    if "base_digest" in meta:
-        meta["base_uri"] = registered_bases.ensure(meta["base_model"], meta["base_digest"], how.artifact_root)
+    record = ModelRecord.read(model.model_dir)
+    if record.base_model is not None and record.base_digest is not None:
+        uri = registered_bases.ensure(record.base_model, record.base_digest, how.artifact_root)
+        record = record.model_copy(update={"base_uri": uri})
     with tempfile.TemporaryDirectory() as tmp:
         artifact = Path(tmp) / "model"
         shutil.copytree(model.model_dir, artifact)
-        (artifact / "fleet.json").write_text(json.dumps(meta, indent=2))
+        record.write(artifact)
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(PYFUNC_CODE),

@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
 
 from fleet.core import compute, leases
+from fleet.core.records import ModelRecord
 from fleet.core.results import TrainedModel
 from fleet.core.spec import SpecialistSpec
 from fleet.core.storage import ObjectStore, get_json, put_json
@@ -60,16 +60,22 @@ def stored(spec: SpecialistSpec, store: ObjectStore, key: str, runs_dir: Path) -
     if not store.exists(f"{prefix}/manifest.json"):
         return None
     model_dir = runs_dir / spec.name / key / "model"
-    if not (model_dir / "fleet.json").is_file():
+    if not ModelRecord.exists(model_dir):
         store.download_dir(f"{prefix}/model", model_dir)
     info = get_json(store, f"{prefix}/manifest.json")
     return TrainedModel.model_validate({**info, "model_dir": str(model_dir), "reused": True})
 
 
 def ensure_trained(
-    spec: SpecialistSpec, store: ObjectStore, dataset_version: str, runs_dir: str | Path, progress: bool = True
+    spec: SpecialistSpec,
+    store: ObjectStore,
+    dataset_version: str,
+    runs_dir: str | Path,
+    progress: bool = True,
+    wait_s: float = 4 * 3600,
 ) -> TrainedModel:
-    """The model for (spec, dataset version): fetched from the store if it was trained before, else trained now."""
+    """The model for (spec, dataset version): fetched from the store if it was trained before, else trained now
+    (``wait_s``: how long to wait while another run trains the same key)."""
     ml_imports()  # before this thread imports a kind's training code: stages run in threads side by side
     runs_dir = Path(runs_dir)
     key = training_key(spec, dataset_version)
@@ -83,7 +89,6 @@ def ensure_trained(
     if not trainer.is_main_process():  # a rank of a distributed launch: its main process holds the lease
         return _train(spec, store, dataset_version, runs_dir / spec.name / key, progress)
     # one trainer per key, across processes and machines; a run that waited finds the model stored
-    wait_s = float(os.environ.get("FLEET_TRAIN_WAIT_S", 4 * 3600))  # how long to wait for another run's training
     with leases.held(store, f"train/{spec.name}/{key}", wait_s=wait_s, on_wait=waiting):
         found = stored(spec, store, key, runs_dir)
         return (

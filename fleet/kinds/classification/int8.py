@@ -46,14 +46,13 @@ def check(spec: SpecialistSpec, model: TrainedModel, report: EvaluationReport, t
 
 
 def _check(spec: SpecialistSpec, model: TrainedModel, report: EvaluationReport, texts: list[str]) -> Int8Parity:
-    import json
 
+    from fleet.kinds.classification.record import ClassifierRecord
     from fleet.kinds.classification.scoring import codes
     from fleet.kinds.classification.serving import EncoderGroup
     from fleet.metrics.stats import metrics_with_ci
 
-    meta = json.loads((Path(model.model_dir) / "fleet.json").read_text())
-    group = EncoderGroup(base_store.locate(meta["base_model"], meta["base_digest"]), int8=True)
+    group = EncoderGroup(base_store.locate_for(ClassifierRecord.read(model.model_dir)), int8=True)
     group.add("candidate", Path(model.model_dir))
     group.route(spec.name, "candidate", "candidate")
     ev = spec.evaluation

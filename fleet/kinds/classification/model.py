@@ -9,7 +9,6 @@ semantics the base model already has, and the LoRA adapter refines them.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +16,13 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from fleet.kinds.classification.record import ClassifierRecord
+from fleet.kinds.classification.spec import TASK
 from fleet.models import cache
 from fleet.models.encoders import mean_pool
 
 HEAD_FILE = "classifier_head.safetensors"
 ADAPTER_FILE = "adapter_model.safetensors"
-META_FILE = "fleet.json"
 
 
 class MeanPoolClassifier(nn.Module):
@@ -72,16 +72,15 @@ def save_adapter(model: Any, folder: Path, labels: list[str], max_length: int, b
     head = model.base_model.model.classifier  # peft keeps the trained copy of the head in modules_to_save
     head = head.modules_to_save["default"] if hasattr(head, "modules_to_save") else head
     save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, str(folder / HEAD_FILE))
-    meta = {"task": "text-classification", "labels": labels, "max_length": max_length, "pooling": "mean", **base}
-    (folder / META_FILE).write_text(json.dumps(meta, indent=2))
+    ClassifierRecord(task=TASK, labels=labels, max_length=max_length, pooling="mean", **base).write(folder)
 
 
-def load_classifier(folder: Path, encoder: Any) -> tuple[MeanPoolClassifier, dict]:
+def load_classifier(folder: Path, encoder: Any) -> tuple[MeanPoolClassifier, ClassifierRecord]:
     """A saved specialist on ``encoder`` (a private copy of its base): the adapter merged, the head loaded.
     A folder written before adapters were stored (a full encoder, ``config.json``) loads as it is."""
     from safetensors.torch import load_file
 
-    meta = json.loads((folder / META_FILE).read_text())
+    meta = ClassifierRecord.read(folder)
     with cache.RNG:  # building modules draws random numbers: not while a fine-tune runs (see cache.RNG)
         if (folder / "config.json").is_file():
             from transformers import AutoModel
@@ -91,7 +90,7 @@ def load_classifier(folder: Path, encoder: Any) -> tuple[MeanPoolClassifier, dic
             from peft import PeftModel
 
             encoder = PeftModel.from_pretrained(encoder, str(folder)).merge_and_unload()
-        model = MeanPoolClassifier(encoder, len(meta["labels"]))
+        model = MeanPoolClassifier(encoder, len(meta.labels))
     model.classifier.load_state_dict(load_file(str(folder / HEAD_FILE)))
     return model.eval(), meta
 

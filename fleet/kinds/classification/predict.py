@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import numpy as np
@@ -29,19 +28,19 @@ class TextClassifier:
         from transformers import AutoTokenizer
 
         from fleet.kinds.classification.model import load_classifier
+        from fleet.kinds.classification.record import ClassifierRecord
 
         model_dir = Path(model_dir)
         self.name = name
-        meta = json.loads((model_dir / "fleet.json").read_text())
         if (model_dir / "config.json").is_file():  # a full model (saved before versions became adapters)
             self.tokenizer, encoder = AutoTokenizer.from_pretrained(str(model_dir)), None
         else:
-            folder = base_store.locate(meta["base_model"], meta["base_digest"], fallback=meta.get("base_uri"))
+            folder = base_store.locate_for(ClassifierRecord.read(model_dir))
             self.tokenizer, shared_encoder = cache.encoder(folder)
             encoder = copy.deepcopy(shared_encoder)
         self.model, meta = load_classifier(model_dir, encoder)
-        self.labels: list[str] = meta["labels"]
-        self.max_length: int = int(meta["max_length"])
+        self.labels: list[str] = meta.labels
+        self.max_length: int = meta.max_length
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
         self.size_bytes = dir_size(model_dir)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ from fleet.core.results import Outputs
 from fleet.core.text import normalize_text
 from fleet.kinds.classification.predict import dir_size
 from fleet.kinds.generation.chat_template import messages, render
+from fleet.kinds.generation.record import GeneratorRecord
 from fleet.models import base_models, base_store, cache
 
 PREFIX_MIN = 16  # tokens every prompt must share before their common start is computed once
@@ -93,17 +93,15 @@ class Generator:
         from peft import PeftModel
 
         self.name = name
-        self.meta = json.loads((Path(model_dir) / "fleet.json").read_text())
-        if self.meta.get("merged"):  # an export: a whole model, no base needed
+        self.meta = GeneratorRecord.read(model_dir)
+        if self.meta.merged:  # an export: a whole model, no base needed
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
             with cache.RNG:
                 self.model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
         else:
-            meta = self.meta
-            folder = base_store.locate(meta["base_model"], meta["base_digest"], fallback=meta.get("base_uri"))
-            self.tokenizer, base = cache.causal(folder)
+            self.tokenizer, base = cache.causal(base_store.locate_for(self.meta))
             with cache.RNG:  # building modules draws random numbers: not while a fine-tune runs
                 tuned = PeftModel.from_pretrained(copy.deepcopy(base), str(model_dir))
             self.model = tuned.merge_and_unload().eval()
@@ -114,5 +112,5 @@ class Generator:
 
     def predict(self, inputs: list[str]) -> Outputs:
         # prompts normalized as curation normalized the training prompts (NFKC, whitespace)
-        rendered = [render(self.tokenizer, messages(self.meta["system"], normalize_text(p))) for p in inputs]
-        return generate(self.tokenizer, self.model, rendered, self.meta["max_new_tokens"], self.meta["batch_size"])
+        rendered = [render(self.tokenizer, messages(self.meta.system, normalize_text(p))) for p in inputs]
+        return generate(self.tokenizer, self.model, rendered, self.meta.max_new_tokens, self.meta.batch_size)

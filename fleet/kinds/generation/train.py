@@ -7,7 +7,6 @@ the loss is on the response tokens only. The saved model is the adapter alone (a
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -18,10 +17,10 @@ import pandas as pd
 from fleet.core.spec import SpecialistSpec
 from fleet.kinds.base import Fit
 from fleet.kinds.generation.chat_template import example
+from fleet.kinds.generation.record import GeneratorRecord
 from fleet.kinds.generation.spec import generation_of
 from fleet.models import base_models, base_store, cache, trainer
 
-META_FILE = "fleet.json"
 log = logging.getLogger("fleet.stages.training")
 
 
@@ -49,20 +48,20 @@ def _lora(spec: SpecialistSpec, model: Any) -> Any:
     )
 
 
-def meta(spec: SpecialistSpec, max_length: int) -> dict:
+def meta(spec: SpecialistSpec, max_length: int) -> GeneratorRecord:
     """What a saved adapter needs to answer: its base and the generation settings it was trained with."""
     g = generation_of(spec)
-    return {
-        "task": spec.task,
-        "base_model": spec.base_model,
-        "base_digest": base_store.digest(spec.base_model),
-        "system": g.system,
-        "output": g.output,
-        "json_schema": g.json_schema,
-        "max_new_tokens": g.max_new_tokens,
-        "batch_size": g.batch_size,
-        "max_length": max_length,
-    }
+    return GeneratorRecord(
+        task=spec.task,
+        base_model=spec.base_model,
+        base_digest=base_store.digest(spec.base_model),
+        system=g.system,
+        output=g.output,
+        json_schema=g.json_schema,
+        max_new_tokens=g.max_new_tokens,
+        batch_size=g.batch_size,
+        max_length=max_length,
+    )
 
 
 def cut_answers(spec: SpecialistSpec, rows: list[dict]) -> str | None:
@@ -83,7 +82,7 @@ def cut_answers(spec: SpecialistSpec, rows: list[dict]) -> str | None:
 def save(model: Any, spec: SpecialistSpec, folder: Path, max_length: int) -> None:
     shutil.rmtree(folder, ignore_errors=True)
     model.save_pretrained(str(folder))  # adapter_config.json + adapter_model.safetensors
-    (folder / META_FILE).write_text(json.dumps(meta(spec, max_length), indent=2))
+    meta(spec, max_length).write(folder)
 
 
 def fine_tune(spec: SpecialistSpec, train: pd.DataFrame, run_dir: Path, progress: bool = True) -> Fit:

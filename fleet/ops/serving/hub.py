@@ -8,19 +8,17 @@ Requests already batched finish on the old version, later ones get the new one; 
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleet.core.records import ModelRecord
 from fleet.kinds import kind_of
 from fleet.kinds.base import SpecialistKind
 from fleet.models import base_store
 from fleet.models.adapter_group import AdapterGroup
 from fleet.stages import registry
-from fleet.stages.pyfunc import task_of
 
 log = logging.getLogger("fleet.ops.serving")
 
@@ -35,9 +33,9 @@ class Served:
 
 
 class Hub:
-    def __init__(self, names: list[str] | None = None, int8: str = "auto", cache: Path | None = None):
-        self.names, self.int8 = names, int8
-        self.cache = cache or Path(os.environ.get("FLEET_HOME", ".fleet")).resolve() / "serving"
+    def __init__(self, cache: Path, names: list[str] | None = None, int8: str = "auto"):
+        """``cache``: where champions' adapters are fetched to; ``names``: the specialists to serve (all: None)."""
+        self.names, self.int8, self.cache = names, int8, Path(cache)
         self.served: dict[str, Served] = {}
         self.groups: dict[tuple, AdapterGroup] = {}
         self.reloads = 0
@@ -52,9 +50,9 @@ class Hub:
     def _load(self, name: str, version) -> Served:
         """Fetch the version's adapter and load it on its base's group (not yet routed)."""
         folder = Path(registry.download_model_dir(name, str(version.version), self.cache / name / str(version.version)))
-        task, meta = task_of(folder), json.loads((folder / "fleet.json").read_text())
-        base = base_store.locate(meta["base_model"], meta["base_digest"], fallback=meta.get("base_uri"))
-        kind = kind_of(task)
+        record = ModelRecord.read(folder)
+        base = base_store.locate_for(record)
+        kind = kind_of(record.task)
         int8 = self.int8 == "auto" and kind.int8_served(version.tags or {})
         group = self._group(kind, base, int8)
         group.add(f"{name}-v{version.version}", folder)

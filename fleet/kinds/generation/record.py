@@ -1,0 +1,16 @@
+"""``fleet.json`` of a generative specialist: the generation settings it was trained with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fleet.core.records import ModelRecord
+
+
+class GeneratorRecord(ModelRecord):
+    system: str | None
+    output: str
+    json_schema: dict[str, Any] | None
+    max_new_tokens: int
+    batch_size: int
+    max_length: int
