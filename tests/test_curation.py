@@ -100,7 +100,7 @@ def test_version_is_content_addressed_and_immutable(tmp_path):
     src = write_csv(tmp_path / "d.csv", rows())
     store = LocalStore(tmp_path / "store")
     first = curate(spec_for(src), store)
-    manifest = store.local_path(f"datasets/s/{first.version}/manifest.json")
+    manifest = tmp_path / "store" / "datasets" / "s" / first.version / "manifest.json"
     stamp = manifest.stat().st_mtime_ns
     again = curate(spec_for(src), store)
     assert again.version == first.version and first.created and not again.created

@@ -11,7 +11,7 @@ import pytest
 from conftest import sentences
 from fleet.core.spec import CurationSpec
 from fleet.core.storage import LocalStore
-from fleet.data.dedup import jaccard, near_duplicate_groups
+from fleet.data.dedup import near_duplicate_groups, shingles
 from fleet.data.pii import PiiRedactor, iban_ok, luhn_ok
 from fleet.data.sources import CurationError
 from fleet.data.versions import load_split
@@ -20,6 +20,12 @@ from fleet.kinds.classification import clean
 from fleet.stages.curation import curate
 
 LABELS = ["ham", "spam"]
+
+
+def jaccard(a: str, b: str, n: int = 5, kind: str = "chars") -> float:
+    """Exact Jaccard similarity of two texts' shingle sets: what the MinHash estimate approximates."""
+    sa, sb = shingles(a, n, kind), shingles(b, n, kind)
+    return len(sa & sb) / len(sa | sb) if sa | sb else 1.0
 
 
 def frame(texts, labels=None):

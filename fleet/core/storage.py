@@ -114,10 +114,6 @@ class LocalStore:
             raise StorageError(f"{src}: no such folder")
         shutil.copytree(src, local, dirs_exist_ok=True)
 
-    def local_path(self, key: str) -> Path:
-        """The file behind ``key`` (local store only: lets loaders skip a copy)."""
-        return self._path(key)
-
 
 class S3Store:
     """Objects under ``s3://BUCKET/PREFIX``; endpoint and credentials from the standard AWS settings."""

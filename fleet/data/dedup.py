@@ -215,12 +215,6 @@ def near_duplicate_groups(
     return [uf.find(i) for i in range(len(texts))]
 
 
-def jaccard(a: str, b: str, n: int = 5, kind: str = "chars") -> float:
-    """Exact Jaccard similarity of two texts' shingle sets (for tests and reports)."""
-    sa, sb = shingles(a, n, kind), shingles(b, n, kind)
-    return len(sa & sb) / len(sa | sb) if sa | sb else 1.0
-
-
 def cross_matches(
     reference: list[str],
     queries: list[str],
