@@ -2,10 +2,9 @@
 
 Fine-tuning, scoring a contender, building a drift profile and the int8 check each keep every core busy
 (torch's intra-op threads). Run side by side in threads of one process they do not finish sooner: they
-share the same cores and the GIL (a generation loop is mostly small operations). Measured on 2 cores: the
-demo's invoice extractor fine-tuned while its baselines answered took 667 s for both, one after the
-other about 600 s (each timed alone); and a contender timed while another stage runs reports the
-other's load as its own latency and cost. So each such stage takes a slot; the ``compute_slots`` setting
+share the same cores and the GIL (a generation loop is mostly small operations); the README's
+"Scale-out" section gives the figures measured. And a contender timed while another stage runs would report the other's load
+as its own latency and cost. So each such stage takes a slot; the ``compute_slots`` setting
 (``FLEET_COMPUTE_SLOTS``, default 1; ``Settings.apply`` passes it to :func:`configure`) sets how many there
 are (more on a machine whose cores or GPUs one stage cannot fill).
 Light stages (curation, registration, I/O) never wait for one. A slot is re-entrant within a thread:
