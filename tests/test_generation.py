@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -243,3 +244,12 @@ def test_a_warning_names_max_new_tokens_when_training_answers_are_longer():
     assert answer_tokens > 8
     assert warning is not None and "specialists.g.generation.max_new_tokens is 8" in warning
     assert f"1 of 2 training answers are longer (the longest {answer_tokens} tokens" in warning
+
+
+@pytest.mark.parametrize("answer", ["```" + " " * 100_000 + "x", "```json" + " " * 100_000, " " * 100_000 + "}"])
+def test_answer_parsing_is_linear_in_the_answers_length(answer):
+    """A lazy fence pattern between runs of spaces backtracked quadratically (20,000 spaces took minutes)."""
+    start = time.perf_counter()
+    assert answers.parse_json(answer) is None
+    assert time.perf_counter() - start < 0.1
+    assert answers.parse_json('```json\n{"a": 1}\n```') == {"a": 1} and answers.parse_json("```{}```") == {}
