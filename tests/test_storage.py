@@ -117,3 +117,21 @@ def test_a_fault_mid_upload_leaves_no_visible_version(s3_env, tmp_path):
         load_split(healthy, "s", version, "train")
     ds = curate(spec, healthy)  # the next attempt completes the same version
     assert ds.version == version and ds.created and len(load_split(healthy, "s", version, "test")) == ds.counts["test"]
+
+
+def test_specialists_whose_names_are_prefixes_of_each_other_never_mix(store):
+    """A listing is of a folder: sms's traffic and leases do not include sms-spam's (on S3 a key prefix
+    "traffic/sms" would have listed "traffic/sms-spam/..." too)."""
+    from fleet.core.leases import Lease
+    from fleet.ops import traffic
+
+    traffic.log_predictions(store, "sms", [{"text": "hi", "label": "ham"}], "1")
+    traffic.log_predictions(store, "sms-spam", [{"text": "win", "label": "spam"}] * 2, "1")
+    assert traffic.read_all(store, "traffic", "sms")["label"].tolist() == ["ham"]
+    assert len(traffic.read_all(store, "traffic", "sms-spam")) == 2
+    assert store.list("traffic/sms") == [k for k in store.list("traffic") if k.startswith("traffic/sms/")]
+
+    spam = Lease(store, "register/sms-spam")
+    assert spam.try_acquire()[0]
+    won, holder = Lease(store, "register/sms").try_acquire()  # another specialist's lease: free
+    assert won and holder is None
