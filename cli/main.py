@@ -515,9 +515,12 @@ def serve_models(
     settings = _settings()
     if int8 not in ("auto", "off"):
         _fail(f"--int8 {int8}: must be auto or off")
+    token = settings.serve_token.get_secret_value() if settings.serve_token else None
+    if token is None and not _loopback(host):
+        _fail(f"--host {host}: serving beyond this machine needs a token; set FLEET_SERVE_TOKEN")
     import uvicorn
 
-    from fleet.ops.serving.app import create_app
+    from fleet.ops.serving.app import ServeLimits, create_app
     from fleet.ops.serving.hub import Hub
 
     hub = Hub(settings.home / "serving", only or None, int8)
@@ -527,13 +530,34 @@ def serve_models(
         _fail(f"cannot load the champions: {exc}")
     if not changed:
         _fail("no champion to serve: train one with `fleet run`" + (f" (asked for: {', '.join(only)})" if only else ""))
-    err.print("serving " + "; ".join(changed) + f" on http://{host}:{port} (OpenAPI: /docs)", highlight=False)
+    limits = ServeLimits(
+        max_rows=settings.serve_max_rows,
+        max_chars=settings.serve_max_chars,
+        max_body_bytes=settings.serve_max_body_bytes,
+        max_queued_rows=settings.serve_max_queued_rows,
+        timeout_s=settings.serve_timeout_s,
+        stall_s=settings.serve_stall_s,
+    )
+    auth = "bearer token required" if token else "no token (loopback only)"
+    err.print("serving " + "; ".join(changed) + f" on http://{host}:{port} ({auth}; OpenAPI: /docs)", highlight=False)
     uvicorn.run(
-        create_app(hub, settings.store_handle(), reload_interval, max_wait_ms),
+        create_app(hub, settings.store_handle(), reload_interval, max_wait_ms, limits, token),
         host=host,
         port=port,
         log_level="warning",
+        timeout_graceful_shutdown=10,  # SIGTERM: in-flight requests get 10 s, then the server stops
     )
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @app.command()

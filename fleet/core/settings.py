@@ -120,6 +120,37 @@ class Settings(BaseSettings):
         description="deployments: the FLOW/DEPLOYMENT run once per specialist.",
     )
 
+    # -- model serving (`fleet serve-models`)
+    serve_token: SecretStr | None = Field(
+        None,
+        validation_alias=_env("FLEET_SERVE_TOKEN"),
+        description="Bearer token every request but /healthz must carry; unset: no authentication (loopback only).",
+    )
+    serve_max_rows: int = Field(
+        256, ge=1, validation_alias=_env("FLEET_SERVE_MAX_ROWS"), description="Texts per request."
+    )
+    serve_max_chars: int = Field(
+        20_000, ge=1, validation_alias=_env("FLEET_SERVE_MAX_CHARS"), description="Characters per text."
+    )
+    serve_max_body_bytes: int = Field(
+        4 * 2**20, ge=1024, validation_alias=_env("FLEET_SERVE_MAX_BODY_BYTES"), description="Bytes per request body."
+    )
+    serve_max_queued_rows: int = Field(
+        1024,
+        ge=1,
+        validation_alias=_env("FLEET_SERVE_MAX_QUEUED_ROWS"),
+        description="Rows waiting per loaded base; past it, 503 with Retry-After.",
+    )
+    serve_timeout_s: float = Field(
+        60.0, gt=0, validation_alias=_env("FLEET_SERVE_TIMEOUT_S"), description="A request's answer time; then 504."
+    )
+    serve_stall_s: float = Field(
+        60.0,
+        gt=0,
+        validation_alias=_env("FLEET_SERVE_STALL_S"),
+        description="/healthz fails when a base made no progress for this long while work waits.",
+    )
+
     @field_validator("home")
     @classmethod
     def _absolute(cls, v: Path) -> Path:

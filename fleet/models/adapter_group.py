@@ -64,22 +64,29 @@ class AdapterGroup(Generic[R]):
         raise NotImplementedError
 
     def add(self, name: str, model_dir: Path) -> None:
+        """Load an adapter next to the others; it is recorded only once it loaded (a broken one leaves the
+        group as it was)."""
+        folder = Path(model_dir)
         with self.lock:
-            self.dirs[name] = Path(model_dir)
+            record = self.record_type.read(folder)
             if self.model is None or self.int8:
-                self.model = self._build()
+                self.model = self._build({**self.dirs, name: folder})
             else:
                 with cache.RNG:
-                    self.model.load_adapter(str(model_dir), adapter_name=name)
-            self.meta[name] = self.record_type.read(model_dir)
-            self._added(name, Path(model_dir))
+                    self.model.load_adapter(str(folder), adapter_name=name)
+            try:
+                self._added(name, folder)
+            except Exception:  # the head or settings would not load: back to the adapters that did
+                self.model = self._build(self.dirs) if self.dirs else None
+                raise
+            self.dirs[name], self.meta[name] = folder, record
 
-    def _build(self) -> Any:
-        """A fresh copy of the base with every adapter attached; int8: quantized after attaching them, since
+    def _build(self, dirs: dict[str, Path]) -> Any:
+        """A fresh copy of the base with the adapters in ``dirs``; int8: quantized after attaching them, since
         peft cannot attach an adapter to a quantized layer (so an int8 group is rebuilt when adapters change)."""
         from peft import PeftModel
 
-        (first, folder), *rest = self.dirs.items()
+        (first, folder), *rest = dirs.items()
         with cache.RNG:  # building modules draws random numbers: not while a fine-tune runs
             model = PeftModel.from_pretrained(self._base(), str(folder), adapter_name=first).eval()
             for name, more in rest:
@@ -114,7 +121,7 @@ class AdapterGroup(Generic[R]):
                     del self.dirs[adapter]
                     self.meta.pop(adapter, None)
                     if self.int8:
-                        self.model = self._build()
+                        self.model = self._build(self.dirs)
                     else:
                         self.model.delete_adapter(adapter)
 

@@ -44,3 +44,10 @@ def token_counter(tokenizer: Any, system: str | None) -> Any:
         )
 
     return count
+
+
+def clip(tokenizer: Any, prompt: str, max_tokens: int) -> str:
+    """``prompt`` cut to its first ``max_tokens`` tokens (unchanged when it fits): a served prompt costs at
+    most what the specialist was trained for."""
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return prompt if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens])

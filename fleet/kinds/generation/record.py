@@ -14,3 +14,4 @@ class GeneratorRecord(ModelRecord):
     max_new_tokens: int
     batch_size: int
     max_length: int
+    max_prompt_tokens: int = 384  # a served prompt is cut to this (records written before it: the default)

@@ -7,7 +7,7 @@ from typing import Any
 
 from fleet.core.results import Outputs
 from fleet.core.text import normalize_text
-from fleet.kinds.generation.chat_template import messages, render
+from fleet.kinds.generation.chat_template import clip, messages, render
 from fleet.kinds.generation.predict import generate
 from fleet.kinds.generation.record import GeneratorRecord
 from fleet.models import cache
@@ -25,7 +25,13 @@ class CausalGroup(AdapterGroup[GeneratorRecord]):
         return copy.deepcopy(cache.causal(self.base_folder)[1])
 
     def run(self, rows: list[tuple[str, str]]) -> list[Outputs]:
-        prompts = [render(self.tokenizer, messages(self.meta[a].system, normalize_text(t))) for a, t in rows]
+        prompts = [
+            render(
+                self.tokenizer,
+                messages(self.meta[a].system, clip(self.tokenizer, normalize_text(t), self.meta[a].max_prompt_tokens)),
+            )
+            for a, t in rows
+        ]
         longest = max(self.meta[a].max_new_tokens for a, _ in rows)  # one batch, one length limit
         out = generate(self.tokenizer, self.model, prompts, longest, len(rows), [a for a, _ in rows])
         assert out.tokens is not None

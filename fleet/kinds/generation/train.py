@@ -61,6 +61,7 @@ def meta(spec: SpecialistSpec, max_length: int) -> GeneratorRecord:
         max_new_tokens=g.max_new_tokens,
         batch_size=g.batch_size,
         max_length=max_length,
+        max_prompt_tokens=g.max_prompt_tokens,
     )
 
 

@@ -3,11 +3,16 @@
 - ``POST /v1/specialists/{name}/predict`` ``{"inputs": [...]}``: the champion's answers (a classifier:
   label and score; a generative specialist: output, and json for JSON answers), and the version;
 - ``POST /v1/predict`` ``{"requests": [{"specialist": ..., "inputs": [...]}, ...]}``: many at once;
-- ``GET /healthz``: what is served; ``GET /metrics``: Prometheus (requests, latency histogram,
-  predictions per specialist, batch sizes, mixed batches, champion switches); ``GET /docs``: OpenAPI.
+- ``GET /healthz``: liveness (503 when a base made no progress for ``stall_s`` while work waits), and what
+  is served to a caller with the token; ``GET /metrics``: Prometheus (requests, latency histogram,
+  predictions per specialist, batch sizes, mixed batches, dropped log rows); ``GET /docs``: OpenAPI.
 
-Every answer is logged to the specialist's traffic log (what drift monitoring reads), off the
-request's path. FastAPI because it gives the typed request models, validation and the OpenAPI page
+Who may ask: with a token set (``FLEET_SERVE_TOKEN``), every request but ``/healthz`` carries
+``Authorization: Bearer <token>`` (401 otherwise; compared in constant time). What one request may cost:
+rows, characters per text and body bytes are bounded (413 with a JSON error naming the limit), a base's
+queue is bounded (503 with ``Retry-After``), and an answer that takes longer than ``timeout_s`` is a 504
+(:class:`ServeLimits`). Every answer is logged to the specialist's traffic log (what drift monitoring
+reads), in batches, off the request's path (:class:`TrafficBuffer`). FastAPI because it gives the typed request models, validation and the OpenAPI page
 with little code, and runs on uvicorn; the model work happens in one thread per loaded base.
 """
 
@@ -15,31 +20,53 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import json
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, Field
 
 from fleet.core.results import Outputs
 from fleet.core.storage import ObjectStore
-from fleet.ops import traffic
-from fleet.ops.serving.batcher import Batcher
+from fleet.ops.serving.batcher import Batcher, Busy
 from fleet.ops.serving.hub import Hub
+from fleet.ops.serving.traffic_buffer import TrafficBuffer
 
 log = logging.getLogger("fleet.ops.serving")
 
 
+@dataclass(frozen=True)
+class ServeLimits:
+    """What one request may cost (the settings ``FLEET_SERVE_*``; defaults in the README's Security section)."""
+
+    max_rows: int = 256  # texts per request (all requests of a /v1/predict together)
+    max_chars: int = 20_000  # characters per text
+    max_body_bytes: int = 4 * 2**20
+    max_queued_rows: int = 1024  # rows waiting per loaded base
+    timeout_s: float = 60.0  # a request's answer time
+    stall_s: float = 60.0  # /healthz fails when a base made no progress for this long while work waits
+
+
+class LimitError(HTTPException):
+    """A request over one of the limits: 413 with the limit's name and value."""
+
+    def __init__(self, limit: str, value: int, detail: str):
+        super().__init__(413, {"error": detail, "limit": limit, "max": value})
+
+
 class PredictRequest(BaseModel):
-    inputs: list[str] = Field(min_length=1, max_length=256, description="Texts (prompts) to answer.")
+    inputs: list[str] = Field(min_length=1, description="Texts (prompts) to answer.")
 
 
 class SpecialistRequest(PredictRequest):
-    specialist: str
+    specialist: str = Field(max_length=200)
 
 
 class BatchRequest(BaseModel):
@@ -50,6 +77,9 @@ class PredictResponse(BaseModel):
     specialist: str
     version: str
     answers: list[dict[str, Any]]
+
+
+UNKNOWN = "(unknown)"  # the one metrics label of every name that is not served
 
 
 class Metrics:
@@ -69,6 +99,8 @@ class Metrics:
             "fleet_batch_rows", "Rows per model batch", registry=r, buckets=(1, 2, 4, 8, 16, 32, 64)
         )
         self.mixed = Counter("fleet_mixed_batches", "Batches with rows of more than one specialist", registry=r)
+        self.log_dropped = Gauge("fleet_traffic_rows_dropped", "Answered rows not logged (buffer full)", registry=r)
+        self.log_buffered = Gauge("fleet_traffic_rows_buffered", "Answered rows waiting to be logged", registry=r)
 
     def batch(self, rows: int, specialists: int) -> None:
         self.batch_rows.observe(rows)
@@ -77,49 +109,127 @@ class Metrics:
 
 
 class Server:
-    """The served hub with one batcher per loaded base, and the traffic logger."""
+    """The served hub with one batcher per loaded base, and the traffic log's buffer."""
 
-    def __init__(self, hub: Hub, store: ObjectStore | None, max_wait_ms: float = 10.0):
-        self.hub, self.store, self.max_wait_s = hub, store, max_wait_ms / 1000
+    def __init__(self, hub: Hub, store: ObjectStore | None, limits: ServeLimits, max_wait_ms: float = 10.0):
+        self.hub, self.limits, self.max_wait_s = hub, limits, max_wait_ms / 1000
         self.metrics = Metrics()
         self.batchers: dict[int, Batcher] = {}
-        self.logger = ThreadPoolExecutor(max_workers=1)
+        self.traffic = TrafficBuffer(store) if store is not None else None
 
     def batcher(self, group: Any) -> Batcher:
         if id(group) not in self.batchers:
-            b = Batcher(group, max_wait_s=self.max_wait_s, on_batch=self.metrics.batch)
+            b = Batcher(
+                group,
+                max_wait_s=self.max_wait_s,
+                max_queued_rows=self.limits.max_queued_rows,
+                on_batch=self.metrics.batch,
+            )
             self.batchers[id(group)] = b
             asyncio.get_running_loop().create_task(b.run())
         return self.batchers[id(group)]
 
-    def _log(self, name: str, texts: list[str], outputs: Outputs, version: str) -> None:
-        if self.store is None:
-            return
-        try:
-            traffic.log_predictions(self.store, name, self.hub.served[name].kind.traffic_rows(texts, outputs), version)
-        except Exception as exc:  # the answer was given; a lost log line must not fail it
-            log.warning("%s: traffic log write failed: %s", name, exc)
+    def check(self, texts: list[str]) -> None:
+        """413 for a request over the rows or characters limits."""
+        lim = self.limits
+        if len(texts) > lim.max_rows:
+            raise LimitError("max_rows", lim.max_rows, f"{len(texts)} texts in one request; at most {lim.max_rows}")
+        longest = max((len(t) for t in texts), default=0)
+        if longest > lim.max_chars:
+            raise LimitError("max_chars", lim.max_chars, f"a text of {longest} characters; at most {lim.max_chars}")
 
     async def answer(self, name: str, texts: list[str]) -> PredictResponse:
         served = self.hub.served.get(name)
         if served is None:
-            self.metrics.requests.labels(name, "unknown").inc()
-            raise HTTPException(
-                404, f"no specialist {name!r} is served (served: {', '.join(self.hub.served) or 'none'})"
-            )
+            self.metrics.requests.labels(UNKNOWN, "unknown").inc()
+            raise HTTPException(404, "no such specialist is served")
         start = time.perf_counter()
-        results = await self.batcher(served.group).submit(name, texts)
+        try:
+            results = await asyncio.wait_for(self.batcher(served.group).submit(name, texts), self.limits.timeout_s)
+        except Busy as exc:
+            self.metrics.requests.labels(name, "busy").inc()
+            raise HTTPException(503, f"busy: {exc}", headers={"Retry-After": "1"}) from None
+        except TimeoutError:
+            self.metrics.requests.labels(name, "timeout").inc()
+            raise HTTPException(504, f"no answer within {self.limits.timeout_s:g} s") from None
         outputs, version = Outputs.concat([o for o, _ in results]), results[0][1]
         self.metrics.latency.labels(name).observe(time.perf_counter() - start)
         self.metrics.requests.labels(name, "ok").inc()
         self.metrics.predictions.labels(name, version).inc(len(texts))
-        self.logger.submit(self._log, name, texts, outputs, version)
+        if self.traffic is not None:
+            self.traffic.add(name, version, served.kind.traffic_rows(texts, outputs))
         answers = served.kind.to_frame(outputs).to_dict("records")
         return PredictResponse(specialist=name, version=version, answers=answers)
 
+    def stalled(self) -> list[str]:
+        return [b.group.base_folder for b in self.batchers.values() if b.stalled(self.limits.stall_s)]
 
-def create_app(hub: Hub, store: ObjectStore | None, reload_s: float = 5.0, max_wait_ms: float = 10.0) -> FastAPI:
-    server = Server(hub, store, max_wait_ms)
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``max_bytes`` is refused with 413 before it is read whole."""
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._refuse(send)
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Any) -> None:
+        body = {"detail": {"error": "request body too large", "limit": "max_body_bytes", "max": self.max_bytes}}
+        raw = json.dumps(body).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": raw})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def bearer(token: str | None):
+    """A dependency that lets a request through only with ``Authorization: Bearer <token>`` (any, if None)."""
+
+    def check(request: Request) -> None:
+        if token is not None and not authorized(request, token):
+            raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+
+    return check
+
+
+def authorized(request: Request, token: str) -> bool:
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def create_app(
+    hub: Hub,
+    store: ObjectStore | None,
+    reload_s: float = 5.0,
+    max_wait_ms: float = 10.0,
+    limits: ServeLimits | None = None,
+    token: str | None = None,
+) -> Any:
+    """The FastAPI app (wrapped in the body-size limit). ``token``: None serves anyone who can connect."""
+    server = Server(hub, store, limits or ServeLimits(), max_wait_ms)
+    auth = [Depends(bearer(token))]
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -128,6 +238,8 @@ def create_app(hub: Hub, store: ObjectStore | None, reload_s: float = 5.0, max_w
         watcher.start()
         yield
         stop.set()
+        if server.traffic is not None:
+            server.traffic.close()
 
     app = FastAPI(
         title="Specialist Fleet",
@@ -135,21 +247,30 @@ def create_app(hub: Hub, store: ObjectStore | None, reload_s: float = 5.0, max_w
         lifespan=lifespan,
     )
 
-    @app.post("/v1/specialists/{name}/predict", response_model=PredictResponse)
+    @app.post("/v1/specialists/{name}/predict", response_model=PredictResponse, dependencies=auth)
     async def predict(name: str, request: PredictRequest) -> PredictResponse:
+        server.check(request.inputs)
         return await server.answer(name, request.inputs)
 
-    @app.post("/v1/predict", response_model=list[PredictResponse])
+    @app.post("/v1/predict", response_model=list[PredictResponse], dependencies=auth)
     async def predict_many(batch: BatchRequest) -> list[PredictResponse]:
+        server.check([t for r in batch.requests for t in r.inputs])
         return list(await asyncio.gather(*(server.answer(r.specialist, r.inputs) for r in batch.requests)))
 
     @app.get("/healthz")
-    async def healthz() -> dict:
-        served = {n: {"version": s.version, "task": s.kind.task, "int8": s.int8} for n, s in hub.served.items()}
-        return {"status": "ok", "specialists": served, "bases": len(hub.groups), "switches": hub.reloads}
+    async def healthz(request: Request) -> JSONResponse:
+        stalled = server.stalled()
+        body: dict[str, Any] = {"status": "stalled" if stalled else "ok"}
+        if token is None or authorized(request, token):
+            served = {n: {"version": s.version, "task": s.kind.task, "int8": s.int8} for n, s in hub.served.items()}
+            body |= {"specialists": served, "bases": len(hub.groups), "switches": hub.reloads, "stalled": stalled}
+        return JSONResponse(body, status_code=503 if stalled else 200)
 
-    @app.get("/metrics")
+    @app.get("/metrics", dependencies=auth)
     async def metrics() -> Response:
+        if server.traffic is not None:
+            server.metrics.log_dropped.set(server.traffic.dropped)
+            server.metrics.log_buffered.set(server.traffic.buffered)
         return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    return app
+    return BodyLimit(app, server.limits.max_body_bytes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from fleet.models.adapter_group import AdapterGroup
 from fleet.stages import registry
 
 log = logging.getLogger("fleet.ops.serving")
+RETRY_BROKEN_S = 300.0  # a champion that failed to load is tried again after this long, not at every refresh
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Hub:
         self.served: dict[str, Served] = {}
         self.groups: dict[tuple, AdapterGroup] = {}
         self.reloads = 0
+        self.broken: dict[tuple[str, str], float] = {}  # (specialist, version) that failed to load -> retry after
         self._lock = threading.Lock()
 
     def _group(self, kind: SpecialistKind, base_folder: str, int8: bool) -> AdapterGroup:
@@ -77,8 +80,14 @@ class Hub:
             numbers = registry.champion_numbers()  # one listing: checking 32 champions one by one held
             for name in self.names if self.names is not None else list(numbers):  # the GIL for 0.1-0.2 s
                 current, number = self.served.get(name), numbers.get(name)
-                if number is not None and (current is None or current.version != number):
-                    changed.append(self._switch(name, registry.client().get_model_version(name, number)))
+                if number is None or (current is not None and current.version == number):
+                    continue
+                if time.monotonic() >= self.broken.get((name, number), 0.0):
+                    try:
+                        changed.append(self._switch(name, registry.client().get_model_version(name, number)))
+                    except Exception as exc:  # one broken champion: the others still load and serve
+                        self.broken[(name, number)] = time.monotonic() + RETRY_BROKEN_S
+                        log.error("%s v%s not served (the version before it, if any, still is): %s", name, number, exc)
         for line in changed:
             log.info("serving %s", line)
         return changed
