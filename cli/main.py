@@ -464,7 +464,9 @@ def serve(
 @app.command()
 def export(
     name: str = typer.Argument(..., help="The specialist."),
-    merged: Path = typer.Option(..., "--merged", help="Folder for the merged model (replaced if it exists)."),
+    merged: Path = typer.Option(
+        ..., "--merged", help="Folder for the merged model: new, empty, or an earlier export (then replaced)."
+    ),
     version: str | None = typer.Option(None, help="A version number (default: the champion)."),
 ) -> None:
     """Write a whole model, the adapter folded into its base, checked against the adapter form."""
@@ -476,6 +478,10 @@ def export(
     from fleet.stages import registry
     from fleet.stages.registry import RegistryError
 
+    try:
+        exporting.check_destination(merged)  # before any download: a folder of other files is refused
+    except exporting.ExportError as exc:
+        _fail(str(exc))
     try:
         v = registry.client().get_model_version(name, version) if version else registry.champion_version(name)
     except Exception as exc:

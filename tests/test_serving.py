@@ -134,3 +134,96 @@ def test_a_promoted_champion_is_served_within_10_s_without_a_failed_request(serv
     switched = min(t for t, _, v in seen if v == "2") - promoted
     print(f"\nnew champion served {switched:.1f} s after `fleet promote` returned ({len(seen)} requests, none failed)")
     assert switched <= 10
+
+
+TOKEN = "a-long-random-token-for-the-test"
+
+
+def _raw(url: str, body: bytes, token: str | None = TOKEN, timeout: float = 60) -> tuple[int, str]:
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+    req = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _slow_client(port: int, stop: threading.Event) -> None:
+    """Announces a body of 1,000 bytes and sends one byte every 0.2 s."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"POST /v1/specialists/toy/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+        s.sendall(f"Authorization: Bearer {TOKEN}\r\nContent-Length: 1000\r\n\r\n".encode())
+        while not stop.wait(0.2):
+            s.sendall(b" ")
+
+
+def call_with_token(url: str) -> dict:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def test_bad_input_and_64_clients_against_a_server_with_a_token(served):
+    """Every bad request gets its status code, none crashes the server, and 64 clients keep being answered
+    meanwhile (`fleet serve-models` with FLEET_SERVE_TOKEN, on loopback)."""
+    port = free_port()
+    env = {**served["env"], "FLEET_SERVE_TOKEN": TOKEN}
+    log = served["folder"] / "server-token.log"
+    cmd = [FLEET_BIN, "serve-models", "--port", str(port), "--reload-interval", "1"]
+    proc = subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    predict = f"{url}/v1/specialists/toy/predict"
+    ok = json.dumps({"inputs": ["It will rain in Bergen tomorrow"]}).encode()
+    try:
+        wait_http(f"{url}/healthz", 180, "fleet serve-models", proc, log)
+        stop = threading.Event()
+        slow = threading.Thread(target=_slow_client, args=(port, stop), daemon=True)
+        slow.start()
+        cases = {
+            "no token": (_raw(predict, ok, token=None), 401),
+            "wrong token": (_raw(predict, ok, token="guess"), 401),
+            "malformed JSON": (_raw(predict, b'{"inputs": [oops'), 422),
+            "wrong types": (_raw(predict, b'{"inputs": [1, {"a": 2}]}'), 422),
+            "257 rows": (_raw(predict, json.dumps({"inputs": ["x"] * 257}).encode()), 413),
+            "a 1 MB text": (_raw(predict, json.dumps({"inputs": ["x" * 1_000_000]}).encode()), 413),
+            "a 10 MB body": (_raw(predict, b'{"inputs": ["' + b"x" * 10_000_000 + b'"]}'), 413),
+            "unknown specialist": (_raw(f"{url}/v1/specialists/ghost/predict", ok), 404),
+        }
+        wrong = {name: got for name, (got, want) in cases.items() if got[0] != want}
+        assert not wrong, wrong
+        assert "toy" not in cases["unknown specialist"][0][1]
+        assert json.loads(cases["257 rows"][0][1])["detail"]["limit"] == "max_rows"
+        assert json.loads(cases["a 10 MB body"][0][1])["detail"]["limit"] == "max_body_bytes"
+
+        champion = call_with_token(f"{url}/healthz")["specialists"]["toy"]["version"]
+        answers: list[tuple[int, str]] = []
+        done = threading.Event()
+
+        def ask() -> None:
+            while not done.is_set():
+                answers.append(_raw(predict, ok))
+
+        clients = [threading.Thread(target=ask) for _ in range(64)]
+        for c in clients:
+            c.start()
+        if champion == "2":  # the promotion test ran first: roll back to 1 while the 64 clients ask
+            fleet(env, "promote", "toy", "1")
+            time.sleep(3)  # the server picks it up within its reload interval
+        else:
+            time.sleep(5)
+        done.set()
+        for c in clients:
+            c.join(60)
+        assert len(answers) >= 64 and {s for s, _ in answers} == {200}
+        assert {json.loads(b)["answers"][0]["label"] for _, b in answers} == {"weather"}
+        if champion == "2":
+            assert {json.loads(b)["version"] for _, b in answers} == {"1", "2"}
+        stop.set()
+        assert call(f"{url}/healthz")[1] == {"status": "ok"}  # open, and says nothing about what is served
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(30)
