@@ -293,20 +293,30 @@ def predict(
     version: str | None = typer.Option(None, help="A version number instead of an alias."),
     log: bool = typer.Option(True, help="Append the predictions to the specialist's traffic log (for drift)."),
 ) -> None:
-    """Answer texts with a specialist's registered model; prints its answer (a classifier: label, score) and the text."""
-    _settings()
-    import mlflow
-    from mlflow.exceptions import MlflowException
+    """Answer texts with a specialist's registered model; prints its answer (a classifier: label, score) and the text.
+
+    The version's files are loaded by its kind, as serving loads them: no code from the registry is run."""
+    settings = _settings()
+    import tempfile
+
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # keep the output a clean table of predictions
+    from fleet.core.records import ModelRecord
+    from fleet.kinds import kind_of
+    from fleet.ops import traffic
+    from fleet.stages import registry
 
+    hf_logging.disable_progress_bar()  # keep the output a clean table of predictions
     uri = f"models:/{name}/{version}" if version else f"models:/{name}@{alias}"
-    try:
-        model = mlflow.pyfunc.load_model(uri)
-    except MlflowException as exc:
-        _fail(f"{uri}: cannot load ({exc.message.splitlines()[0]}); train it with `fleet run --only {name}`")
-    frame = model.predict(list(texts))
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            number = version or _alias_version(name, alias)
+            folder = registry.download_model_dir(name, number, tmp)
+            kind = kind_of(ModelRecord.read(folder).task)
+            frame = kind.to_frame(kind.load(folder, name).predict(list(texts)))
+        except Exception as exc:  # no such version, an unreachable registry, a broken model folder
+            first = (getattr(exc, "message", None) or str(exc)).splitlines()[0]
+            _fail(f"{uri}: cannot load ({first}); train it with `fleet run --only {name}`")
     answers = frame.to_dict("records")
     for text, answer in zip(texts, answers):
         if "output" in frame:  # a generative specialist: its answer as it wrote it
@@ -314,12 +324,8 @@ def predict(
         else:  # plain TSV, for pipes: the answer's fields, then the text
             print("\t".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in answer.values()) + f"\t{text}")
     if log:
-        from fleet.core.settings import Settings
-        from fleet.ops import traffic
-
-        served = version or _alias_version(name, alias)
         traffic.log_predictions(
-            Settings.load().store_handle(), name, [{"text": t, **a} for t, a in zip(texts, answers)], served
+            settings.store_handle(), name, [{"text": t, **a} for t, a in zip(texts, answers)], number
         )
 
 

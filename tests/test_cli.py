@@ -62,6 +62,18 @@ def test_status_json_and_predict(trained):
     assert code == 2 and "models:/nobody@champion: cannot load" in out
 
 
+def test_predict_runs_no_code_from_the_registry(trained):
+    """Whoever can write to the registry's artifacts must not get to run code where `fleet predict` runs."""
+    folder, _ = trained
+    marker = folder / "pwned"
+    logged = list((folder / "home" / "mlflow").rglob("pyfunc_code.py"))
+    assert logged  # the code MLflow keeps with each version (for its own pyfunc loader)
+    for code_file in logged:
+        code_file.write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    code, out = cli("predict", "toy", "Snow is falling in Madrid", "--no-log")
+    assert code == 0 and out.startswith("weather\t") and not marker.exists()
+
+
 def test_wrong_field_exits_before_any_work(trained):
     folder, fleet_file = trained
     before = registry_snapshot()
