@@ -80,6 +80,7 @@ def _fail(message: str, code: int = 2, cause: BaseException | None = None) -> No
 def _load(fleet: Path, only: list[str] | None, read_data: bool = False):
     """Parse the fleet file and check every selected specialist's data and base model, before any work;
     ``read_data``: read each source through and check what curation will check."""
+    from fleet.core.settings import Settings
     from fleet.core.spec import SpecError
     from fleet.data.sources import CurationError, check_source
     from fleet.kinds import load_fleet
@@ -87,7 +88,7 @@ def _load(fleet: Path, only: list[str] | None, read_data: bool = False):
     from fleet.ops.preflight import check_data
 
     try:
-        spec = load_fleet(fleet)
+        spec = load_fleet(fleet, Settings.load().data_root_paths)
         selected = spec.select(only)
     except SpecError as exc:
         _fail(str(exc))

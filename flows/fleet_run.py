@@ -71,7 +71,7 @@ def fleet_flow(
 ) -> list[SpecialistResult]:
     """Run every selected specialist through the settings' task runner; one failure does not stop the others."""
     settings = Settings.load().apply()
-    names = [s.name for s in t.load_fleet_spec(fleet_file).select(only)]
+    names = [s.name for s in t.load_fleet_spec(fleet_file, settings).select(only)]
     get_run_logger().info(
         "%d specialist(s) through the %s runner: %s", len(names), settings.task_runner, ", ".join(names)
     )

@@ -14,7 +14,7 @@ from tasks import specialist as t
 def monitor_flow(name: str, fleet_file: str = DEFAULT_FLEET_FILE) -> dict:
     """One specialist's drift verdict on its latest traffic window; an event when it drifted."""
     settings = Settings.load().apply()
-    spec = t.load_spec(fleet_file, name)
+    spec = t.load_spec(fleet_file, name, settings)
     report = d.check_drift(spec, settings)
     event_id = d.emit_drift(report) if report.drifted else None
     return {
@@ -29,5 +29,6 @@ def monitor_flow(name: str, fleet_file: str = DEFAULT_FLEET_FILE) -> dict:
 @flow(name="monitor-fleet", flow_run_name="monitor-fleet")
 def monitor_fleet_flow(fleet_file: str = DEFAULT_FLEET_FILE, only: list[str] | None = None) -> list[dict]:
     """The monitor for all (or some) specialists."""
-    names = [s.name for s in t.load_fleet_spec(fleet_file).select(only)]
+    settings = Settings.load().apply()
+    names = [s.name for s in t.load_fleet_spec(fleet_file, settings).select(only)]
     return [monitor_flow(name=n, fleet_file=fleet_file) for n in names]

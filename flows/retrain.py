@@ -15,7 +15,7 @@ from tasks import specialist as t
 def retrain_flow(name: str, drift_report: str | None = None, fleet_file: str = DEFAULT_FLEET_FILE):
     """At most one retrain per specialist at a time, and none within its cooldown: such runs end Cancelled."""
     settings = Settings.load().apply()
-    spec = t.load_spec(fleet_file, name)
+    spec = t.load_spec(fleet_file, name, settings)
     with d.retrain_lock(name) as got:
         if not got:
             return Cancelled(message=f"{name}: another retrain is running")

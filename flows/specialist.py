@@ -25,7 +25,7 @@ def specialist_flow(
     (the report that raised the alarm) is tagged on the new version for lineage.
     """
     settings = Settings.load().apply()
-    spec = t.load_spec(fleet_file, name)
+    spec = t.load_spec(fleet_file, name, settings)
     dataset = t.curate(spec, settings, with_feedback=trigger == "drift")
     result = t.find_registered(spec, dataset, settings)
     if result is None:

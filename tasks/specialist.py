@@ -44,13 +44,13 @@ def _pictures(figures: dict[str, bytes]) -> str:
 
 
 @task(name="load-spec", cache_policy=NONE)
-def load_spec(fleet_file: str, name: str) -> SpecialistSpec:
-    return load_fleet(fleet_file).select([name])[0]
+def load_spec(fleet_file: str, name: str, settings: Settings) -> SpecialistSpec:
+    return load_fleet(fleet_file, settings.data_root_paths).select([name])[0]
 
 
 @task(name="load-fleet", cache_policy=NONE)
-def load_fleet_spec(fleet_file: str) -> FleetSpec:
-    return load_fleet(fleet_file)
+def load_fleet_spec(fleet_file: str, settings: Settings) -> FleetSpec:
+    return load_fleet(fleet_file, settings.data_root_paths)
 
 
 @task(name="curate", cache_policy=NONE)

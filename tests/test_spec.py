@@ -5,7 +5,7 @@ import textwrap
 import pytest
 
 from conftest import DEMO_FLEET
-from fleet.core.spec import SpecError
+from fleet.core.spec import DataSpec, SpecError
 from fleet.kinds import load_fleet, parse_fleet
 
 BASE = {
@@ -102,3 +102,36 @@ def test_load_fleet_file_errors_and_relative_sources(tmp_path):
 def test_demo_fleet_file_is_valid():
     fleet = load_fleet(DEMO_FLEET)
     assert set(fleet.specialists) == {"sms-spam", "support-sentiment", "invoice-extractor"}
+
+
+def _fleet_reading(source) -> dict:
+    return {"specialists": {"s": {"data": {"source": str(source)}, "labels": ["ham", "spam"]}}}
+
+
+def test_data_roots_keep_local_sources_inside_them(tmp_path):
+    root, outside = tmp_path / "data", tmp_path / "elsewhere"
+    root.mkdir()
+    outside.mkdir()
+    (root / "ok.csv").write_text("text,label\nhi,ham\n")
+    (outside / "secret.csv").write_text("text,label\nno,ham\n")
+    (root / "link.csv").symlink_to(outside / "secret.csv")  # inside by name, outside once resolved
+    spec = parse_fleet(_fleet_reading(root / "ok.csv"), data_roots=[root]).specialists["s"]
+    assert spec.data.source == str((root / "ok.csv").resolve())
+    for bad in (outside / "secret.csv", root / "link.csv", root / ".." / "elsewhere" / "secret.csv"):
+        with pytest.raises(SpecError, match="outside the data roots this fleet may read"):
+            parse_fleet(_fleet_reading(bad), data_roots=[root])
+    assert parse_fleet(_fleet_reading(outside / "secret.csv")).specialists["s"]  # no roots: a fleet of one's own
+    pkg = parse_fleet(_fleet_reading("package://x/y.csv"), data_roots=[root]).specialists["s"]
+    assert pkg.data.source == "package://x/y.csv"  # packaged and remote sources are not local paths
+
+
+def test_a_missing_column_error_does_not_print_a_files_first_line(tmp_path):
+    """A source that is not a data file (here a stand-in for a password-hash file) has no header: its first
+    line is not echoed as "columns"."""
+    from fleet.data.sources import CurationError, load_raw
+
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$Zb1nF4kE$hAsHhAsHhAsH:19000:0:99999:7:::\n")
+    with pytest.raises(CurationError) as err:
+        load_raw(DataSpec(source=str(secret), format="csv"))
+    assert "hAsH" not in str(err.value) and "$6$" not in str(err.value) and "not shown" in str(err.value)

@@ -120,6 +120,13 @@ class Settings(BaseSettings):
         description="deployments: the FLOW/DEPLOYMENT run once per specialist.",
     )
 
+    data_roots: str | None = Field(
+        None,
+        validation_alias=_env("FLEET_DATA_ROOTS"),
+        description="Folders local data sources must lie in (separated by ':'), for fleet files written by "
+        "others (deployments, the production profile); unset: any path.",
+    )
+
     # -- model serving (`fleet serve-models`)
     serve_token: SecretStr | None = Field(
         None,
@@ -219,6 +226,13 @@ class Settings(BaseSettings):
         return self.home / "runs"
 
     @property
+    def data_root_paths(self) -> list[Path] | None:
+        """``data_roots`` as folders, or None when any path may be read."""
+        if not self.data_roots:
+            return None
+        return [Path(p).expanduser().resolve() for p in self.data_roots.split(os.pathsep) if p.strip()]
+
+    @property
     def prefect_home(self) -> Path:
         return self.home / "prefect"
 
@@ -231,6 +245,7 @@ class Settings(BaseSettings):
             "FLEET_TASK_RUNNER": self.task_runner,
             "FLEET_COMPUTE_SLOTS": str(self.compute_slots),
             "FLEET_TRAIN_WAIT_S": str(self.train_wait_s),
+            "FLEET_DATA_ROOTS": self.data_roots,
             "FLEET_DASK_ADDRESS": self.dask_address,
             "AWS_ENDPOINT_URL": self.s3_endpoint_url,
             "AWS_DEFAULT_REGION": self.aws_region,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -231,12 +231,19 @@ SpecModels = Mapping[str, type[SpecialistSpec]]  # task -> the spec model of its
 
 
 def parse_fleet(
-    raw: Any, models: SpecModels, default_task: str, source: str = "<memory>", base_dir: Path | None = None
+    raw: Any,
+    models: SpecModels,
+    default_task: str,
+    source: str = "<memory>",
+    base_dir: Path | None = None,
+    data_roots: Sequence[Path] | None = None,
 ) -> FleetSpec:
     """Validate a parsed fleet document; raise :class:`SpecError` listing every problem.
 
     Each specialist is validated by the spec model of its ``task`` (``default_task`` when unset); relative
-    local data paths are taken relative to ``base_dir`` (the fleet file's folder).
+    local data paths are taken relative to ``base_dir`` (the fleet file's folder). With ``data_roots`` (a
+    fleet file written by someone else), a local data source must lie under one of them once symlinks are
+    resolved, and the spec keeps the resolved path.
     """
     if not isinstance(raw, dict):
         raise SpecError(source, ["top level: must be a mapping with 'defaults' and 'specialists'"])
@@ -257,6 +264,9 @@ def parse_fleet(
         merged = _merged(entry, defaults, str(name), base_dir)
         if merged is None:
             problems.append(f"specialists.{name}: must be a mapping")
+            continue
+        if data_roots is not None and (outside := _outside_roots(merged, data_roots)):
+            problems.append(f"specialists.{name}.data.source: {outside}")
             continue
         spec, wrong = _validate(merged, models, default_task, f"specialists.{name}")
         if spec is not None:
@@ -283,6 +293,24 @@ def _merged(entry: Any, defaults: dict, name: str, base_dir: Path | None) -> dic
     return merged
 
 
+def _outside_roots(merged: dict, roots: Sequence[Path]) -> str | None:
+    """Why a local data source may not be read (outside every data root), or None; a source inside one is
+    replaced by its resolved path, so a symlink swapped later is not followed."""
+    data = merged.get("data")
+    if not isinstance(data, dict):
+        return None
+    src = data.get("source")
+    if not isinstance(src, str) or "://" in src:
+        return None  # package://, hf://, s3:// and missing sources are checked elsewhere
+    real = Path(src).expanduser().resolve()
+    allowed = [Path(r).expanduser().resolve() for r in roots]
+    if not any(real == r or r in real.parents for r in allowed):
+        where = ", ".join(str(r) for r in allowed) or "none configured"
+        return f"{src}: outside the data roots this fleet may read (FLEET_DATA_ROOTS: {where})"
+    data["source"] = str(real)
+    return None
+
+
 def _validate(merged: dict, models: SpecModels, default_task: str, prefix: str) -> tuple[SpecialistSpec | None, list]:
     """The specialist's spec, or None and its problems; an unknown task is one problem, and the rest of its
     settings are still checked (as the default kind's) so that one run lists everything."""
@@ -298,7 +326,9 @@ def _validate(merged: dict, models: SpecModels, default_task: str, prefix: str) 
     return (None, problems) if problems else (spec, [])
 
 
-def load_fleet(path: str | Path, models: SpecModels, default_task: str) -> FleetSpec:
+def load_fleet(
+    path: str | Path, models: SpecModels, default_task: str, data_roots: Sequence[Path] | None = None
+) -> FleetSpec:
     """Read and validate a fleet file."""
     path = Path(path)
     if not path.is_file():
@@ -309,4 +339,4 @@ def load_fleet(path: str | Path, models: SpecModels, default_task: str) -> Fleet
         raise SpecError(str(path), [f"not valid YAML: {yaml_problem(exc)}"]) from None
     except UnicodeDecodeError as exc:
         raise SpecError(str(path), [f"not UTF-8 text: {exc}"]) from None
-    return parse_fleet(raw, models, default_task, str(path), base_dir=path.resolve().parent)
+    return parse_fleet(raw, models, default_task, str(path), path.resolve().parent, data_roots)

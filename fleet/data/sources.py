@@ -11,6 +11,7 @@ import codecs
 import importlib.util
 import io
 import json
+import re
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -146,11 +147,25 @@ def load_frame(data: DataSpec, raw: bytes | None = None) -> pd.DataFrame:
     return parse_bytes(read_bytes(data) if raw is None else raw, fmt, data, data.source)
 
 
+_HEADER_NAME = re.compile(r"[\w .()/-]{1,40}")
+
+
+def _column_names(names) -> str:
+    """The file's column names for an error message, only when they look like a header: a file that has
+    none (or is not data at all, say a symlink to a system file) would have its first line printed."""
+    shown = [str(n) for n in names]
+    if not shown:
+        return "none"
+    if len(shown) <= 20 and all(_HEADER_NAME.fullmatch(n) for n in shown):
+        return ", ".join(shown)
+    return f"{len(shown)} column(s) whose first row does not look like a header (not shown)"
+
+
 def select_columns(df: pd.DataFrame, columns: dict[str, str], source: str) -> pd.DataFrame:
     """``columns`` maps our names to the source's; the result has ours and ``row``."""
     missing = [c for c in columns.values() if c not in df.columns]
     if missing:
-        have = ", ".join(map(str, df.columns)) or "none"
+        have = _column_names(df.columns)
         setting = " / ".join(f"data.{ours}_column" for ours in columns)
         raise CurationError(f"{source}: missing column(s) {', '.join(missing)}; the file has {have} (set {setting})")
     out = pd.DataFrame({ours: df[theirs].tolist() for ours, theirs in columns.items()})

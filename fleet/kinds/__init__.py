@@ -7,6 +7,7 @@ knows a task by name.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +50,14 @@ def spec_models() -> dict[str, type[SpecialistSpec]]:
     return {task: kind.spec_model for task, kind in registry().items()}
 
 
-def parse_fleet(raw: Any, source: str = "<memory>", base_dir: Path | None = None) -> FleetSpec:
+def parse_fleet(
+    raw: Any, source: str = "<memory>", base_dir: Path | None = None, data_roots: Sequence[Path] | None = None
+) -> FleetSpec:
     """A parsed fleet document validated with every kind's spec (:func:`fleet.core.spec.parse_fleet`)."""
-    return fleetfile.parse_fleet(raw, spec_models(), DEFAULT_TASK, source, base_dir)
+    return fleetfile.parse_fleet(raw, spec_models(), DEFAULT_TASK, source, base_dir, data_roots)
 
 
-def load_fleet(path: str | Path) -> FleetSpec:
-    """Read and validate a fleet file with every kind's spec."""
-    return fleetfile.load_fleet(path, spec_models(), DEFAULT_TASK)
+def load_fleet(path: str | Path, data_roots: Sequence[Path] | None = None) -> FleetSpec:
+    """Read and validate a fleet file with every kind's spec; ``data_roots``: the only folders local data
+    sources may come from (None: anywhere, for a fleet file of one's own)."""
+    return fleetfile.load_fleet(path, spec_models(), DEFAULT_TASK, data_roots)
