@@ -88,6 +88,10 @@ class KeywordTagging(TextClassification):
     task = TASK
     spec_model = KeywordSpec
 
+    def training_settings(self, spec: SpecialistSpec) -> dict:
+        assert isinstance(spec, KeywordSpec)
+        return {"keywords_per_label": spec.keywords_per_label}  # part of the training key
+
     def train(self, spec: SpecialistSpec, train: pd.DataFrame, run_dir: Path, progress: bool = True) -> Fit:
         assert isinstance(spec, KeywordSpec)
         counts = {lab: Counter() for lab in spec.labels}
@@ -208,3 +212,30 @@ def test_a_third_kind_goes_through_every_stage_and_the_registry(keyword_kind, fl
     assert tags["task"] == TASK and tags["dataset_version"] == ds.version
     answers = mlflow.pyfunc.load_model("models:/tagger@champion").predict(["heavy rain and fog", "spicy soup tonight"])
     assert answers["label"].tolist() == ["weather", "food"]
+
+
+def test_a_promotion_is_checked_again_under_the_register_lease(keyword_kind, fleet_home, tmp_path):
+    """Two runs judged their challengers against no champion; the first registered is promoted, the second
+    finds a champion it was never compared with and stays a challenger (reason: champion-changed)."""
+    from fleet.core.settings import Settings
+
+    settings = Settings.load().apply()
+    store = LocalStore(tmp_path / "store")
+    source = write_csv(tmp_path / "d.csv", rows())
+    outcomes = []
+    for keywords in (20, 5):  # two training keys
+        spec = kinds.parse_fleet(keyword_fleet(source, keywords_per_label=keywords)).specialists["tagger"]
+        ds = curation.curate(spec, store)
+        model = training.ensure_trained(spec, store, ds.version, settings.runs_dir, progress=False)
+        test = versions.load_split(store, spec.name, ds.version, "test")
+        train = versions.load_split(store, spec.name, ds.version, "train")
+        report = evaluation.judge(spec, test, model, evaluation.general(spec, test, None, train))
+        assert report.decision.promote and report.champion_version is None
+        outcomes.append((spec, ds, model, report))
+    first = registry.register_once(*outcomes[0], registry.Registering(), store)
+    second = registry.register_once(*outcomes[1], registry.Registering(), store)
+    assert (first.alias, first.verdict) == ("champion", "promote")
+    assert (second.alias, second.verdict) == ("challenger", "champion-changed")
+    assert str(registry.champion_version("tagger").version) == first.version
+    tags = registry.client().get_model_version("tagger", second.version).tags
+    assert tags["gate.recheck"] == "champion-changed" and "the champion is now v1" in tags["gate.recheck.reason"]

@@ -210,10 +210,17 @@ def _log_model(spec: SpecialistSpec, model: TrainedModel, how: Registering) -> s
 def register(
     spec: SpecialistSpec, dataset: DatasetVersion, model: TrainedModel, report: EvaluationReport, how: Registering
 ) -> Registration:
-    """Log the run and the model, register a version, tag it, and move an alias (last)."""
+    """Log the run and the model, register a version, tag it, and move an alias (last).
+
+    The gate's decision is checked again here (under the register lease of :func:`register_once`): when
+    the champion changed since the challenger was compared with it, the version is registered as the
+    challenger with the reason ``champion-changed``, never promoted over a champion it was not compared with."""
     if how.trigger not in TRIGGERS:
         raise RegistryError(f"trigger {how.trigger!r}: must be one of {', '.join(TRIGGERS)}")
     tags = _tags(spec, dataset, report, model, how)
+    changed = _champion_changed(spec.name, report) if report.decision.promote else None
+    if changed is not None:
+        tags |= {"gate.recheck": "champion-changed", "gate.recheck.reason": changed}
     record = DecisionRecord.of(report, how.trigger, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     figures = {"evaluation": kind_of(spec).figures(report)}
     with mlflow.start_run(
@@ -222,14 +229,23 @@ def register(
         tracking.log_run(spec, dataset, model, report, record, tags, {**how.files, **figures})
         version = _log_model(spec, model, how)
     _describe(spec, version, model_card(spec, dataset, report, tags, model), tags)
-    alias = CHAMPION if report.decision.promote else CHALLENGER
+    alias = CHAMPION if report.decision.promote and changed is None else CHALLENGER
     if alias == CHAMPION:  # the alias moves last, so a failure above leaves the champion where it was
         move_champion(spec.name, version, f"gate: {report.decision.verdict}")
     else:
         client().set_registered_model_alias(spec.name, alias, version)
-    return Registration(
-        name=spec.name, version=version, run_id=run.info.run_id, alias=alias, verdict=report.decision.verdict
-    )
+    verdict = "champion-changed" if changed is not None else report.decision.verdict
+    return Registration(name=spec.name, version=version, run_id=run.info.run_id, alias=alias, verdict=verdict)
+
+
+def _champion_changed(name: str, report: EvaluationReport) -> str | None:
+    """Why the report's promotion no longer holds (the champion is not the one it was compared with), or None."""
+    current = champion_version(name)
+    now = None if current is None else str(current.version)
+    if now == report.champion_version:
+        return None
+    compared = f"v{report.champion_version}" if report.champion_version else "no champion"
+    return f"compared with {compared}, but the champion is now {f'v{now}' if now else 'none'}; evaluate again"
 
 
 def history(name: str) -> list[dict]:
