@@ -59,11 +59,14 @@ def _settings(check: bool = False):
     except (SettingsError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
         _fail(f"settings: {exc}")
     if check:
+        from fleet.core.storage import StorageError, check_conditional_writes
         from fleet.ops.preflight import ServiceError, check_services
 
         try:
             check_services(settings.store_url, settings.tracking_uri, settings.prefect_api_url)
-        except ServiceError as exc:
+            if settings.store_url.startswith("s3://"):  # leases rely on them; a local folder always has them
+                check_conditional_writes(settings.store_handle())
+        except (ServiceError, StorageError) as exc:
             _fail(str(exc))
     return settings
 

@@ -46,3 +46,36 @@ def test_busy_lease_names_its_holder_and_expires(store):
     time.sleep(1.1)  # the holder died without letting go: its lease runs out
     with leases.held(store, "register/y", wait_s=5, poll_s=0.05) as lease:
         assert lease.key.endswith("000002.json")
+
+
+def test_a_holder_that_lost_its_lease_is_fenced_off(store):
+    """A holder whose lease expired and was taken over gets LeaseLost before its next side effect."""
+    from fleet.core.leases import Lease, LeaseLost
+    from fleet.core.storage import check_conditional_writes
+
+    check_conditional_writes(store)  # both stores honour them (moto's S3 server too)
+    first = Lease(store, "register/x", ttl_s=0.2)
+    assert first.try_acquire()[0]
+    first.check()  # still ours
+    time.sleep(0.3)
+    with pytest.raises(LeaseLost, match="expired"):
+        first.check()
+    second = Lease(store, "register/x", ttl_s=60)
+    assert second.try_acquire()[0]
+    with pytest.raises(LeaseLost, match="another run holds this lease"):
+        first.check()
+    second.check()
+
+
+def test_a_store_that_ignores_conditional_writes_is_refused(tmp_path):
+    from fleet.core.storage import LocalStore, StorageError, check_conditional_writes
+
+    class Careless(LocalStore):
+        def create_if_absent(self, key: str, data: bytes) -> bool:
+            self.put_bytes(key, data)
+            return True
+
+    check_conditional_writes(LocalStore(tmp_path / "fine"))
+    with pytest.raises(StorageError, match="ignores conditional writes"):
+        check_conditional_writes(Careless(tmp_path / "careless"))
+    assert not LocalStore(tmp_path / "careless").list("leases")  # the probe leaves nothing behind

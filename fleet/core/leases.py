@@ -33,6 +33,10 @@ class LeaseBusy(RuntimeError):
     """Another run holds the lease and did not let go in time; the message names it."""
 
 
+class LeaseLost(RuntimeError):
+    """This holder's lease expired and another run took it: stop before the next side effect."""
+
+
 def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex[:6]}"
 
@@ -71,6 +75,16 @@ class Lease:
     def renew(self) -> None:
         if self.key:
             self.store.put_bytes(self.key, self._record())
+
+    def check(self) -> None:
+        """Fencing: raise :class:`LeaseLost` unless this holder still has the lease (its record is the newest
+        and has not expired). Holders call it before each side effect (a sweep, an alias move)."""
+        n, current = self._newest()
+        newest = f"{self.prefix}/{n:06d}.json"
+        if not self.key or newest != self.key or current is None or current.get("owner") != self.owner:
+            raise LeaseLost(f"{self.prefix}: another run holds this lease now ({current and current.get('owner')})")
+        if current["until"] <= time.time():
+            raise LeaseLost(f"{self.prefix}: this run's lease expired (its heartbeat could not renew it)")
 
     def release(self) -> None:
         if self.key:
@@ -115,6 +129,7 @@ def held(
         yield lease
     finally:
         stop.set()
+        beat.join()  # no renewal after the release below
         _release(lease)
 
 

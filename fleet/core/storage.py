@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
@@ -34,6 +35,7 @@ class ObjectStore(Protocol):
 
     def upload_dir(self, local: Path, prefix: str) -> None: ...
     def download_dir(self, prefix: str, local: Path) -> None: ...
+    def delete(self, key: str) -> None: ...
 
 
 def _clean_key(key: str) -> str:
@@ -111,6 +113,9 @@ class LocalStore:
             if p.is_file():
                 self.put_bytes(f"{prefix.strip('/')}/{p.relative_to(local).as_posix()}", p.read_bytes())
 
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
     def download_dir(self, prefix: str, local: Path) -> None:
         src = self._path(prefix)
         if not src.is_dir():
@@ -154,6 +159,9 @@ class S3Store:
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self._call("upload", self.client.put_object, Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def delete(self, key: str) -> None:
+        self._call("delete", self.client.delete_object, Bucket=self.bucket, Key=self._key(key))
 
     def create_if_absent(self, key: str, data: bytes) -> bool:
         """Write ``key`` only if it does not exist (S3 conditional write, ``If-None-Match: *``)."""
@@ -233,6 +241,22 @@ def open_store(url: str | Path) -> ObjectStore:
     if str(url).startswith("s3://"):
         return S3Store(str(url))
     return LocalStore(url)
+
+
+def check_conditional_writes(store: ObjectStore) -> None:
+    """Refuse a store that ignores conditional writes (some S3-compatible servers accept ``If-None-Match``
+    and overwrite anyway): leases, and so one fine-tune per training key, would not be exclusive there."""
+    key = f"leases/.probe/{uuid.uuid4().hex}.json"
+    try:
+        first = store.create_if_absent(key, b"{}")
+        second = store.create_if_absent(key, b"{}")
+    finally:
+        store.delete(key)
+    if not first or second:
+        raise StorageError(
+            f"{store.url}: this object store ignores conditional writes (If-None-Match: *), so two runs could both "
+            "take one lease; use a store that honours them (AWS S3, MinIO, a local folder)"
+        )
 
 
 def put_json(store: ObjectStore, key: str, obj) -> None:

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,7 +209,12 @@ def _log_model(spec: SpecialistSpec, model: TrainedModel, how: Registering) -> s
 
 
 def register(
-    spec: SpecialistSpec, dataset: DatasetVersion, model: TrainedModel, report: EvaluationReport, how: Registering
+    spec: SpecialistSpec,
+    dataset: DatasetVersion,
+    model: TrainedModel,
+    report: EvaluationReport,
+    how: Registering,
+    fence: Callable[[], None] = lambda: None,
 ) -> Registration:
     """Log the run and the model, register a version, tag it, and move an alias (last).
 
@@ -230,6 +236,7 @@ def register(
         version = _log_model(spec, model, how)
     _describe(spec, version, model_card(spec, dataset, report, tags, model), tags)
     alias = CHAMPION if report.decision.promote and changed is None else CHALLENGER
+    fence()  # the lease may have been lost while the model was logged: then no alias moves
     if alias == CHAMPION:  # the alias moves last, so a failure above leaves the champion where it was
         move_champion(spec.name, version, f"gate: {report.decision.verdict}")
     else:
@@ -295,7 +302,8 @@ def register_once(
     """:func:`register`, at most once per training key: check and register under the specialist's lease
     (another run may have registered this key meanwhile: its version is returned, ``created`` false)."""
     try:
-        with leases.held(store, f"register/{spec.name}", wait_s=900, ttl_s=300):
+        with leases.held(store, f"register/{spec.name}", wait_s=900, ttl_s=300) as lease:
+            lease.check()  # fencing: before each side effect, this run must still hold the lease
             sweep_incomplete(spec.name)
             existing = find_version(spec.name, model.training_key)
             if existing is not None:
@@ -307,7 +315,7 @@ def register_once(
                     verdict=(existing.tags or {}).get("gate.verdict", ""),
                     created=False,
                 )
-            return register(spec, dataset, model, report, how)
+            return register(spec, dataset, model, report, how, fence=lease.check)
     except (MlflowException, OSError) as exc:
         if not _unreachable(exc):
             raise
