@@ -48,16 +48,48 @@ def env_example() -> dict[str, str]:
     return pairs
 
 
+SECRETS = {
+    "POSTGRES_PASSWORD",
+    "MINIO_ROOT_PASSWORD",
+    "MINIO_WORKER_PASSWORD",
+    "MINIO_SERVE_PASSWORD",
+    "MINIO_MLFLOW_PASSWORD",
+    "PREFECT_AUTH_PASSWORD",
+    "MLFLOW_ADMIN_PASSWORD",
+    "MLFLOW_FLEET_PASSWORD",
+    "FLEET_SERVE_TOKEN",
+}
+
+
+def env_with_secrets(tmp_path) -> str:
+    """.env.example with every secret set, as an operator's infra/.env would be."""
+    lines = [f"{k}={'x' + uuid.uuid4().hex if k in SECRETS else v}" for k, v in env_example().items()]
+    path = tmp_path / "test.env"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_no_secret_has_a_default_and_the_real_env_file_is_ignored():
+    env, text = env_example(), (INFRA / "docker-compose.yml").read_text()
+    assert {k for k in SECRETS if env[k]} == set(), "secrets with a value in .env.example"
+    for name in SECRETS:  # each use of a secret stops compose when it is unset
+        uses = re.findall(r"\$\{" + name + r"(:\?[^}]*)?\}", text)
+        assert uses and all(u.startswith(":?") for u in uses), name
+    assert "change-me" not in text.lower() + (INFRA / ".env.example").read_text().lower()
+    ignored = subprocess.run(["git", "check-ignore", "-q", "infra/.env"], cwd=ROOT).returncode
+    assert ignored == 0, "infra/.env is not ignored by git"
+
+
 def test_env_example_covers_every_variable_of_the_compose_file():
     text = (INFRA / "docker-compose.yml").read_text()
-    used = set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+)\}", text))
+    used = set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+)(?::\?[^}]*)?\}", text))
     declared = set(env_example())
     assert used - declared == set(), "variables of docker-compose.yml missing from .env.example"
     assert declared - used == set(), ".env.example has variables docker-compose.yml does not use"
 
 
 @pytest.mark.skipif(compose_command() is None, reason="no docker compose client installed")
-def test_compose_file_parses_with_health_checks_and_ordering():
+def test_compose_refuses_to_start_without_its_secrets():
     r = subprocess.run(
         [
             *compose_command(),
@@ -71,11 +103,38 @@ def test_compose_file_parses_with_health_checks_and_ordering():
         text=True,
         cwd=ROOT,
     )
+    assert r.returncode != 0 and "set " in r.stderr and "in infra/.env" in r.stderr, r.stderr
+
+
+@pytest.mark.skipif(compose_command() is None, reason="no docker compose client installed")
+def test_compose_file_parses_with_health_checks_and_ordering(tmp_path):
+    r = subprocess.run(
+        [
+            *compose_command(),
+            "-f",
+            str(INFRA / "docker-compose.yml"),
+            "--env-file",
+            env_with_secrets(tmp_path),
+            "config",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert r.returncode == 0, r.stderr
-    assert "not set" not in r.stderr, r.stderr  # every variable comes from .env.example
+    assert "not set" not in r.stderr, r.stderr  # every variable comes from the env file
     doc = yaml.safe_load(r.stdout)
     services = doc["services"]
-    assert set(services) == {"postgres", "minio", "minio-init", "prefect-server", "mlflow", "worker", "serve"}
+    assert set(services) == {
+        "postgres",
+        "minio",
+        "minio-init",
+        "prefect-server",
+        "mlflow",
+        "mlflow-init",
+        "worker",
+        "serve",
+    }
     assert services["serve"]["command"][:2] == ["fleet", "serve-models"] and services["serve"]["healthcheck"]["test"]
     for name in ("postgres", "minio", "prefect-server", "mlflow"):
         assert services[name]["healthcheck"]["test"], name
@@ -88,17 +147,19 @@ def test_compose_file_parses_with_health_checks_and_ordering():
     assert depends("mlflow") == {"postgres": "service_healthy", "minio-init": "service_completed_successfully"}
     assert depends("worker") == {
         "prefect-server": "service_healthy",
-        "mlflow": "service_healthy",
+        "mlflow-init": "service_completed_successfully",
         "minio-init": "service_completed_successfully",
     }
+    assert depends("mlflow-init") == {"mlflow": "service_healthy"}
     assert depends("minio-init") == {"minio": "service_healthy"}
     env = env_example()
-    mlflow_cmd = services["mlflow"]["command"]
+    mlflow_cmd = " ".join(services["mlflow"]["command"]).split()
     assert any(
         a.startswith("--backend-store-uri=postgresql+psycopg2://") and a.endswith("@postgres:5432/mlflow")
         for a in mlflow_cmd
     )
     assert f"--artifacts-destination=s3://{env['FLEET_BUCKET']}/mlflow-artifacts" in mlflow_cmd
+    assert "--app-name" in mlflow_cmd and "basic-auth" in mlflow_cmd  # anonymous requests get 401
     assert services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"].startswith(
         "postgresql+asyncpg://"
     )
@@ -114,6 +175,18 @@ def test_compose_file_parses_with_health_checks_and_ordering():
     assert worker_env["PREFECT_API_URL"] == "http://prefect-server:4200/api"
     assert worker_env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert worker_env["FLEET_STORE"] == f"s3://{env['FLEET_BUCKET']}/store"
+
+    # who may do what: no root credentials outside MinIO itself, one user per service, secrets everywhere
+    for name in ("worker", "serve", "mlflow"):
+        environment = services[name]["environment"]
+        assert environment["AWS_ACCESS_KEY_ID"] == f"fleet-{name}", name
+    assert worker_env["MLFLOW_TRACKING_USERNAME"] == "fleet" and worker_env["PREFECT_API_AUTH_STRING"]
+    assert services["prefect-server"]["environment"]["PREFECT_SERVER_API_AUTH_STRING"]
+    assert services["serve"]["environment"]["FLEET_SERVE_TOKEN"]
+    for name, svc in services.items():  # published ports listen on loopback unless BIND_ADDRESS says otherwise
+        for port in svc.get("ports", []):
+            published = port if isinstance(port, str) else f"{port.get('host_ip')}:{port.get('published')}"
+            assert published.startswith("127.0.0.1:"), (name, port)
 
 
 # ---------------------------------------------------------------- kubernetes objects
