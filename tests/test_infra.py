@@ -371,3 +371,45 @@ def test_gpu_job_template_renders_a_valid_gpu_job():
 
     with pytest.raises(jsonschema.ValidationError, match="many"):
         render_job({"gpu_count": "many"})
+
+
+def _k8s_docs() -> list[tuple[str, dict]]:
+    docs = [(p.name, d) for p in sorted(K8S.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d]
+    docs = [(n, d) for n, d in docs if "kind" in d]  # Helm values files are not objects
+    job = json.loads((K8S / "gpu-base-job-template.json").read_text())["job_configuration"]["job_manifest"]
+    return [*docs, ("gpu-base-job-template.json", job)]
+
+
+def _pod_specs():
+    for name, doc in _k8s_docs():
+        if doc["kind"] in ("Deployment", "Job"):
+            yield name, doc["spec"]["template"]["spec"]
+
+
+def test_every_container_runs_without_privilege_escalation_under_a_seccomp_profile():
+    for name, pod in _pod_specs():
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod.get("automountServiceAccountToken") is False, name  # no pod calls the Kubernetes API
+        for c in pod["containers"]:
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False, (name, c["name"])
+            assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}, (name, c["name"])
+
+
+def test_each_role_has_its_own_service_account_and_secrets_have_no_values():
+    accounts = {d["metadata"]["name"] for _, d in _k8s_docs() if d["kind"] == "ServiceAccount"}
+    assert accounts == {"fleet-jobs", "fleet-serve", "fleet-mlflow"}
+    used = {n: pod["serviceAccountName"] for n, pod in _pod_specs()}
+    assert used["serve.yaml"] == "fleet-serve" and used["mlflow.yaml"] == "fleet-mlflow"
+    serve = next(pod for n, pod in _pod_specs() if n == "serve.yaml")["containers"][0]
+    token = next(e for e in serve["env"] if e["name"] == "FLEET_SERVE_TOKEN")["valueFrom"]["secretKeyRef"]
+    assert token == {"name": "fleet-serve-token", "key": "token"}  # not optional: no token, no pod
+    mlflow = next(pod for n, pod in _pod_specs() if n == "mlflow.yaml")["containers"][0]
+    assert "--app-name=basic-auth" in mlflow["args"]
+    for _, doc in _k8s_docs():
+        if doc["kind"] == "Secret":
+            for key, value in doc["stringData"].items():
+                assert "change-me" not in value.lower(), (doc["metadata"]["name"], key)
+    server = yaml.safe_load((K8S / "prefect-server-values.yaml").read_text())
+    assert server["ingress"]["enabled"] is False  # not public by default
+    assert any(e["name"] == "PREFECT_SERVER_API_AUTH_STRING" for e in server["server"]["env"])

@@ -3,8 +3,10 @@ champion served within 10 s, without a restart and without a failed request whil
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -149,15 +151,28 @@ def _raw(url: str, body: bytes, token: str | None = TOKEN, timeout: float = 60) 
         return exc.code, exc.read().decode()
 
 
+def _post_head(port: int, length: int) -> socket.socket:
+    """A connection that announced a POST of ``length`` body bytes and sent none of them yet."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"POST /v1/specialists/toy/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+    s.sendall(f"Authorization: Bearer {TOKEN}\r\nContent-Length: {length}\r\n\r\n".encode())
+    return s
+
+
 def _slow_client(port: int, stop: threading.Event) -> None:
     """Announces a body of 1,000 bytes and sends one byte every 0.2 s."""
-    import socket
-
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(b"POST /v1/specialists/toy/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
-        s.sendall(f"Authorization: Bearer {TOKEN}\r\nContent-Length: 1000\r\n\r\n".encode())
+    with contextlib.suppress(OSError), _post_head(port, 1000) as s:
         while not stop.wait(0.2):
             s.sendall(b" ")
+
+
+def _big_body(port: int, size: int) -> tuple[int, str]:
+    """Announce a body of ``size`` bytes, send its first 64 KB: the answer comes before the rest is read."""
+    with _post_head(port, size) as s:
+        s.sendall(b'{"inputs": ["' + b"x" * 65_536)
+        head = s.recv(65_536).decode(errors="replace")
+    status = int(head.split(" ", 2)[1])
+    return status, head.split("\r\n\r\n", 1)[1] if "\r\n\r\n" in head else ""
 
 
 def call_with_token(url: str) -> dict:
@@ -189,7 +204,7 @@ def test_bad_input_and_64_clients_against_a_server_with_a_token(served):
             "wrong types": (_raw(predict, b'{"inputs": [1, {"a": 2}]}'), 422),
             "257 rows": (_raw(predict, json.dumps({"inputs": ["x"] * 257}).encode()), 413),
             "a 1 MB text": (_raw(predict, json.dumps({"inputs": ["x" * 1_000_000]}).encode()), 413),
-            "a 10 MB body": (_raw(predict, b'{"inputs": ["' + b"x" * 10_000_000 + b'"]}'), 413),
+            "a 10 MB body": (_big_body(port, 10_000_000), 413),
             "unknown specialist": (_raw(f"{url}/v1/specialists/ghost/predict", ok), 404),
         }
         wrong = {name: got for name, (got, want) in cases.items() if got[0] != want}

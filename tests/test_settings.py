@@ -105,3 +105,16 @@ def test_secrets_never_printed_or_logged(clean_env, caplog):
     for text in texts:
         for secret in SECRETS.values():
             assert secret not in text
+
+
+def test_a_short_or_empty_serve_token_is_refused(monkeypatch, tmp_path):
+    from fleet.core.settings import Settings, SettingsError
+
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "home"))
+    for weak in ("", "   ", "secret"):
+        monkeypatch.setenv("FLEET_SERVE_TOKEN", weak)
+        with pytest.raises(SettingsError, match="FLEET_SERVE_TOKEN"):
+            Settings.load()
+    monkeypatch.setenv("FLEET_SERVE_TOKEN", "x" * 24)
+    settings = Settings.load()
+    assert settings.serve_token is not None and "x" * 24 not in str(settings.public())  # never printed

@@ -158,6 +158,13 @@ class Settings(BaseSettings):
         description="/healthz fails when a base made no progress for this long while work waits.",
     )
 
+    @field_validator("serve_token")
+    @classmethod
+    def _long_enough(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value().strip()) < 16:
+            raise ValueError("must be at least 16 characters (e.g. `openssl rand -hex 24`)")
+        return v
+
     @field_validator("home")
     @classmethod
     def _absolute(cls, v: Path) -> Path:
