@@ -413,3 +413,9 @@ def test_each_role_has_its_own_service_account_and_secrets_have_no_values():
     server = yaml.safe_load((K8S / "prefect-server-values.yaml").read_text())
     assert server["ingress"]["enabled"] is False  # not public by default
     assert any(e["name"] == "PREFECT_SERVER_API_AUTH_STRING" for e in server["server"]["env"])
+
+
+def test_the_image_installs_no_demo_extras_by_default():
+    dockerfile = (INFRA / "Dockerfile").read_text()
+    assert re.search(r"^ARG EXTRAS=lang$", dockerfile, re.M) and '-e ".[$EXTRAS]"' in dockerfile
+    assert "[demo" not in dockerfile.replace("EXTRAS=demo", "")
