@@ -1,0 +1,198 @@
+"""Security of the model server: what each bad request gets, whether refusing big requests slows the others,
+and whether the traffic log's memory stays bounded when the store is away.
+
+- cases: `fleet serve-models` with a token, on a home with trained champions (default: the demo's, `make
+  demo`), on loopback; each bad request once (missing/wrong token, malformed JSON, wrong types, 257 rows, a 1
+  MB text, a 10 MB body, an unknown specialist), and its status code;
+- latency: p95 of normal requests one at a time, idle, and while another client keeps sending oversized
+  requests (1 MB texts and 10 MB bodies, refused); the ratio (goal <= 1.2);
+- memory: the server's traffic buffer fed 10,000 answered requests while its store (S3) does not answer:
+  peak Python memory growth, rows dropped and buffered.
+Writes benchmarks/results/security.json (or --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+FLEET_BIN = str(Path(sys.executable).parent / "fleet")
+TOKEN = "benchmark-token-" + os.urandom(8).hex()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(url: str, body: bytes, token: str | None = TOKEN) -> int:
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+    req = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            r.read()
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (ConnectionError, urllib.error.URLError):
+        return 0  # the server closed the connection (a body refused before it was read)
+
+
+def big_body(port: int, size: int, name: str) -> int:
+    """Announce ``size`` body bytes, send 64 KB: the status comes back before the rest is read."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(f"POST /v1/specialists/{name}/predict HTTP/1.1\r\nHost: x\r\n".encode())
+        s.sendall(f"Authorization: Bearer {TOKEN}\r\nContent-Length: {size}\r\n\r\n".encode())
+        s.sendall(b'{"inputs": ["' + b"x" * 65_536)
+        return int(s.recv(1024).decode(errors="replace").split(" ", 2)[1])
+
+
+def cases(url: str, port: int, name: str) -> dict[str, int]:
+    predict, ok = f"{url}/v1/specialists/{name}/predict", json.dumps({"inputs": ["Hello, are we still on?"]})
+    return {
+        "no token": post(predict, ok.encode(), token=None),
+        "wrong token": post(predict, ok.encode(), token="not-the-token-at-all"),
+        "malformed JSON": post(predict, b'{"inputs": [oops'),
+        "wrong types": post(predict, b'{"inputs": [1, {"a": 2}]}'),
+        "257 rows": post(predict, json.dumps({"inputs": ["x"] * 257}).encode()),
+        "a 1 MB text": post(predict, json.dumps({"inputs": ["x" * 1_000_000]}).encode()),
+        "a 10 MB body": big_body(port, 10_000_000, name),
+        "unknown specialist": post(f"{url}/v1/specialists/no-such-one/predict", ok.encode()),
+        "normal request": post(predict, ok.encode()),
+    }
+
+
+def p95_ms(url: str, name: str, n: int) -> float:
+    predict, ok = f"{url}/v1/specialists/{name}/predict", json.dumps({"inputs": ["Hello, are we still on?"]}).encode()
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        assert post(predict, ok) == 200
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.percentile(times, 95))
+
+
+def latency(url: str, port: int, name: str, n: int) -> dict:
+    p95_ms(url, name, 10)  # warm-up
+    idle = p95_ms(url, name, n)
+    stop, refused = threading.Event(), []
+
+    def oversized() -> None:
+        while not stop.is_set():
+            refused.append(big_body(port, 10_000_000, name))
+            refused.append(
+                post(f"{url}/v1/specialists/{name}/predict", json.dumps({"inputs": ["x" * 1_000_000]}).encode())
+            )
+
+    flood = threading.Thread(target=oversized, daemon=True)
+    flood.start()
+    busy = p95_ms(url, name, n)
+    stop.set()
+    flood.join(60)
+    return {
+        "requests": n,
+        "idle_p95_ms": round(idle, 2),
+        "while_refusing_p95_ms": round(busy, 2),
+        "ratio": round(busy / idle, 3),
+        "goal_ratio_max": 1.2,
+        "oversized_refused": len(refused),
+        "oversized_statuses": sorted(set(refused)),
+    }
+
+
+def memory(n: int = 10_000) -> dict:
+    """The traffic buffer with an S3 store that does not answer (a closed loopback port)."""
+    from fleet.core.storage import S3Store
+    from fleet.ops.serving.traffic_buffer import TrafficBuffer
+
+    os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{free_port()}"
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "x")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "x")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    tracemalloc.start()
+    buffer = TrafficBuffer(S3Store("s3://away/store"), flush_rows=500, flush_s=0.5)
+    base, _ = tracemalloc.get_traced_memory()
+    row = {"text": "Hello, are we still on for tonight? " * 4, "label": "ham", "score": 0.98}
+    start = time.perf_counter()
+    for _ in range(n):
+        buffer.add("sms-spam", "1", [dict(row)])
+    added_s = time.perf_counter() - start
+    time.sleep(2)
+    current, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    result = {
+        "requests": n,
+        "max_buffered_rows": buffer.max_rows,
+        "buffered": buffer.buffered,
+        "dropped": buffer.dropped,
+        "written": buffer.written,
+        "python_memory_growth_mb": round((current - base) / 1e6, 2),
+        "python_memory_peak_growth_mb": round((peak - base) / 1e6, 2),
+        "seconds_to_add_all": round(added_s, 3),
+    }
+    with contextlib.suppress(Exception):
+        buffer.close(1)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--home", default=str(ROOT / ".fleet"), help="A fleet home with trained champions.")
+    ap.add_argument("--specialist", default="sms-spam")
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "security.json"))
+    args = ap.parse_args()
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "FLEET_"))}
+    env |= {"FLEET_HOME": args.home, "FLEET_SERVE_TOKEN": TOKEN}
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = Path(args.out).with_suffix(".server.log.tmp")
+    cmd = [FLEET_BIN, "serve-models", "--port", str(port), "--only", args.specialist]
+    proc = subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(f"{url}/healthz", timeout=2)
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"fleet serve-models did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(1)
+        statuses = cases(url, port, args.specialist)
+        lat = latency(url, port, args.specialist, args.requests)
+        alive = proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    result = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "specialist": args.specialist,
+        "cases": statuses,
+        "server_alive_after_all_cases": alive,
+        "latency": lat,
+        "traffic_log_store_unreachable": memory(),
+    }
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    log.unlink(missing_ok=True)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
