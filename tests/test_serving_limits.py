@@ -120,7 +120,7 @@ def test_a_full_queue_answers_503_with_retry_after(tmp_path):
     with client(tmp_path, group, max_queued_rows=10, timeout_s=30) as c:
         waiting = threading.Thread(target=predict, args=(c, ["a"] * 8))
         waiting.start()
-        time.sleep(0.3)
+        time.sleep(1.0)  # the 8 rows are admitted and wait for the base
         r = predict(c, ["b"] * 5)
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
         group.gate.set()
@@ -140,6 +140,9 @@ def test_a_slow_answer_is_a_504_and_a_stuck_base_fails_healthz(tmp_path):
         assert health.status_code == 503 and health.json()["status"] == "stalled"
         group.gate.set()
         hung.join(10)
+        deadline = time.monotonic() + 10  # the base finishes its batch, then healthz recovers
+        while c.get("/healthz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert c.get("/healthz").status_code == 200
 
 
