@@ -59,6 +59,22 @@ class Fit:
     resumed_from: str | None
     world_size: int = 1
 
+    @classmethod
+    def from_trainer(
+        cls, metrics: dict, examples: int, max_length: int, params: tuple[int, int], resumed: str | None, world: int
+    ) -> Fit:
+        """A fit from transformers' training metrics; ``params``: (trainable, total)."""
+        return cls(
+            max_length=max_length,
+            train_examples=examples,
+            train_seconds=float(metrics.get("train_runtime", 0.0)),
+            train_loss=float(metrics.get("train_loss", float("nan"))),
+            trainable_params=params[0],
+            total_params=params[1],
+            resumed_from=resumed,
+            world_size=world,
+        )
+
 
 class SpecialistKind(ABC):
     task: ClassVar[str]

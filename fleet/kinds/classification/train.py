@@ -111,13 +111,4 @@ def fine_tune(spec: SpecialistSpec, train: pd.DataFrame, run_dir: Path, progress
         base = {"base_model": spec.base_model, "base_digest": base_store.digest(spec.base_model)}
         save_adapter(model, run_dir / "model", list(spec.labels), max_length, base)
     t.accelerator.wait_for_everyone()
-    return Fit(
-        max_length=max_length,
-        train_examples=len(ds),
-        train_seconds=float(metrics.get("train_runtime", 0.0)),
-        train_loss=float(metrics.get("train_loss", float("nan"))),
-        trainable_params=trainable,
-        total_params=total,
-        resumed_from=resumed,
-        world_size=int(args.world_size),
-    )
+    return Fit.from_trainer(metrics, len(ds), max_length, (trainable, total), resumed, int(args.world_size))

@@ -112,13 +112,4 @@ def fine_tune(spec: SpecialistSpec, train: pd.DataFrame, run_dir: Path, progress
     if t.is_world_process_zero():
         save(model, spec, run_dir / "model", max_length)
     t.accelerator.wait_for_everyone()
-    return Fit(
-        max_length=max_length,
-        train_examples=len(rows),
-        train_seconds=float(metrics.get("train_runtime", 0.0)),
-        train_loss=float(metrics.get("train_loss", float("nan"))),
-        trainable_params=trainable,
-        total_params=total,
-        resumed_from=resumed,
-        world_size=int(args.world_size),
-    )
+    return Fit.from_trainer(metrics, len(rows), max_length, (trainable, total), resumed, int(args.world_size))
