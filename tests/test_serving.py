@@ -170,9 +170,22 @@ def _big_body(port: int, size: int) -> tuple[int, str]:
     """Announce a body of ``size`` bytes, send its first 64 KB: the answer comes before the rest is read."""
     with _post_head(port, size) as s:
         s.sendall(b'{"inputs": ["' + b"x" * 65_536)
-        head = s.recv(65_536).decode(errors="replace")
-    status = int(head.split(" ", 2)[1])
-    return status, head.split("\r\n\r\n", 1)[1] if "\r\n\r\n" in head else ""
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _content_length(data):
+            chunk = s.recv(65_536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.decode(errors="replace").partition("\r\n\r\n")
+    return int(head.split(" ", 2)[1]), body
+
+
+def _content_length(data: bytes) -> int:
+    for line in data.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
 
 
 def call_with_token(url: str) -> dict:
