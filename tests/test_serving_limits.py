@@ -157,17 +157,23 @@ def test_traffic_is_logged_in_batches(tmp_path):
 
 
 class AwayStore(LocalStore):
+    attempts = 0
+
     def put_bytes(self, key: str, data: bytes) -> None:
+        AwayStore.attempts += 1
         raise OSError("store unreachable")
 
 
 def test_an_unreachable_store_drops_and_counts_rows_with_bounded_memory(tmp_path):
-    buf = TrafficBuffer(AwayStore(tmp_path / "s"), flush_rows=50, flush_s=0.05, max_rows=200)
+    AwayStore.attempts, started = 0, time.monotonic()
+    buf = TrafficBuffer(AwayStore(tmp_path / "s"), flush_rows=50, flush_s=0.1, max_rows=200)
     try:
         accepted = sum(buf.add("sms", "1", [{"text": f"t{i}", "label": "ham"}]) for i in range(10_000))
         time.sleep(0.2)
         assert buf.buffered <= 200 and accepted <= 10_000 - buf.dropped + 200
         assert buf.dropped >= 10_000 - 400 and buf.written == 0
+        # a full buffer puts its rows back after a failed write: that must not retry at once, again and again
+        assert AwayStore.attempts <= 2 + (time.monotonic() - started) / buf.flush_s, AwayStore.attempts
     finally:
         buf.close(1)
 

@@ -49,8 +49,9 @@ class TrafficBuffer:
             taken, self.rows, self.buffered = self.rows, defaultdict(list), 0
         return taken
 
-    def flush(self) -> None:
-        """Write what is buffered, one part file per specialist and version."""
+    def flush(self) -> bool:
+        """Write what is buffered, one part file per specialist and version; False when a write failed."""
+        ok = True
         for (name, version), rows in self._take().items():
             try:
                 traffic.log_predictions(self.store, name, rows, version)
@@ -58,12 +59,15 @@ class TrafficBuffer:
             except Exception as exc:  # the store is away: keep the rows while there is room, else count them
                 log.warning("%s: traffic log write failed (%d rows kept or dropped): %s", name, len(rows), exc)
                 self.add(name, version, rows)
+                ok = False
+        return ok
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(self.flush_s)
             self._wake.clear()
-            self.flush()
+            if not self.flush():  # the store is away: try again in flush_s, not as soon as the rows are back
+                self._stop.wait(self.flush_s)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop the thread after a last flush."""
