@@ -546,14 +546,7 @@ def serve_models(
         _fail(f"cannot load the champions: {exc}")
     if not changed:
         _fail("no champion to serve: train one with `fleet run`" + (f" (asked for: {', '.join(only)})" if only else ""))
-    limits = ServeLimits(
-        max_rows=settings.serve_max_rows,
-        max_chars=settings.serve_max_chars,
-        max_body_bytes=settings.serve_max_body_bytes,
-        max_queued_rows=settings.serve_max_queued_rows,
-        timeout_s=settings.serve_timeout_s,
-        stall_s=settings.serve_stall_s,
-    )
+    limits = ServeLimits.of(settings)
     auth = "bearer token required" if token else "no token (loopback only)"
     err.print("serving " + "; ".join(changed) + f" on http://{host}:{port} ({auth}; OpenAPI: /docs)", highlight=False)
     uvicorn.run(

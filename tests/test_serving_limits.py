@@ -183,3 +183,14 @@ def test_only_loopback_is_served_without_a_token(host, ok):
     from cli.main import _loopback
 
     assert _loopback(host) is ok
+
+
+def test_the_limits_come_from_the_settings(monkeypatch, tmp_path):
+    from fleet.core.settings import Settings
+
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FLEET_SERVE_MAX_ROWS", "7")
+    monkeypatch.setenv("FLEET_SERVE_TIMEOUT_S", "2.5")
+    limits = ServeLimits.of(Settings.load())
+    assert (limits.max_rows, limits.timeout_s, limits.max_chars) == (7, 2.5, ServeLimits().max_chars)
+    assert ServeLimits() == ServeLimits(256, 20_000, 4 * 2**20, 1024, 60.0, 60.0)  # the documented defaults

@@ -25,7 +25,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
@@ -34,6 +34,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from pydantic import BaseModel, Field
 
 from fleet.core.results import Outputs
+from fleet.core.settings import Settings
 from fleet.core.storage import ObjectStore
 from fleet.ops.serving.batcher import Batcher, Busy
 from fleet.ops.serving.hub import Hub
@@ -42,16 +43,25 @@ from fleet.ops.serving.traffic_buffer import TrafficBuffer
 log = logging.getLogger("fleet.ops.serving")
 
 
+def _default(name: str) -> Any:
+    return Settings.model_fields[f"serve_{name}"].default
+
+
 @dataclass(frozen=True)
 class ServeLimits:
-    """What one request may cost (the settings ``FLEET_SERVE_*``; defaults in the README's Security section)."""
+    """What one request may cost: the settings ``FLEET_SERVE_*`` (``serve_*`` in :class:`Settings`, where
+    their defaults and meanings are; the README's Security section lists them)."""
 
-    max_rows: int = 256  # texts per request (all requests of a /v1/predict together)
-    max_chars: int = 20_000  # characters per text
-    max_body_bytes: int = 4 * 2**20
-    max_queued_rows: int = 1024  # rows waiting per loaded base
-    timeout_s: float = 60.0  # a request's answer time
-    stall_s: float = 60.0  # /healthz fails when a base made no progress for this long while work waits
+    max_rows: int = _default("max_rows")  # texts per request (all requests of a /v1/predict together)
+    max_chars: int = _default("max_chars")  # characters per text
+    max_body_bytes: int = _default("max_body_bytes")
+    max_queued_rows: int = _default("max_queued_rows")  # rows waiting per loaded base
+    timeout_s: float = _default("timeout_s")  # a request's answer time
+    stall_s: float = _default("stall_s")  # /healthz fails when a base made no progress for this long
+
+    @classmethod
+    def of(cls, settings: Settings) -> ServeLimits:
+        return cls(**{f.name: getattr(settings, f"serve_{f.name}") for f in fields(cls)})
 
 
 class LimitError(HTTPException):
