@@ -32,10 +32,6 @@ def register(kind: type[SpecialistKind]) -> None:
     _EXTRA[kind.task] = kind
 
 
-def unregister(task: str) -> None:
-    _EXTRA.pop(task, None)
-
-
 def kind_of(spec: SpecialistSpec | str) -> SpecialistKind:
     """The kind that implements ``spec.task`` (or a task name)."""
     task = spec if isinstance(spec, str) else spec.task
