@@ -66,9 +66,13 @@ class ModelRecord(BaseModel):
         path = self.path(folder)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".fleet-", suffix=".json", dir=path.parent)
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(self.to_json(), indent=2))
-        os.replace(tmp, path)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(self.to_json(), indent=2))
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)  # no temporary file left in a model folder that gets uploaded
+            raise
 
     def to_json(self) -> dict[str, Any]:
         """The fields set (a default is not written, as before records were typed)."""
