@@ -81,8 +81,11 @@ class Lease:
         and has not expired). Holders call it before each side effect (a sweep, an alias move)."""
         n, current = self._newest()
         newest = f"{self.prefix}/{n:06d}.json"
-        if not self.key or newest != self.key or current is None or current.get("owner") != self.owner:
-            raise LeaseLost(f"{self.prefix}: another run holds this lease now ({current and current.get('owner')})")
+        owner = current and current.get("owner")
+        if newest == self.key and owner == "?":  # our own record could not be read: ownership unconfirmed
+            raise LeaseLost(f"{self.prefix}: cannot confirm this run still holds the lease (its record is unreadable)")
+        if not self.key or newest != self.key or current is None or owner != self.owner:
+            raise LeaseLost(f"{self.prefix}: another run holds this lease now ({owner})")
         if current["until"] <= time.time():
             raise LeaseLost(f"{self.prefix}: this run's lease expired (its heartbeat could not renew it)")
 
