@@ -94,7 +94,7 @@ def evaluate_general(spec: SpecialistSpec, dataset: DatasetVersion, settings: Se
     test = versions.load_split(store, spec.name, dataset.version, "test")
     train = versions.load_split(store, spec.name, dataset.version, "train")
     champion = registry.champion_model(spec.name, settings.runs_dir / spec.name / "champions")
-    return evaluation.general(spec, test, champion, train)
+    return evaluation.general(spec, test, champion, train, store)
 
 
 @task(name="evaluate", cache_policy=NONE)

@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 import yaml

@@ -109,7 +109,7 @@ class KeywordTagging(TextClassification):
         n = sum(len(w) for w in table.values())
         return Fit(0, len(train), 0.0, 0.0, n, n, None)
 
-    def load(self, model_dir: str | Path, name: str) -> KeywordModel:
+    def load(self, model_dir: str | Path, name: str, spec: SpecialistSpec | None = None) -> KeywordModel:
         return KeywordModel(Path(model_dir), name)
 
     def baselines(self, spec: SpecialistSpec, train: pd.DataFrame) -> list:

@@ -119,8 +119,9 @@ class SpecialistKind(ABC):
         """Fine-tune on ``train`` and save the model under ``run_dir/model``; resume from checkpoints there."""
 
     @abstractmethod
-    def load(self, model_dir: str | Path, name: str) -> Predictor:
-        """A saved model of this kind, ready to answer (everything it needs is in its folder)."""
+    def load(self, model_dir: str | Path, name: str, spec: SpecialistSpec | None = None) -> Predictor:
+        """A saved model of this kind, ready to answer (everything it needs is in its folder); ``spec``: the
+        specialist's current settings, where they choose how it answers (e.g. the inference engine)."""
 
     @abstractmethod
     def save_merged(self, model_dir: Path, dest: Path) -> None:

@@ -119,11 +119,15 @@ class AdapterGroup(Generic[R]):
                 if time.monotonic() - since > older_than_s and len(self.dirs) > 1:
                     del self.retired[specialist]
                     del self.dirs[adapter]
+                    self._unload(adapter)
                     self.meta.pop(adapter, None)
-                    if self.int8:
-                        self.model = self._build(self.dirs)
-                    else:
-                        self.model.delete_adapter(adapter)
+
+    def _unload(self, adapter: str) -> None:
+        """Free a retired adapter (its folder and record are already out of ``dirs``; ``meta`` still has it)."""
+        if self.int8:
+            self.model = self._build(self.dirs)
+        else:
+            self.model.delete_adapter(adapter)
 
     def _adapter(self, specialist: str) -> tuple[str, str]:
         if specialist in self.routes:

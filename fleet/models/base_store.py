@@ -116,3 +116,30 @@ def locate_for(record: ModelRecord, store: ObjectStore | None = None) -> str:
     """The local folder of the base an adapter's ``fleet.json`` names (MLflow's copy as the last resort)."""
     base_model, base_digest, base_uri = record.base_ref()
     return locate(base_model, base_digest, store, fallback=base_uri)
+
+
+def gguf_file(folder: str | Path, base_digest: str, quant: str = "f16") -> Path:
+    """The base in ``folder`` (content hash ``base_digest``) as a GGUF file for llama.cpp, written once per
+    (digest, quantization) under ``$FLEET_HOME/bases/gguf/``."""
+    from fleet.models.gguf_export import write_base
+
+    dest = bases_home() / "gguf" / f"{base_digest}-{quant}.gguf"
+    with _LOCK:
+        if not dest.is_file():
+            write_base(folder, dest, base_digest, quant)
+    return dest
+
+
+def adapter_gguf(model_dir: str | Path, folder: str | Path, base_digest: str) -> Path:
+    """A version's LoRA adapter as a GGUF file: the one saved with it (``adapter.gguf``), or, for versions
+    saved before there was one, converted once into ``$FLEET_HOME/bases/gguf/adapters/``."""
+    from fleet.models.gguf_export import ADAPTER_FILE, write_adapter
+
+    saved = Path(model_dir) / ADAPTER_FILE
+    if saved.is_file():
+        return saved
+    dest = bases_home() / "gguf" / "adapters" / f"{folder_digest(model_dir)}.gguf"
+    with _LOCK:
+        if not dest.is_file():
+            write_adapter(model_dir, folder, dest, base_digest)
+    return dest

@@ -101,3 +101,16 @@ def pooled(base: str, texts: list[str], max_length: int, normalize: bool = True,
     if normalize and len(out):
         out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
     return out
+
+
+_LLAMA: dict[str, Any] = {}
+
+
+def llama(gguf: str, slots: int = 16) -> Any:
+    """The process's llama.cpp copy of a GGUF base (``fleet.models.llama_engine.LlamaBase``), loaded once."""
+    from fleet.models.llama_engine import LlamaBase
+
+    with _LOCK:
+        if gguf not in _LLAMA:
+            _LLAMA[gguf] = LlamaBase(gguf, slots=slots)
+        return _LLAMA[gguf]

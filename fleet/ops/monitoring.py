@@ -148,7 +148,7 @@ def simulate(
     texts = _window_texts(spec, test, shift, rows, random.Random(seed), other)
     kind = kind_of(spec)
     with tempfile.TemporaryDirectory(prefix="fleet-sim-") as tmp:
-        predictor = kind.load(registry.download_model_dir(spec.name, str(champ.version), tmp), "champion")
+        predictor = kind.load(registry.download_model_dir(spec.name, str(champ.version), tmp), "champion", spec)
         answers = kind.traffic_rows(texts, predictor.predict(texts))
     return traffic.log_predictions(store, spec.name, answers, str(champ.version), when)
 

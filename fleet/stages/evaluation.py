@@ -13,11 +13,13 @@ import pandas as pd
 from fleet.core import compute
 from fleet.core.results import ContenderScore, EvaluationReport, GeneralScores, TrainedModel
 from fleet.core.spec import SpecialistSpec
+from fleet.core.storage import ObjectStore
 from fleet.kinds import kind_of
 from fleet.kinds.base import Baseline, Predictor, SpecialistKind
 from fleet.metrics.gate import gate, slice_regressions
 from fleet.metrics.timing import measure
 from fleet.models.base_models import ml_imports
+from fleet.stages import score_cache
 
 
 def _on_gpu() -> bool:
@@ -70,18 +72,33 @@ def decide(
 
 
 def general(
-    spec: SpecialistSpec, test: pd.DataFrame, champion: tuple[str, str] | None = None, train: pd.DataFrame | None = None
+    spec: SpecialistSpec,
+    test: pd.DataFrame,
+    champion: tuple[str, str] | None = None,
+    train: pd.DataFrame | None = None,
+    store: ObjectStore | None = None,
 ) -> GeneralScores:
     """Score the general baselines and the champion (``(version, model folder)``): none of them depends on
-    the new model, so this runs while it trains. ``train``: where few-shot baselines take their examples."""
+    the new model, so this runs while it trains. ``train``: where few-shot baselines take their examples.
+    ``store``: where scores are kept and reused (``fleet.stages.score_cache``)."""
     ml_imports()
     kind = kind_of(spec)
+    versions = (score_cache.test_version(test), score_cache.scoring_version(type(kind).__module__))
+
+    def once(role: str, predictor: Predictor) -> ContenderScore:
+        def score() -> ContenderScore:
+            scored = contender(kind, spec, role, predictor, test)
+            return billed(predictor, scored) if role == "baseline" else scored  # type: ignore[arg-type]
+
+        identity = getattr(predictor, "identity", None)
+        return score_cache.scored(store, spec.name, identity, versions, predictor.name, score)
+
     champ = None
     with compute.slot():
         if champion is not None:
-            champ = contender(kind, spec, "champion", kind.load(champion[1], f"v{champion[0]}"), test)
+            champ = once("champion", kind.load(champion[1], f"v{champion[0]}", spec))
         examples = train if train is not None else test.iloc[:0]
-        baselines = [billed(b, contender(kind, spec, "baseline", b, test)) for b in kind.baselines(spec, examples)]
+        baselines = [once("baseline", b) for b in kind.baselines(spec, examples)]
     return GeneralScores(baselines=baselines, champion=champ, champion_version=champion[0] if champion else None)
 
 
@@ -90,7 +107,7 @@ def judge(spec: SpecialistSpec, test: pd.DataFrame, model: TrainedModel, others:
     ml_imports()
     kind = kind_of(spec)
     with compute.slot():
-        challenger = contender(kind, spec, "challenger", kind.load(model.model_dir, "new version"), test)
+        challenger = contender(kind, spec, "challenger", kind.load(model.model_dir, "new version", spec), test)
     references = test[kind.target].astype(str).tolist()
     paired, decision = decide(spec, kind, references, challenger, others.champion, others.baselines)
     return EvaluationReport(

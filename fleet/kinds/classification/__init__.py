@@ -122,7 +122,7 @@ class TextClassification(SpecialistKind):
 
         return fine_tune(spec, train, run_dir, progress)
 
-    def load(self, model_dir: str | Path, name: str) -> Predictor:
+    def load(self, model_dir: str | Path, name: str, spec: SpecialistSpec | None = None) -> Predictor:
         from fleet.kinds.classification.predict import TextClassifier
 
         return TextClassifier(model_dir, name=name)

@@ -87,15 +87,18 @@ class TextGeneration(SpecialistKind):
 
         return fine_tune(spec, train, run_dir, progress)
 
-    def load(self, model_dir: str | Path, name: str) -> Predictor:
+    def load(self, model_dir: str | Path, name: str, spec: SpecialistSpec | None = None) -> Predictor:
         from fleet.kinds.generation.predict import Generator
 
-        return Generator(model_dir, name=name)
+        if spec is None:
+            return Generator(model_dir, name=name)
+        g = generation_of(spec)
+        return Generator(model_dir, name=name, engine=g.engine, quant=g.gguf_quant)
 
     def save_merged(self, model_dir: Path, dest: Path) -> None:
         from fleet.kinds.generation.predict import Generator
 
-        generator = Generator(model_dir)
+        generator = Generator(model_dir, engine="transformers")
         generator.model.save_pretrained(str(dest))
         generator.tokenizer.save_pretrained(str(dest))
 

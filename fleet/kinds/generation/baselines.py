@@ -9,6 +9,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from typing import Any
+
 import pandas as pd
 
 from fleet.core.results import Outputs
@@ -17,9 +21,9 @@ from fleet.core.spec import SpecialistSpec
 from fleet.core.text import normalize_text
 from fleet.kinds.classification.predict import dir_size
 from fleet.kinds.generation.chat_template import messages, render
-from fleet.kinds.generation.predict import generate
+from fleet.kinds.generation.predict import generate, llama_generate
 from fleet.kinds.generation.spec import generation_of
-from fleet.models import base_models, cache
+from fleet.models import base_models, base_store, cache
 from fleet.models.openai_client import BaselineError, ChatClient
 
 
@@ -41,15 +45,35 @@ class PromptedBase:
         self.shots = examples(train, bspec.shots, spec.split.seed, spec.data.group_column)
         label = "zero-shot" if not self.shots else f"{len(self.shots)}-shot"
         self.name: str = bspec.name or f"{label} {spec.base_model}"
-        self.tokenizer, self.model = cache.causal(spec.base_model)
-        self.size_bytes: int | None = dir_size(base_models.resolve_base_model(spec.base_model))
+        folder = base_models.resolve_base_model(spec.base_model)
+        self.size_bytes: int | None = dir_size(folder)
+        g = generation_of(spec)
+        self.llama: Any = None
+        if g.engine == "llama-cpp":
+            self.tokenizer = base_models.load_tokenizer(folder)
+            gguf = base_store.gguf_file(folder, base_store.digest(spec.base_model), g.gguf_quant)
+            self.llama = cache.llama(str(gguf), g.batch_size)
+        else:
+            self.tokenizer, self.model = cache.causal(spec.base_model)
+
+    @property
+    def identity(self) -> str:
+        """What its answers depend on: the base's files, the engine, the prompt (system, examples), the length."""
+        g = generation_of(self.spec)
+        engine = f"llama-cpp {g.gguf_quant}" if self.llama is not None else "transformers"
+        settings = json.dumps([g.system, self.shots, g.max_new_tokens, g.batch_size if self.llama is None else 0])
+        return f"prompted-base {base_store.digest(self.spec.base_model)} {engine} {hashlib.sha256(settings.encode()).hexdigest()[:16]}"
 
     def parameters(self) -> int | None:
+        if self.llama is not None:
+            return int(self.llama.n_params)
         return sum(p.numel() for p in self.model.parameters())
 
     def predict(self, inputs: list[str]) -> Outputs:
         g = generation_of(self.spec)
         rendered = [render(self.tokenizer, messages(g.system, normalize_text(p), self.shots)) for p in inputs]
+        if self.llama is not None:
+            return llama_generate(self.tokenizer, self.llama, rendered, g.max_new_tokens)
         return generate(self.tokenizer, self.model, rendered, g.max_new_tokens, g.batch_size)
 
     def billed_cost_per_1k(self, n_predictions: int) -> float | None:

@@ -85,32 +85,82 @@ def generate(
     return Outputs(predictions=texts, tokens=counts)
 
 
-class Generator:
-    """A saved generative specialist: its adapter on a private copy of the shared base, merged for speed."""
+def llama_generate(
+    tokenizer: Any, base: Any, prompts: list[str], max_new_tokens: int, adapter: str | None = None
+) -> Outputs:
+    """Greedy answers to already-rendered prompts by a llama.cpp base (``fleet.models.llama_engine``), with
+    ``adapter`` (a name loaded on it) or none: tokenized and decoded by the base's own tokenizer, so both
+    engines answer from the same tokens."""
+    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    stop = [tokenizer.eos_token_id]
+    outs = base.generate(ids, max_new_tokens, stop, adapter)
+    texts = [tokenizer.decode(o, skip_special_tokens=True).strip() for o in outs]
+    return Outputs(predictions=texts, tokens=[len(o) for o in outs])
 
-    def __init__(self, model_dir: str | Path, name: str = "specialist"):
+
+class Generator:
+    """A saved generative specialist on its shared base: by llama.cpp (the base as a GGUF file, the adapter
+    applied per call), or by transformers (the adapter merged into a private copy of the base).
+
+    ``engine``/``quant``: how to answer (the spec's choice in evaluation); None: as the version's record says."""
+
+    def __init__(
+        self, model_dir: str | Path, name: str = "specialist", engine: str | None = None, quant: str | None = None
+    ):
+        self.name = name
+        self.meta = GeneratorRecord.read(model_dir)
+        self.engine = engine or self.meta.engine
+        self.quant = quant or self.meta.gguf_quant
+        self.digest = base_store.folder_digest(model_dir)
+        self.size_bytes = dir_size(model_dir)  # the adapter: what this version adds to its base
+        if self.meta.merged:  # an export: a whole model, no base needed
+            self.engine = "transformers"
+            self._merged(model_dir)
+        elif self.engine == "llama-cpp":
+            self._llama(model_dir, self.quant)
+        else:
+            self._transformers(model_dir)
+
+    def _merged(self, model_dir: str | Path) -> None:
+        base_models.ml_imports()
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        with cache.RNG:
+            self.model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+
+    def _transformers(self, model_dir: str | Path) -> None:
         base_models.ml_imports()
         from peft import PeftModel
 
-        self.name = name
-        self.meta = GeneratorRecord.read(model_dir)
-        if self.meta.merged:  # an export: a whole model, no base needed
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+        self.tokenizer, base = cache.causal(base_store.locate_for(self.meta))
+        with cache.RNG:  # building modules draws random numbers: not while a fine-tune runs
+            tuned = PeftModel.from_pretrained(copy.deepcopy(base), str(model_dir))
+        self.model = tuned.merge_and_unload().eval()
 
-            self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-            with cache.RNG:
-                self.model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
-        else:
-            self.tokenizer, base = cache.causal(base_store.locate_for(self.meta))
-            with cache.RNG:  # building modules draws random numbers: not while a fine-tune runs
-                tuned = PeftModel.from_pretrained(copy.deepcopy(base), str(model_dir))
-            self.model = tuned.merge_and_unload().eval()
-        self.size_bytes = dir_size(model_dir)  # the adapter: what this version adds to its base
+    def _llama(self, model_dir: str | Path, quant: str) -> None:
+        folder, digest = base_store.locate_for(self.meta), self.meta.base_ref()[1]
+        self.tokenizer = base_models.load_tokenizer(folder)
+        self.llama = cache.llama(str(base_store.gguf_file(folder, digest, quant)), self.meta.batch_size)
+        adapter = base_store.adapter_gguf(model_dir, folder, digest)
+        self.adapter = self.digest  # the same version loaded twice shares one adapter
+        self.llama.add_adapter(self.adapter, adapter)
+        self.model = None
+
+    @property
+    def identity(self) -> str:
+        """What its answers depend on: the version's files and the engine that runs them."""
+        quant = f" {self.quant}" if self.engine == "llama-cpp" else ""
+        return f"generator {self.digest} {self.engine}{quant}"
 
     def parameters(self) -> int | None:
+        if self.model is None:
+            return int(self.llama.n_params)
         return sum(p.numel() for p in self.model.parameters())
 
     def predict(self, inputs: list[str]) -> Outputs:
         # prompts normalized as curation normalized the training prompts (NFKC, whitespace)
         rendered = [render(self.tokenizer, messages(self.meta.system, normalize_text(p))) for p in inputs]
+        if self.engine == "llama-cpp":
+            return llama_generate(self.tokenizer, self.llama, rendered, self.meta.max_new_tokens, self.adapter)
         return generate(self.tokenizer, self.model, rendered, self.meta.max_new_tokens, self.meta.batch_size)

@@ -15,3 +15,5 @@ class GeneratorRecord(ModelRecord):
     batch_size: int
     max_length: int
     max_prompt_tokens: int = 384  # a served prompt is cut to this (records written before it: the default)
+    engine: str = "transformers"  # what serves it (records written before llama.cpp: transformers)
+    gguf_quant: str = "f16"

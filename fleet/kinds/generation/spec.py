@@ -37,6 +37,15 @@ class GenerationSpec(_Model):
         "batches give more tokens per second (SmolLM2-135M on 2 cores: 62, 79, 105 at 8, 16, 32).",
     )
 
+    engine: Literal["llama-cpp", "transformers"] = Field(
+        "llama-cpp",
+        description="What answers in evaluation and serving: llama.cpp (the base as one GGUF file, the adapter "
+        "applied per request) or transformers + peft (the adapter merged). Training always uses transformers.",
+    )
+    gguf_quant: Literal["f16", "q8_0", "q4_k_m"] = Field(
+        "f16", description="llama-cpp engine: the base's weights as f16, or quantized by llama.cpp (q8_0, q4_k_m)."
+    )
+
     @model_validator(mode="after")
     def _schema(self) -> GenerationSpec:
         if self.json_schema is not None:

@@ -19,7 +19,7 @@ from fleet.kinds.base import Fit
 from fleet.kinds.generation.chat_template import example
 from fleet.kinds.generation.record import GeneratorRecord
 from fleet.kinds.generation.spec import generation_of
-from fleet.models import base_models, base_store, cache, trainer
+from fleet.models import base_models, base_store, cache, gguf_export, trainer
 
 log = logging.getLogger("fleet.stages.training")
 
@@ -62,6 +62,8 @@ def meta(spec: SpecialistSpec, max_length: int) -> GeneratorRecord:
         batch_size=g.batch_size,
         max_length=max_length,
         max_prompt_tokens=g.max_prompt_tokens,
+        engine=g.engine,
+        gguf_quant=g.gguf_quant,
     )
 
 
@@ -81,9 +83,24 @@ def cut_answers(spec: SpecialistSpec, rows: list[dict]) -> str | None:
 
 
 def save(model: Any, spec: SpecialistSpec, folder: Path, max_length: int) -> None:
+    """The adapter (peft's files, and the same adapter as a GGUF LoRA file for llama.cpp) and its record."""
     shutil.rmtree(folder, ignore_errors=True)
     model.save_pretrained(str(folder))  # adapter_config.json + adapter_model.safetensors
-    meta(spec, max_length).write(folder)
+    record = meta(spec, max_length)
+    if record.engine == "llama-cpp":
+        _save_gguf(spec, folder, record.base_ref()[1])
+    record.write(folder)
+
+
+def _save_gguf(spec: SpecialistSpec, folder: Path, base_digest: str) -> None:
+    try:
+        base = base_models.resolve_base_model(spec.base_model)
+        gguf_export.write_adapter(folder, base, folder / gguf_export.ADAPTER_FILE, base_digest)
+    except gguf_export.GgufError as exc:
+        raise base_models.TrainingError(
+            f"{spec.name}: the adapter could not be converted to GGUF for llama.cpp ({exc}); "
+            "set generation.engine: transformers to serve it without llama.cpp"
+        ) from None
 
 
 def fine_tune(spec: SpecialistSpec, train: pd.DataFrame, run_dir: Path, progress: bool = True) -> Fit:
