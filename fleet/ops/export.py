@@ -1,14 +1,19 @@
-"""Merged exports, on demand: a version's adapter folded into its base, saved as a plain model folder.
+"""Exports, on demand: a version as files other tools run, checked against the fleet's own answers.
 
-A classifier's export is a transformers encoder with its head (``fleet.json`` says ``merged: true``);
-a generative specialist's is a transformers causal language model with its tokenizer. Both load
-without the base, and both are checked against the adapter form on sample inputs (parity).
+- merged: the adapter folded into its base, saved as a plain model folder. A classifier's export is a
+  transformers encoder with its head (``fleet.json`` says ``merged: true``); a generative specialist's is
+  a transformers causal language model with its tokenizer. Both load without the base.
+- gguf (generative specialists): the base as one GGUF file (f16, q8_0 or q4_k_m), the adapter as a GGUF
+  LoRA file, and ``llama-server.sh``, a ready command line for llama.cpp's server (loopback, API key).
+Both are checked on sample inputs against the adapter as the fleet runs it (parity).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +35,17 @@ class Export(BaseModel):
     max_difference: float  # largest difference seen (probabilities, or differing answers)
 
 
+GGUF_MARK = "gguf-export.json"  # what marks a folder as an earlier GGUF export
+
+
 def check_destination(dest: Path) -> None:
-    """``dest`` may be written: absent, empty, or an earlier export (its ``fleet.json`` says merged)."""
+    """``dest`` may be written: absent, empty, or an earlier export (its ``fleet.json`` says merged, or it
+    holds a GGUF export's ``gguf-export.json``)."""
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
         raise ExportError(f"{dest}: not a folder; give a new or empty folder, or an earlier export")
     if dest.is_dir() and any(dest.iterdir()):
         try:
-            earlier = ModelRecord.read(dest).merged
+            earlier = (dest / GGUF_MARK).is_file() or ModelRecord.read(dest).merged
         except ValueError:
             earlier = False
         if not earlier:
@@ -45,17 +54,14 @@ def check_destination(dest: Path) -> None:
             )
 
 
-def _save(model_dir: Path, dest: Path) -> None:
-    """Write the merged model beside ``dest`` and rename it into place at the end: an export cut short
-    leaves ``dest`` as it was."""
+def _replace(dest: Path, write: Callable[[Path], None]) -> None:
+    """Write an export into a temporary folder beside ``dest`` and rename it into place at the end: an
+    export cut short leaves ``dest`` as it was."""
     check_destination(dest)
-    record = ModelRecord.read(model_dir)
-    whole = {k: v for k, v in record.to_json().items() if not k.startswith("base_")} | {"merged": True}
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     try:
-        kind_of(record.task).save_merged(model_dir, tmp)
-        ModelRecord.model_validate(whole).write(tmp)
+        write(tmp)
         old = dest.with_name(f".{dest.name}-old") if dest.exists() else None
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
@@ -66,6 +72,17 @@ def _save(model_dir: Path, dest: Path) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _save(model_dir: Path, dest: Path) -> None:
+    record = ModelRecord.read(model_dir)
+    whole = {k: v for k, v in record.to_json().items() if not k.startswith("base_")} | {"merged": True}
+
+    def write(tmp: Path) -> None:
+        kind_of(record.task).save_merged(model_dir, tmp)
+        ModelRecord.model_validate(whole).write(tmp)
+
+    _replace(dest, write)
 
 
 def merged(model_dir: str | Path, dest: str | Path, samples: list[str]) -> Export:
@@ -85,4 +102,61 @@ def merged(model_dir: str | Path, dest: str | Path, samples: list[str]) -> Expor
         size_bytes=size,
         parity=f"{what} on {len(samples)} samples",
         max_difference=diff,
+    )
+
+
+def gguf(model_dir: str | Path, dest: str | Path, samples: list[str], name: str, quant: str = "f16") -> Export:
+    """Export a generative version to ``dest`` for llama.cpp (see the module's docstring); its answers by
+    llama.cpp are compared with transformers' on ``samples``."""
+    from fleet.kinds.generation.predict import Generator
+    from fleet.kinds.generation.record import GeneratorRecord
+    from fleet.kinds.generation.spec import TASK as GENERATION
+    from fleet.models import base_store, gguf_export
+
+    model_dir, dest = Path(model_dir), Path(dest)
+    record = ModelRecord.read(model_dir)
+    if record.task != GENERATION or record.merged:
+        raise ExportError(f"{name}: a {record.task} {'export' if record.merged else 'version'} has no GGUF form")
+    meta = GeneratorRecord.read(model_dir)
+    folder, digest = base_store.locate_for(meta), meta.base_ref()[1]
+    base_file = f"{meta.base_model or 'base'}-{digest[:12]}-{quant}.gguf".replace("/", "_")
+
+    def write(tmp: Path) -> None:
+        shutil.copyfile(base_store.gguf_file(folder, digest, quant), tmp / base_file)
+        shutil.copyfile(base_store.adapter_gguf(model_dir, folder, digest), tmp / f"{name}.lora.gguf")
+        (tmp / "system-prompt.txt").write_text(meta.system or "")
+        (tmp / "llama-server.sh").write_text(server_command(base_file, f"{name}.lora.gguf", meta.max_new_tokens))
+        (tmp / "llama-server.sh").chmod(0o755)
+        info = {"specialist": name, "base_digest": digest, "quant": quant, "system": meta.system}
+        (tmp / GGUF_MARK).write_text(json.dumps(info, indent=2))
+
+    try:
+        _replace(dest, write)
+    except gguf_export.GgufError as exc:
+        raise ExportError(f"{name}: GGUF conversion failed: {exc}") from None
+    a = Generator(model_dir, "transformers", engine="transformers").predict(samples)
+    b = Generator(model_dir, "llama.cpp", engine="llama-cpp", quant=quant).predict(samples)
+    size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    differ = float(sum(x != y for x, y in zip(a.predictions, b.predictions)))
+    return Export(
+        folder=str(dest),
+        task=record.task,
+        size_bytes=size,
+        parity=f"answers that differ from transformers' on {len(samples)} samples ({quant})",
+        max_difference=differ,
+    )
+
+
+def server_command(base_file: str, adapter_file: str, max_new_tokens: int) -> str:
+    """A shell script starting llama.cpp's server on the export: loopback only, an API key required, the
+    adapter applied, answers as long as the fleet lets them be. The system prompt is the client's to send
+    (``system-prompt.txt``)."""
+    return (
+        "#!/bin/sh\n"
+        "# llama.cpp's OpenAI-compatible server on this export (https://github.com/ggml-org/llama.cpp).\n"
+        "# Set LLAMA_API_KEY; send system-prompt.txt as the system message of every chat request.\n"
+        'cd "$(dirname "$0")"\n'
+        f'exec llama-server -m {base_file} --lora {adapter_file} --host "${{HOST:-127.0.0.1}}" '
+        f'--port "${{PORT:-8080}}" --api-key "${{LLAMA_API_KEY:?set LLAMA_API_KEY}}" -n {max_new_tokens} '
+        '--parallel 4 "$@"\n'
     )

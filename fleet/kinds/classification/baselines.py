@@ -10,12 +10,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 
 from fleet.core.results import Outputs
 from fleet.core.sections import BaselineSpec
 from fleet.kinds.classification.predict import dir_size
-from fleet.models import base_models, cache
+from fleet.models import base_models, base_store, cache
 from fleet.models.openai_client import BaselineError, ChatClient
 
 
@@ -36,6 +39,10 @@ class ZeroShotEmbeddingBaseline:
         self.size_bytes = dir_size(base_models.resolve_base_model(base_model))
         self.max_length = max_length
         self.label_emb = self.embed([label_descriptions[lab] for lab in self.labels])
+        described = json.dumps([label_descriptions, max_length, self.temperature], sort_keys=True)
+        self.identity = (  # what its answers depend on: the base's files, the label descriptions, the length
+            f"embedding-zero-shot {base_store.digest(base_model)} {hashlib.sha256(described.encode()).hexdigest()[:16]}"
+        )
 
     def embed(self, texts: list[str]) -> np.ndarray:
         return cache.pooled(self.base, texts, self.max_length)

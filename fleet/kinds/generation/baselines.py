@@ -3,6 +3,8 @@
 - ``base-model``: the specialist's own base model, not fine-tuned, prompted with the same chat template
   and system prompt: zero-shot (``shots: 0``) or few-shot (``shots: k`` worked examples from the
   training split as earlier turns of the conversation). The general model at the same size.
+- ``gguf``: any general model as a GGUF file (or an alias of one a package ships: ``gemma3-270m``), run by
+  llama.cpp with its own tokenizer and chat template, prompted the same way, zero-shot or few-shot.
 - ``openai-chat``: any OpenAI-compatible chat endpoint (a hosted frontier model, vLLM, llama.cpp's
   server), with the same system prompt; it costs what its API bills for the tokens it reports.
 """
@@ -80,6 +82,39 @@ class PromptedBase:
         return None
 
 
+class GgufModel:
+    """Any general model as a GGUF file (e.g. Gemma 3 270M), run by llama.cpp with its own tokenizer and chat
+    template, prompted like the base model (same system prompt, zero-shot or with examples); its cost is
+    the compute measured here."""
+
+    def __init__(self, spec: SpecialistSpec, bspec: BaselineSpec, train: pd.DataFrame):
+        self.spec = spec
+        path, template = base_models.gguf_model(str(bspec.model))
+        self.template = bspec.chat_template or template
+        self.shots = examples(train, bspec.shots, spec.split.seed, spec.data.group_column)
+        label = "zero-shot" if not self.shots else f"{len(self.shots)}-shot"
+        self.name: str = bspec.name or f"{label} {bspec.model}"
+        self.size_bytes: int | None = path.stat().st_size
+        g = generation_of(spec)
+        self.llama = cache.llama(str(path), g.batch_size)
+        settings = json.dumps([g.system, self.shots, g.max_new_tokens, self.template])
+        self.identity = (  # what its answers depend on: the file, the prompt, the length
+            f"gguf {base_models.file_digest(path)[:24]} {hashlib.sha256(settings.encode()).hexdigest()[:16]}"
+        )
+
+    def parameters(self) -> int | None:
+        return int(self.llama.n_params)
+
+    def predict(self, inputs: list[str]) -> Outputs:
+        g = generation_of(self.spec)
+        prompts = [self.llama.chat(messages(g.system, normalize_text(p), self.shots), self.template) for p in inputs]
+        outs = self.llama.generate([self.llama.tokenize(p) for p in prompts], g.max_new_tokens, None)
+        return Outputs(predictions=[self.llama.detokenize(o).strip() for o in outs], tokens=[len(o) for o in outs])
+
+    def billed_cost_per_1k(self, n_predictions: int) -> float | None:
+        return None
+
+
 class ChatBaseline:
     """A general model behind an OpenAI-compatible ``/chat/completions`` endpoint."""
 
@@ -106,9 +141,11 @@ class ChatBaseline:
         return self.client.cost_per_1k(n_predictions)
 
 
-def build(spec: SpecialistSpec, bspec: BaselineSpec, train: pd.DataFrame) -> PromptedBase | ChatBaseline:
+def build(spec: SpecialistSpec, bspec: BaselineSpec, train: pd.DataFrame) -> PromptedBase | GgufModel | ChatBaseline:
     if bspec.kind == "base-model":
         return PromptedBase(spec, bspec, train)
+    if bspec.kind == "gguf":
+        return GgufModel(spec, bspec, train)
     if bspec.kind == "openai-chat":
         return ChatBaseline(spec, bspec)
     raise BaselineError(f"baseline kind {bspec.kind!r} does not generate")

@@ -75,7 +75,7 @@ class GenerativeSpec(SpecialistSpec):
         },
         "drift": {"embedding_model": "minilm-l6"},
     }
-    baseline_kinds: ClassVar[frozenset[str]] = frozenset({"base-model", "openai-chat"})
+    baseline_kinds: ClassVar[frozenset[str]] = frozenset({"base-model", "gguf", "openai-chat"})
     gate_metrics: ClassVar[tuple[str, ...]] = ("field_f1", "exact_match", "schema_valid", "chrf")
 
     task: Literal["text-generation"] = Field(TASK, description="An instruction in, a generated answer out.")
