@@ -8,6 +8,9 @@ time, the sum of the fine-tunes, and the fine-tuning share of the wall time. Sta
 slot (``fleet.core.compute``) count the wait in their stage time, so each specialist's time inside its training
 slot (``fit_seconds``, from its stored model) is reported too, with ``outside_fit_s`` (its flow's wall time
 less that) and ``fit_share``; with ``--workers 1`` a specialist's ``outside_fit_s`` is its own cost alone.
+``--set generation.engine=transformers`` runs a variant of the fleet file (the setting given to every
+specialist run); ``--retrain-set train.seed=7`` adds a third run after the warm one with only that training
+setting changed: its stage times, and how many contender scores it reused instead of scoring again.
 Writes benchmarks/results/pipeline.json (or --out).
 """
 
@@ -126,6 +129,29 @@ def concurrency(env: dict) -> dict:
     }
 
 
+def variant(fleet_file: str, settings: list[str], only: list[str], tag: str) -> str:
+    """A copy of the fleet file beside it (its relative data paths still hold) with ``settings``
+    (``a.b=value``, value read as YAML) set in every specialist named in ``only`` (all when empty)."""
+    import yaml
+
+    if not settings:
+        return fleet_file
+    doc = yaml.safe_load(Path(fleet_file).read_text())
+    for name, spec in doc["specialists"].items():
+        if only and name not in only:
+            continue
+        for item in settings:
+            path, value = item.split("=", 1)
+            *parents, leaf = path.split(".")
+            node = spec
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = yaml.safe_load(value)
+    out = Path(fleet_file).with_name(f".bench-{tag}-{Path(fleet_file).name}")
+    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return str(out)
+
+
 def timed_run(fleet_file: str, env: dict, log: Path, only: list[str]) -> float:
     t0 = time.monotonic()
     with log.open("ab") as f:
@@ -142,6 +168,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pipeline.json"))
     ap.add_argument("--label", default="after", help="Key of this measurement in the output (e.g. before, after).")
     ap.add_argument("--only", action="append", default=[], help="These specialists of the fleet file only.")
+    ap.add_argument("--set", action="append", default=[], help="PATH=VALUE set in each specialist run (all runs).")
+    ap.add_argument("--retrain-set", action="append", default=[], help="PATH=VALUE changed for a third run.")
     ap.add_argument(
         "--workers",
         type=int,
@@ -157,26 +185,45 @@ def main() -> None:
     if args.workers:
         env["FLEET_MAX_WORKERS"] = str(args.workers)
     log, only = home / "fleet-run.log", [a for n in args.only for a in ("--only", n)]
-    cold_s = timed_run(args.fleet, env, log, only)
-    cold = stage_times(home / "home" / "prefect" / "prefect.db", "fleet-manual")
-    cold["fit_seconds"] = fit_seconds(home / "home" / "store")
-    outside_fit(cold)
-    warm_s = timed_run(args.fleet, env, log, only)
-    result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "fleet": args.fleet,
-        "only": args.only,
-        **concurrency(env),
-        "cold": {"command_s": cold_s, **cold},
-        "warm": {"command_s": warm_s},
-        "warm_over_cold": round(warm_s / cold_s, 3),
-    }
+    fleet_file = variant(args.fleet, args.set, args.only, "set")
+    try:
+        result = measure(args, fleet_file, env, home, log, only)
+    finally:
+        for made in {fleet_file, variant(args.fleet, args.set + args.retrain_set, args.only, "retrain")}:
+            if made != args.fleet:
+                Path(made).unlink(missing_ok=True)
     out = Path(args.out)
     doc = json.loads(out.read_text()) if out.is_file() else {}
     doc[args.label] = result
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+
+
+def measure(args: argparse.Namespace, fleet_file: str, env: dict, home: Path, log: Path, only: list[str]) -> dict:
+    cold_s = timed_run(fleet_file, env, log, only)
+    cold = stage_times(home / "home" / "prefect" / "prefect.db", "fleet-manual")
+    cold["fit_seconds"] = fit_seconds(home / "home" / "store")
+    outside_fit(cold)
+    warm_s = timed_run(fleet_file, env, log, only)
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "fleet": args.fleet,
+        "only": args.only,
+        "set": args.set,
+        **concurrency(env),
+        "cold": {"command_s": cold_s, **cold},
+        "warm": {"command_s": warm_s},
+        "warm_over_cold": round(warm_s / cold_s, 3),
+    }
+    if args.retrain_set:
+        before = log.read_text(errors="replace").count("score reused")
+        retrain_file = variant(args.fleet, args.set + args.retrain_set, args.only, "retrain")
+        retrain_s = timed_run(retrain_file, env, log, only)
+        stages = stage_times(home / "home" / "prefect" / "prefect.db", "fleet-manual")
+        reused = log.read_text(errors="replace").count("score reused") - before
+        result["retrain"] = {"changed": args.retrain_set, "command_s": retrain_s, "scores_reused": reused, **stages}
+    return result
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -210,6 +211,36 @@ def test_a_tiny_generative_specialist_end_to_end(tmp_path, fleet_home):
     assert list(frame.columns[:1]) == ["output"] and isinstance(frame["output"][0], str)
     [status] = fleet_status(["extract"])
     assert status.metric == "field_f1" and len(status.baselines) == 2 and status.champion.ci is not None
+    from fleet.stages import registry
+
+    registered = registry.download_model_dir("extract", "1", str(tmp_path / "v1"))
+    assert (tmp_path / "v1").exists() and (Path(registered) / "adapter.gguf").stat().st_size < 5_000_000
+    _export_gguf(tmp_path)
+
+
+def _export_gguf(tmp_path):
+    """`fleet export extract --gguf DIR`: base and adapter as GGUF, a llama-server command line, parity."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    dest = tmp_path / "gguf"
+    result = CliRunner().invoke(app, ["export", "extract", "--gguf", str(dest), "--quant", "q8_0"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())  # the console wraps long lines
+    assert "exported for llama.cpp" in said and "answers that differ from transformers' on" in said
+    names = {p.name for p in dest.iterdir()}
+    assert {"extract.lora.gguf", "llama-server.sh", "system-prompt.txt", "gguf-export.json"} <= names
+    assert any(n.startswith("smollm2-135m-") and n.endswith("-q8_0.gguf") for n in names)
+    assert (dest / "extract.lora.gguf").stat().st_size < 5_000_000
+    script = (dest / "llama-server.sh").read_text()
+    assert '--host "${HOST:-127.0.0.1}"' in script and "--api-key" in script and "--lora extract.lora.gguf" in script
+    again = CliRunner().invoke(app, ["export", "extract", "--gguf", str(dest)])  # an earlier export: replaced
+    assert again.exit_code == 0, again.output
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "keep.txt").write_text("mine")
+    refused = CliRunner().invoke(app, ["export", "extract", "--gguf", str(tmp_path / "other")])
+    assert refused.exit_code == 2 and (tmp_path / "other" / "keep.txt").read_text() == "mine"
 
 
 def test_group_split_keeps_groups_whole_and_spreads_rows_without_a_group():

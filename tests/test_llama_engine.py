@@ -120,3 +120,26 @@ def test_what_cannot_be_converted_is_refused_with_its_reason(tmp_path):
     (tmp_path / "junk.gguf").write_bytes(b"not a gguf file")
     with pytest.raises(GgufError, match="not a readable GGUF file"):
         gguf_export.read_digest(tmp_path / "junk.gguf")
+
+
+@pytest.mark.slow
+def test_a_gguf_file_is_a_contender_with_its_own_tokenizer_and_chat_template(smollm):
+    """The base's GGUF file named as a ``gguf`` contender answers as the base model does through the fleet's
+    own tokenizer and template (llama.cpp tokenizes and renders the chat itself here)."""
+    import pandas as pd
+
+    from fleet.core.sections import BaselineSpec
+    from fleet.kinds import parse_fleet
+    from fleet.kinds.generation.baselines import GgufModel, PromptedBase
+
+    raw = {"task": "text-generation", "data": {"source": "x.jsonl"}, "generation": {"system": "Answer briefly."}}
+    spec = parse_fleet({"specialists": {"g": raw}}).specialists["g"]
+    none = pd.DataFrame({"text": [], "response": []})
+    contender = GgufModel(spec, BaselineSpec(kind="gguf", model=str(smollm["gguf"])), none)
+    assert contender.name == f"zero-shot {smollm['gguf']}" and contender.parameters() > 100_000_000
+    ours = PromptedBase(spec, BaselineSpec(kind="base-model"), none)
+    assert ours.llama is not None  # the default engine
+    a, b = contender.predict(PROMPTS), ours.predict(PROMPTS)
+    assert a.predictions == b.predictions and all(a.predictions)
+    with pytest.raises(Exception, match=r"not an alias .* or a \.gguf file"):
+        GgufModel(spec, BaselineSpec(kind="gguf", model="no-such-model"), none)

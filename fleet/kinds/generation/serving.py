@@ -16,7 +16,7 @@ from fleet.core.text import normalize_text
 from fleet.kinds.generation.chat_template import clip, messages, render
 from fleet.kinds.generation.predict import generate, llama_generate
 from fleet.kinds.generation.record import GeneratorRecord
-from fleet.models import base_store, cache
+from fleet.models import base_models, base_store, cache
 from fleet.models.adapter_group import AdapterGroup
 
 
@@ -25,7 +25,7 @@ class CausalGroup(AdapterGroup[GeneratorRecord]):
 
     def __init__(self, base_folder: str, int8: bool = False):
         super().__init__(base_folder, False)  # int8 is for encoders
-        self.tokenizer = cache.causal(base_folder)[0]
+        self.tokenizer = base_models.load_tokenizer(base_folder)  # the transformers model only if a version needs it
         self.llama: dict[str, Any] = {}  # adapter -> the llama.cpp base it is loaded on
 
     def _base(self) -> Any:
