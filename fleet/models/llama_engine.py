@@ -38,8 +38,8 @@ def _quiet_llama() -> None:
 
     @llama_cpp.llama_log_callback
     def _callback(level: int, text: bytes, _: ctypes.c_void_p) -> None:
-        if level in (2, 3):  # GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR
-            log.log(logging.WARNING if level == 2 else logging.ERROR, text.decode("utf-8", "replace").rstrip())
+        if level in (3, 4):  # ggml_log_level: 1 debug, 2 info, 3 warn, 4 error, 5 continued
+            log.log(logging.WARNING if level == 3 else logging.ERROR, text.decode("utf-8", "replace").rstrip())
 
     llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
     _QUIET.append(_callback)
