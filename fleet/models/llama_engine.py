@@ -12,7 +12,6 @@ both engines see exactly the same prompt tokens. The context is not thread-safe:
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 import os
@@ -278,5 +277,7 @@ class LlamaBase:
                 self.ctx = self.model = None
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):  # interpreter shutting down: the OS frees the memory
+        try:
             self.close()
+        except Exception:
+            return

@@ -75,6 +75,7 @@ def _replace(dest: Path, write: Callable[[Path], None]) -> None:
 
 
 def _save(model_dir: Path, dest: Path) -> None:
+    check_destination(dest)  # before reading anything: a folder of other files is refused first
     record = ModelRecord.read(model_dir)
     whole = {k: v for k, v in record.to_json().items() if not k.startswith("base_")} | {"merged": True}
 
