@@ -81,7 +81,7 @@ def test_common_prefix_leaves_each_prompt_a_token_of_its_own():
 @pytest.mark.slow
 def test_few_shot_prompts_answer_the_same_with_their_shared_prefix_computed_once(monkeypatch):
     from fleet.kinds.generation import predict
-    from fleet.models import cache
+    from fleet.models import cache, prompt_prefix
 
     tokenizer, model = cache.causal("smollm2-135m")
     shots = [(f"Invoice {n} from Acme, total {n}.50 EUR.", json.dumps({"invoice_number": str(n)})) for n in (11, 12)]
@@ -90,7 +90,7 @@ def test_few_shot_prompts_answer_the_same_with_their_shared_prefix_computed_once
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     assert len(predict.common_prefix(ids)) > 50  # system prompt and both examples
     cached = predict.generate(tokenizer, model, prompts, 24, 2)
-    monkeypatch.setattr(predict, "PREFIX_MIN", 10**6)  # no shared prefix: each prompt computed whole
+    monkeypatch.setattr(prompt_prefix, "PREFIX_MIN", 10**6)  # no shared prefix: each prompt computed whole
     whole = predict.generate(tokenizer, model, prompts, 24, 2)
     assert cached.predictions == whole.predictions and cached.tokens == whole.tokens
     assert all(cached.predictions)

@@ -141,6 +141,14 @@ def _add_hparams(writer: Any, config: dict[str, Any]) -> None:
     writer.add_vocab_size(config["vocab_size"])
 
 
+def _finish(writer: Any) -> None:
+    """Write a GGUFWriter's header, metadata and tensors, in the order the format wants, and close it."""
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
 def _write_atomic(dest: Path, write: Any) -> None:
     """Write through a temporary file beside ``dest``, renamed at the end: a failed conversion leaves
     nothing that looks finished."""
@@ -183,10 +191,7 @@ def write_base(folder: str | Path, dest: str | Path, base_digest: str, quant: st
         for name, w in _base_tensors(folder, config):
             data = w.astype(np.float16) if w.ndim >= 2 else w.astype(np.float32)
             writer.add_tensor(name, data)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
+        _finish(writer)
 
     _write_atomic(dest, write)
     return dest
@@ -255,10 +260,7 @@ def write_adapter(adapter_dir: str | Path, base_folder: str | Path, dest: str | 
             pairs += 1
         if pairs == 0:
             raise GgufError(f"{adapter_dir}: the adapter holds no LoRA matrices")
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
+        _finish(writer)
 
     _write_atomic(dest, write)
     return dest

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from fleet.models.gguf_export import GgufError, read_digest
+from fleet.models.prompt_prefix import common_prefix
 
 _QUIET: list[Any] = []  # the log callback, kept alive as long as llama.cpp may call it
 log = logging.getLogger("fleet.models.llama_engine")
@@ -42,20 +43,6 @@ def _quiet_llama() -> None:
 
     llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
     _QUIET.append(_callback)
-
-
-PREFIX_MIN = 16  # tokens every prompt must share before their common start is computed once
-
-
-def common_prefix(ids: list[list[int]]) -> list[int]:
-    """The tokens every prompt starts with (system prompt, few-shot examples), leaving each prompt at least
-    one token of its own; empty when shorter than ``PREFIX_MIN`` or for a single prompt."""
-    if len(ids) < 2:
-        return []
-    first, most, n = ids[0], min(len(x) for x in ids) - 1, 0
-    while n < most and all(x[n] == first[n] for x in ids):
-        n += 1
-    return first[:n] if n >= PREFIX_MIN else []
 
 
 @dataclass

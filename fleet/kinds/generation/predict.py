@@ -12,19 +12,7 @@ from fleet.kinds.classification.predict import dir_size
 from fleet.kinds.generation.chat_template import messages, render
 from fleet.kinds.generation.record import GeneratorRecord
 from fleet.models import base_models, base_store, cache
-
-PREFIX_MIN = 16  # tokens every prompt must share before their common start is computed once
-
-
-def common_prefix(ids: list[list[int]]) -> list[int]:
-    """The tokens every prompt starts with (system prompt, few-shot examples), leaving each prompt at least
-    one token of its own; empty when shorter than ``PREFIX_MIN`` or for a single prompt."""
-    if len(ids) < 2:
-        return []
-    first, most, n = ids[0], min(len(x) for x in ids) - 1, 0
-    while n < most and all(x[n] == first[n] for x in ids):
-        n += 1
-    return first[:n] if n >= PREFIX_MIN else []
+from fleet.models.prompt_prefix import common_prefix
 
 
 def _batch(ids: list[list[int]], rows: list[int], prefix: int, pad: int) -> dict:
