@@ -28,7 +28,10 @@ def test_an_unchanged_baseline_is_not_run_again_and_a_changed_split_is(tmp_path,
     assert calls == [b.model for b in first.baselines] and len(calls) == 1
     again = evaluation.general(spec, test, None, train, store)
     assert len(calls) == 1  # reused
-    assert again.baselines[0].model_dump(exclude={"cost"}) == first.baselines[0].model_dump(exclude={"cost"})
+    assert again.baselines[0].reused and not first.baselines[0].reused
+    assert again.baselines[0].model_dump(exclude={"cost", "reused"}) == first.baselines[0].model_dump(
+        exclude={"cost", "reused"}
+    )
     assert again.baselines[0].cost == first.baselines[0].cost  # the measured cost comes with it
     assert len(list((tmp_path / "store" / "scores" / "toy").glob("*.json"))) == 1
 

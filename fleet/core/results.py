@@ -33,6 +33,9 @@ class DatasetVersion(_Result):
     label_counts: dict[str, dict[str, int]] = Field(default_factory=dict, description="Per split, per label.")
     quarantined: dict[str, int] = Field(default_factory=dict)
     changed: dict[str, int] = Field(default_factory=dict)
+    label_sources: dict[str, int] = Field(
+        default_factory=dict, description="Training rows by who labelled them: original, human (review), teacher."
+    )
     created: bool = Field(False, description="False when this version already existed.")
 
 
@@ -119,6 +122,7 @@ class ContenderScore(_Result):
     size_bytes: int | None = None
     parameters: int | None = None
     outputs: Outputs | None = None
+    reused: bool = Field(False, description="Read from the score store (scored before on this test split).")
 
     def value(self, metric: str) -> float:
         return self.metrics[metric].value

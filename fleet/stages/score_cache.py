@@ -74,7 +74,7 @@ def scored(
         if store.exists(where):
             found = ContenderScore.model_validate(get_json(store, where))
             log.info("%s: %s scored before on this test split (%s): score reused", specialist, name, where)
-            return found.model_copy(update={"model": name})
+            return found.model_copy(update={"model": name, "reused": True})
     except (StorageError, ValueError) as exc:  # unreadable: scored again, stored again
         log.warning("%s: stored score %s unreadable (%s); scoring again", specialist, where, exc)
     fresh = score()
