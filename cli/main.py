@@ -240,12 +240,14 @@ def status(
     except RegistryError as exc:
         _fail(str(exc))
     if as_json:
-        print(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
+        extras = _flywheel.status_extras(names, fleet)
+        print(json.dumps([r.model_dump(mode="json") | extras.get(r.specialist, {}) for r in rows], indent=2))
         return
     table = Table(
         title="fleet status: champion vs strongest general baseline (gate metric, 95% CI; cost per 1,000 predictions)"
     )
-    cells = [flat(r) for r in rows]
+    extras = _flywheel.status_extras(names, fleet)
+    cells = [flat(r) | extras.get(r.specialist, {}) for r in rows]
     for c in cells[0] if cells else {"specialist": ""}:
         table.add_column(c)
     for c in cells:
@@ -317,7 +319,8 @@ def predict(
             number = version or _alias_version(name, alias)
             folder = registry.download_model_dir(name, number, tmp)
             kind = kind_of(ModelRecord.read(folder).task)
-            frame = kind.to_frame(kind.load(folder, name).predict(list(texts)))
+            outputs = kind.load(folder, name).predict(list(texts))
+            frame = kind.to_frame(outputs)
         except Exception as exc:  # no such version, an unreachable registry, a broken model folder
             first = (getattr(exc, "message", None) or str(exc)).splitlines()[0]
             _fail(f"{uri}: cannot load ({first}); train it with `fleet run --only {name}`")
@@ -328,9 +331,7 @@ def predict(
         else:  # plain TSV, for pipes: the answer's fields, then the text
             print("\t".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in answer.values()) + f"\t{text}")
     if log:
-        traffic.log_predictions(
-            settings.store_handle(), name, [{"text": t, **a} for t, a in zip(texts, answers)], number
-        )
+        traffic.log_predictions(settings.store_handle(), name, kind.traffic_rows(list(texts), outputs), number)
 
 
 def _alias_version(name: str, alias: str) -> str:
@@ -696,3 +697,6 @@ def main() -> None:  # console-script entry point
 
 if __name__ == "__main__":
     main()
+
+
+from cli import flywheel as _flywheel  # noqa: E402  (registers ingest, label, review, audit on the app)

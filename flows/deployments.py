@@ -14,11 +14,13 @@ from prefect.events import DeploymentEventTrigger
 
 from fleet.kinds import load_fleet
 from flows.fleet_run import fleet_flow
+from flows.label import label_flow
 from flows.monitor import monitor_flow
 from flows.retrain import retrain_flow
 from flows.score import score_flow
 from flows.specialist import specialist_flow
 from tasks.drift import DRIFT_EVENT
+from tasks.labeling import POOL_EVENT
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,6 +37,16 @@ def drift_trigger(fleet_file: str) -> DeploymentEventTrigger:
             "drift_report": "{{ event.payload.report_id }}",
             "fleet_file": fleet_file,
         },
+    )
+
+
+def pool_trigger(name: str, fleet_file: str) -> DeploymentEventTrigger:
+    """Run a specialist's label deployment when the monitor reports enough rows awaiting a label."""
+    return DeploymentEventTrigger(
+        name=f"label-{name}-on-pool-growth",
+        expect={POOL_EVENT},
+        match={"prefect.resource.id": f"fleet.specialist.{name}"},
+        parameters={"name": name, "fleet_file": fleet_file},
     )
 
 
@@ -61,6 +73,16 @@ def specs(fleet_file: str, train_cron: str | None) -> list[dict]:
                 "parameters": {"name": s.name, "fleet_file": fleet_file},
                 "cron": s.drift.schedule,
                 "triggers": None,
+            }
+        )
+        out.append(
+            {
+                "flow": label_flow,
+                "entrypoint": "flows.label:label_flow",
+                "name": f"label-{s.name}",
+                "parameters": {"name": s.name, "fleet_file": fleet_file},
+                "cron": s.labeling.schedule,
+                "triggers": [pool_trigger(s.name, fleet_file)],
             }
         )
     # Run once per specialist by the fleet flow when FLEET_TASK_RUNNER=deployments (no schedule of its own).

@@ -7,6 +7,7 @@ from prefect import flow
 from fleet.core.settings import Settings
 from flows.specialist import DEFAULT_FLEET_FILE
 from tasks import drift as d
+from tasks import labeling as lab
 from tasks import specialist as t
 
 
@@ -17,12 +18,15 @@ def monitor_flow(name: str, fleet_file: str = DEFAULT_FLEET_FILE) -> dict:
     spec = t.load_spec(fleet_file, name, settings)
     report = d.check_drift(spec, settings)
     event_id = d.emit_drift(report) if report.drifted else None
+    awaiting = lab.awaiting_teacher(spec, settings)
+    pool_event = lab.emit_pool_grew(spec, awaiting) if awaiting >= spec.labeling.trigger_rows else None
     return {
         "specialist": name,
         "status": report.status,
         "report_id": report.id,
         "event_id": event_id,
         "fired": report.fired,
+        "pool_event_id": pool_event,
     }
 
 

@@ -26,6 +26,7 @@ def check_drift(spec: SpecialistSpec, settings: Settings) -> monitoring.DriftRep
     md = monitoring.report_markdown(report)
     prefix = f"drift/{spec.name}/{report.id}"
     put_json(store, f"{prefix}/report.json", report.model_dump(mode="json"))
+    put_json(store, f"drift/{spec.name}/latest.json", report.model_dump(mode="json"))  # for `fleet status`
     if checked.plot_png:
         store.put_bytes(f"{prefix}/distributions.png", checked.plot_png)
         md += f"\n![reference vs current](data:image/png;base64,{base64.b64encode(checked.plot_png).decode()})\n"

@@ -25,6 +25,7 @@ from fleet.core.spec import FleetSpec, SpecialistSpec
 from fleet.core.storage import get_json, put_json
 from fleet.data import versions
 from fleet.kinds import load_fleet
+from fleet.labeling import flywheel
 from fleet.ops import leaderboard, traffic
 from fleet.stages import curation, evaluation, profiles, registry, summary, training
 
@@ -57,14 +58,16 @@ def load_fleet_spec(fleet_file: str, settings: Settings) -> FleetSpec:
 def curate(spec: SpecialistSpec, settings: Settings, with_feedback: bool = False) -> DatasetVersion:
     store = settings.store_handle()
     extra = traffic.read_all(store, "feedback", spec.name) if with_feedback else None
-    ds = curation.curate(spec, store, extra)
+    reviewed = flywheel.training_rows(spec, store)  # the flywheel's labels, into the training split only
+    ds = curation.curate(spec, store, extra, reviewed)
     get_run_logger().info(
-        "dataset %s %s: %s; quarantined %s; changed %s",
+        "dataset %s %s: %s; quarantined %s; changed %s; training labels from %s",
         ds.version,
         "written" if ds.created else "already stored",
         ds.counts,
         ds.quarantined or "none",
         ds.changed or "none",
+        ds.label_sources,
     )
     create_markdown_artifact(
         key=f"{spec.name}-curation",
@@ -94,7 +97,14 @@ def evaluate_general(spec: SpecialistSpec, dataset: DatasetVersion, settings: Se
     test = versions.load_split(store, spec.name, dataset.version, "test")
     train = versions.load_split(store, spec.name, dataset.version, "train")
     champion = registry.champion_model(spec.name, settings.runs_dir / spec.name / "champions")
-    return evaluation.general(spec, test, champion, train, store)
+    scores = evaluation.general(spec, test, champion, train, store)
+    log = get_run_logger()
+    for s in [*scores.baselines, *([scores.champion] if scores.champion else [])]:
+        if s.reused:
+            log.info("%s (%s): scored before on this test split: score reused, not run again", s.model, s.role)
+        else:
+            log.info("%s (%s): scored on the test split and stored", s.model, s.role)
+    return scores
 
 
 @task(name="evaluate", cache_policy=NONE)

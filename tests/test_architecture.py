@@ -21,7 +21,7 @@ import pytest
 from conftest import ROOT
 
 LIBRARY = ROOT / "fleet"
-ROOMS = {"core", "data", "models", "metrics", "report", "kinds", "stages", "ops"}
+ROOMS = {"labeling", "core", "data", "models", "metrics", "report", "kinds", "stages", "ops"}
 TASKS = {"text-classification", "text-generation"}
 
 

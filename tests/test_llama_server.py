@@ -101,3 +101,29 @@ def test_classifying_openai_chat_baseline_against_the_same_server(llama_server):
     probs = b.predict_proba(["It will rain in Oslo tomorrow", "I cooked pasta"])
     assert probs.shape == (2, 2) and (abs(probs.sum(axis=1) - 1) < 1e-9).all()
     assert b.client.tokens_in > 0 and b.client.tokens_out > 0
+
+
+def test_a_llama_cpp_server_teaches_with_token_probabilities(llama_server, tmp_path):
+    """The flywheel's teacher on a real OpenAI-compatible server: answers become labels, each with the
+    probability of its tokens (or the agreement of samples where the server gives none), tokens counted."""
+    import pandas as pd
+
+    from conftest import write_toy_fleet
+    from fleet.core.sections import BaselineSpec, LabelingSpec
+    from fleet.core.storage import LocalStore
+    from fleet.kinds import load_fleet
+    from fleet.labeling import ledger, teacher
+    from fleet.labeling.ledger import row_id
+
+    spec = load_fleet(write_toy_fleet(tmp_path / "f")).specialists["toy"]
+    tspec = BaselineSpec(kind="openai-chat", url=llama_server, model="smollm2", timeout_s=60)
+    spec = spec.model_copy(update={"labeling": LabelingSpec(teacher=tspec, samples=2, max_retries=0)})
+    rows = pd.DataFrame({"text": ["It will rain in Oslo tomorrow", "I cooked pasta in Rome"]})
+    rows["id"] = [row_id(t) for t in rows["text"]]
+    store = LocalStore(tmp_path / "store")
+    run = teacher.label(spec, store, teacher.build(spec, pd.DataFrame()), rows)
+    assert run.asked == 2 and run.labelled + run.unknown_label == 2 and run.failed == 0, run.problems
+    assert run.tokens_in > 20 and run.tokens_out > 0
+    labelled = ledger.events(store, "toy")
+    assert set(labelled["label"]) <= {"weather", "food"}
+    assert all(0.0 < c <= 1.0 for c in labelled["confidence"])

@@ -115,6 +115,9 @@ class DataCard(BaseModel):
     labels_before: dict[str, int] | None = Field(description="Labels in the file (classifiers).")
     labels_after: dict[str, dict[str, int]] | None = Field(description="Per split, per label (classifiers).")
     splits: dict[str, int]
+    label_sources: dict[str, int] = Field(
+        default_factory=dict, description="Training rows by who labelled them: original, human (review), teacher."
+    )
     lengths: dict[str, LengthStats] = Field(description="Per column (text, and the target if free text).")
     examples: dict[str, list[RuleExample]] = Field(description="A few hits of each rule, texts redacted.")
     rules: dict[str, Any] = Field(description="The curation settings that ran.")
@@ -132,6 +135,7 @@ class DatasetManifest(BaseModel):
     label_counts: dict[str, dict[str, int]] = Field(default_factory=dict)
     quarantined: dict[str, int] = Field(default_factory=dict)
     changed: dict[str, int] = Field(default_factory=dict)
+    label_sources: dict[str, int] = Field(default_factory=dict)
     labels: list[str]
     target: str = Field(description="The stored column holding the expected answer.")
     sampled_out: int

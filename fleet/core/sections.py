@@ -283,6 +283,13 @@ class DriftSpec(_Model):
     cooldown_minutes: float = Field(
         60.0, ge=0, description="After a retrain starts, new alarms are recorded but start nothing."
     )
+    min_estimated_score: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Classifiers: when the macro-F1 estimated from the champion's calibrated confidences on a "
+        "window (no labels needed) falls below this, the monitor alarms and a retrain starts; unset: shown only.",
+    )
     seed: int = 0
 
     def thresholds(self) -> dict[str, float]:
@@ -294,3 +301,36 @@ class DriftSpec(_Model):
             "schema_valid": self.schema_valid_p,
             "performance": self.performance_p,
         }
+
+
+class LabelingSpec(_Model):
+    """The data flywheel: served traffic and ingested files become training data (``fleet.labeling``)."""
+
+    teacher: BaselineSpec | None = Field(
+        None,
+        description="The general model that labels the unlabelled pool: any of the specialist's baseline kinds "
+        "(openai-chat for an OpenAI-compatible endpoint, e.g. a llama.cpp server; embedding-zero-shot; ...). "
+        "Unset: rows reach training only through review.",
+    )
+    samples: int = Field(
+        3,
+        ge=1,
+        le=10,
+        description="openai-chat teachers whose endpoint gives no token log-probabilities: answers sampled per "
+        "row; the share that agrees with the majority is the confidence.",
+    )
+    temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature of those answers.")
+    min_confidence: float = Field(
+        0.9, ge=0, le=1, description="Teacher labels at or above this confidence join the training data."
+    )
+    max_rows_per_run: int = Field(500, gt=0, description="At most this many pooled rows are teacher-labelled per run.")
+    requests_per_minute: float = Field(
+        120.0, gt=0, description="openai-chat teachers: requests per minute at most (rate limit)."
+    )
+    max_retries: int = Field(3, ge=0, le=10, description="openai-chat teachers: retries of a failed request.")
+    review_size: int = Field(20, gt=0, description="Rows `fleet review` shows, most useful first.")
+    include_traffic: bool = Field(True, description="Served requests (the traffic log) join the pool.")
+    trigger_rows: int = Field(
+        100, gt=0, description="The monitor emits a fleet.pool.grew event when this many rows await labelling."
+    )
+    schedule: str = Field("30 2 * * *", description="Cron of the label deployment.")

@@ -24,6 +24,7 @@ from fleet.core.sections import (
     DriftSpec,
     EvaluationSpec,
     GateSpec,
+    LabelingSpec,
     LoraSpec,
     NearDuplicateSpec,
     PiiSpec,
@@ -42,6 +43,7 @@ __all__ = [
     "EvaluationSpec",
     "FleetSpec",
     "GateSpec",
+    "LabelingSpec",
     "LoraSpec",
     "NearDuplicateSpec",
     "PiiSpec",
@@ -102,6 +104,7 @@ class SpecialistSpec(_Model):
     gate: GateSpec = Field(default_factory=GateSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     drift: DriftSpec = Field(default_factory=DriftSpec)
+    labeling: LabelingSpec = Field(default_factory=LabelingSpec)
 
     @field_validator("name")
     @classmethod
@@ -140,6 +143,12 @@ class SpecialistSpec(_Model):
         if wrong:
             raise ValueError(
                 f"evaluation.baselines: {', '.join(wrong)} cannot judge a {self.task} specialist "
+                f"(use {', '.join(sorted(self.baseline_kinds))})"
+            )
+        teacher = self.labeling.teacher
+        if teacher is not None and teacher.kind not in self.baseline_kinds:
+            raise ValueError(
+                f"labeling.teacher: {teacher.kind} cannot label for a {self.task} specialist "
                 f"(use {', '.join(sorted(self.baseline_kinds))})"
             )
         if self.gate.metric not in self.gate_metrics:

@@ -21,7 +21,7 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
     return np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
 
 
-def _from_confusions(cm: np.ndarray) -> dict[str, np.ndarray]:
+def from_confusions(cm: np.ndarray) -> dict[str, np.ndarray]:
     """Metrics of a stack of confusion matrices (..., k, k)."""
     tp = np.diagonal(cm, axis1=-2, axis2=-1).astype(float)
     support = cm.sum(axis=-1).astype(float)
@@ -56,10 +56,10 @@ def metrics_with_ci(
     """Accuracy, macro-F1 and per-label precision/recall/F1, each with a percentile bootstrap interval."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     k, n = len(labels), len(y_true)
-    point = _from_confusions(confusion(y_true, y_pred, k))
+    point = from_confusions(confusion(y_true, y_pred, k))
     idx = bootstrap_indices(n, resamples, seed)
     codes = (y_true * k + y_pred)[idx] + (np.arange(resamples) * k * k)[:, None]
-    boot = _from_confusions(np.bincount(codes.ravel(), minlength=resamples * k * k).reshape(resamples, k, k))
+    boot = from_confusions(np.bincount(codes.ravel(), minlength=resamples * k * k).reshape(resamples, k, k))
 
     def metric(name: str, j: int | None = None) -> Metric:
         value, values = (point[name], boot[name]) if j is None else (point[name][j], boot[name][:, j])

@@ -79,6 +79,9 @@ def build_report(
         else None,
         labels_after={s: dict(sorted(Counter(df[target]).items())) for s, df in splits.items()} if is_label else None,
         splits={s: len(df) for s, df in splits.items()},
+        label_sources=dict(
+            sorted(Counter(splits["train"].get("label_source", ["original"] * len(splits["train"]))).items())
+        ),
         lengths=lengths,
         examples=_examples(quarantine),
         rules=spec.curation.model_dump(),

@@ -19,6 +19,7 @@ from fleet.core.spec import SpecialistSpec
 from fleet.core.storage import ObjectStore
 from fleet.data import versions
 from fleet.data.cleaning import Cleaner, Quarantine, clean_rows
+from fleet.data.dedup import cross_matches
 from fleet.data.sources import CurationError, load_frame, read_bytes, select_columns
 from fleet.data.splitting import SPLITS, remove_leaks
 from fleet.kinds import kind_of
@@ -48,7 +49,62 @@ def columns(spec: SpecialistSpec, kind: SpecialistKind) -> dict[str, str]:
     return kind.source_columns(spec) | {c: c for c in extras}
 
 
-def _input_key(spec: SpecialistSpec, raw: bytes | None, extra: pd.DataFrame | None) -> str | None:
+LABEL_SOURCE = ["label_source", "labeled_by", "labeled_at"]  # who or what gave each training label, and when
+
+
+def _held_out_twins(spec: SpecialistSpec, splits: dict[str, pd.DataFrame], texts: list[str]) -> dict[int, str]:
+    """Index in ``texts`` -> why it leaks into the validation or test split (the same text, or a near-twin)."""
+    held = pd.concat([splits["validation"], splits["test"]])
+    held_texts = held["text"].tolist()
+    out = {i: "in the validation/test split" for i, t in enumerate(texts) if t in set(held_texts)}
+    nd = spec.curation.near_duplicates
+    if nd.enabled:
+        for qi, ri, j in cross_matches(held_texts, texts, nd.threshold, nd.shingle_size, nd.num_perm, nd.shingle):
+            out.setdefault(qi, f"near-twin of held-out row {held.iloc[ri]['row']} (Jaccard {j:.2f})")
+    return out
+
+
+def _add_reviewed(
+    spec: SpecialistSpec, kind: SpecialistKind, splits: dict[str, pd.DataFrame], reviewed: pd.DataFrame, q: Quarantine
+) -> dict[str, pd.DataFrame]:
+    """The flywheel's rows (``fleet.labeling``) joined to the training split only, so the evaluation's splits
+    stay as they were: same cleaning rules; a row that leaks into validation/test is quarantined; a human label
+    on a text already in train replaces its label (recorded), a teacher label there is dropped as a duplicate."""
+    first = int(max(int(df["row"].max()) if len(df) else 0 for df in splits.values())) + 1
+    cleaner = Cleaner(spec.curation, kind.target_check(spec), q, kind.redact_target)
+    meta = reviewed[LABEL_SOURCE].to_dict("records")
+    rows = [
+        r
+        for r in map(cleaner.row, range(first, first + len(reviewed)), reviewed["text"], reviewed[kind.target], meta)
+        if r is not None
+    ]
+    leaks = _held_out_twins(spec, splits, [r["text"] for r in rows])
+    for i, why in leaks.items():
+        q.add(rows[i]["row"], "leakage", rows[i]["text"], rows[i][kind.target], detail=f"reviewed row {why}")
+    train = splits["train"].assign(label_source="original", labeled_by=None, labeled_at=None)
+    records = train.to_dict("records")
+    position = {rec["text"]: rec for rec in records}
+    target = kind.target
+    for i, r in enumerate(rows):
+        old = position.get(r["text"])
+        if i in leaks:
+            continue
+        if old is None:
+            records.append(r)
+        elif r["label_source"] == "human" and old[target] != r[target]:
+            detail = f"{old[target]} -> {r[target]} by {r['labeled_by']}"
+            q.add(int(old["row"]), "relabelled", r["text"], r[target], action="changed", detail=detail)
+            old.update({c: r[c] for c in (target, *LABEL_SOURCE)})
+        else:
+            q.add(r["row"], "duplicate", r["text"], r[target], detail=f"of train row {old['row']}")
+    out = dict(splits)
+    out["train"] = pd.DataFrame(records, columns=train.columns)
+    return out
+
+
+def _input_key(
+    spec: SpecialistSpec, raw: bytes | None, extra: pd.DataFrame | None, reviewed: pd.DataFrame | None = None
+) -> str | None:
     if raw is None:  # hf:// data sets: no bytes to hash
         return None
     settings = {
@@ -59,6 +115,8 @@ def _input_key(spec: SpecialistSpec, raw: bytes | None, extra: pd.DataFrame | No
         "split": spec.split.model_dump(),
     }
     extra_bytes = b"" if extra is None else extra.to_json(orient="records").encode()
+    if reviewed is not None and len(reviewed):
+        extra_bytes += b"\0reviewed\0" + reviewed.to_json(orient="records").encode()
     return versions.input_hash(raw, settings, extra_bytes)
 
 
@@ -80,6 +138,15 @@ def _clean(
         from_source = good["row"] <= source_rows
         good = pd.concat([kind.sample(spec, good[from_source], spec.data.max_rows), good[~from_source]])
     return good.reset_index(drop=True), before - len(good)
+
+
+def _label_sources(splits: dict[str, pd.DataFrame]) -> dict[str, int]:
+    """Training rows by who labelled them (original data, human review, teacher); every row is original
+    without the flywheel."""
+    train = splits["train"]
+    if "label_source" not in train:
+        return {"original": len(train)}
+    return dict(sorted(Counter(train["label_source"]).items()))
 
 
 def _store(
@@ -107,6 +174,7 @@ def _store(
         label_counts={s: dict(sorted(Counter(splits[s][kind.target]).items())) for s in SPLITS} if labels else {},
         quarantined=report.dropped,
         changed=report.changed,
+        label_sources=_label_sources(splits),
     )
     if not versions.exists(store, spec.name, version):
         manifest = DatasetManifest(
@@ -130,15 +198,18 @@ def _store(
     return ds
 
 
-def curate(spec: SpecialistSpec, store: ObjectStore, extra: pd.DataFrame | None = None) -> DatasetVersion:
+def curate(
+    spec: SpecialistSpec, store: ObjectStore, extra: pd.DataFrame | None = None, reviewed: pd.DataFrame | None = None
+) -> DatasetVersion:
     """Load, clean, split and store ``spec``'s data; return the (possibly existing) version.
 
     ``extra`` (columns ``text`` and the target, e.g. labelled feedback) is appended to the source's rows
-    before cleaning; its rows are numbered after the source's.
+    before cleaning; its rows are numbered after the source's. ``reviewed`` (the flywheel's rows: ``text``,
+    the target and ``LABEL_SOURCE``) joins the training split only, after the split.
     """
     kind = kind_of(spec)
     raw_bytes = None if spec.data.source.startswith("hf://") else read_bytes(spec.data)
-    key = _input_key(spec, raw_bytes, extra)
+    key = _input_key(spec, raw_bytes, extra, reviewed)
     if key is not None and (known := versions.remembered(store, spec.name, key)) is not None:
         return known
     raw = select_columns(load_frame(spec.data, raw_bytes), columns(spec, kind), spec.data.source)
@@ -147,6 +218,8 @@ def curate(spec: SpecialistSpec, store: ObjectStore, extra: pd.DataFrame | None 
     q = Quarantine(kind.target)
     good, sampled_out = _clean(spec, kind, raw, source_rows, q)
     splits = remove_leaks(kind.split(spec, good), spec.curation, q)
+    if reviewed is not None and len(reviewed):
+        splits = _add_reviewed(spec, kind, splits, reviewed, q)
     ds = _store(spec, kind, store, raw, splits, q, sampled_out)
     if key is not None:
         versions.remember(store, spec.name, key, ds)

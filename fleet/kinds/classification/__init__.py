@@ -92,6 +92,19 @@ def check_labels(spec: SpecialistSpec, good: pd.DataFrame, q: Quarantine) -> pd.
     return good
 
 
+def window_probabilities(rows: pd.DataFrame, labels: list[str]) -> np.ndarray | None:
+    """The logged label distributions of a traffic window (None when its rows predate them)."""
+    if "probs" not in rows or rows["probs"].isna().any():
+        if len(labels) == 2 and len(rows):  # two labels: the top score says it all
+            top = rows["score"].to_numpy(dtype=float)
+            first = np.array([lab == labels[0] for lab in rows["label"]])
+            p0 = np.where(first, top, 1 - top)
+            return np.column_stack([p0, 1 - p0])
+        return None
+    probs = np.array(rows["probs"].tolist(), dtype=float)
+    return probs if probs.ndim == 2 and probs.shape[1] == len(labels) else None
+
+
 class TextClassification(SpecialistKind):
     task = TASK
     spec_model = ClassificationSpec
@@ -183,9 +196,9 @@ class TextClassification(SpecialistKind):
         return drift.build_reference(list(spec.labels), embeddings, report, spec.base_model, max_length).to_bytes()
 
     def drift(self, spec: SpecialistSpec, reference: bytes, window: TrafficWindow) -> DriftVerdict:
-        d, rows = spec.drift, window.rows
-        return drift.detect(
-            Reference.from_bytes(reference),
+        d, rows, ref = spec.drift, window.rows, Reference.from_bytes(reference)
+        found = drift.detect(
+            ref,
             window.embeddings,
             rows["label"].tolist(),
             rows["score"].to_numpy(dtype=float),
@@ -194,6 +207,13 @@ class TextClassification(SpecialistKind):
             d.permutations,
             d.seed,
         )
+        estimate = drift.estimated_performance(ref, window_probabilities(rows, ref.labels), d.min_estimated_score)
+        if estimate is not None:
+            found.signals["estimated_performance"] = estimate
+            if estimate.fired:
+                found.fired.append("estimated_performance")
+                found.drifted = True
+        return found
 
     def drift_figure(self, spec: SpecialistSpec, reference: bytes, window: pd.DataFrame) -> bytes:
         ref = Reference.from_bytes(reference)
@@ -211,5 +231,6 @@ class TextClassification(SpecialistKind):
     def traffic_rows(self, texts: list[str], outputs: Outputs) -> list[dict]:
         probs = np.asarray(outputs.probabilities, dtype=float)
         return [
-            {"text": t, "label": lab, "score": float(p.max())} for t, lab, p in zip(texts, outputs.predictions, probs)
+            {"text": t, "label": lab, "score": float(p.max()), "probs": [round(float(x), 5) for x in p]}
+            for t, lab, p in zip(texts, outputs.predictions, probs)
         ]

@@ -22,6 +22,16 @@ from fleet.models import base_models, base_store, cache
 from fleet.models.openai_client import BaselineError, ChatClient
 
 
+def label_of(labels: list[str], answer: str) -> int | None:
+    """The label a chat model's free-text answer names (exactly, or as the one label it contains), or None."""
+    a = answer.strip().lower().strip(" .\"'`")
+    for i, lab in enumerate(labels):
+        if a == lab.lower():
+            return i
+    hits = [i for i, lab in enumerate(labels) if lab.lower() in a]
+    return hits[0] if len(hits) == 1 else None
+
+
 def _outputs(labels: list[str], probs: np.ndarray) -> Outputs:
     return Outputs(predictions=[labels[int(i)] for i in probs.argmax(axis=1)], probabilities=probs.tolist())
 
@@ -111,19 +121,11 @@ class OpenAIChatBaseline:
         self.client = ChatClient(spec, self.name)
         self.descriptions = "\n".join(f"- {lab}: {desc}" for lab, desc in labels.items())
 
-    def _label_of(self, answer: str) -> int | None:
-        a = answer.strip().lower().strip(" .\"'`")
-        for i, lab in enumerate(self.labels):
-            if a == lab.lower():
-                return i
-        hits = [i for i, lab in enumerate(self.labels) if lab.lower() in a]
-        return hits[0] if len(hits) == 1 else None
-
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         out = np.full((len(texts), len(self.labels)), 1.0 / len(self.labels))  # unparseable answer: no information
         for row, text in enumerate(texts):
             prompt = self.spec.prompt.format(labels=", ".join(self.labels), descriptions=self.descriptions, text=text)
-            i = self._label_of(self.client.complete([{"role": "user", "content": prompt}]))
+            i = label_of(self.labels, self.client.complete([{"role": "user", "content": prompt}]))
             if i is not None:
                 out[row] = 0.0
                 out[row, i] = 1.0

@@ -1,0 +1,178 @@
+"""The flywheel's steps for one specialist, over the pool, the ledger and the champion.
+
+Each function is one thing a user (or the ``label`` flow) does: build the pool, answer it with the champion
+(cached per champion version, so a row is answered once), teacher-label what is unlabelled, rank the review
+queue, record review decisions, and gather the rows a retrain adds to the training split.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import uuid
+from dataclasses import dataclass
+
+import pandas as pd
+
+from fleet.core.spec import SpecialistSpec
+from fleet.core.storage import ObjectStore, StorageError
+from fleet.data import versions
+from fleet.kinds import kind_of
+from fleet.labeling import audit, ledger, pool, queue, teacher
+from fleet.labeling.ledger import LabelingError
+from fleet.stages import registry
+
+ANSWER_COLUMNS = ["id", "specialist", "specialist_confidence", "uncertainty"]
+
+
+@dataclass
+class Champion:
+    version: str
+    dataset_version: str
+
+
+def champion(spec: SpecialistSpec) -> Champion:
+    champ = registry.champion_version(spec.name)
+    if champ is None:
+        raise LabelingError(f"{spec.name}: no champion yet; run `fleet run --only {spec.name}` first")
+    return Champion(str(champ.version), (champ.tags or {}).get("dataset_version", ""))
+
+
+def current_pool(spec: SpecialistSpec, store: ObjectStore, champ: Champion) -> pool.Pool:
+    return pool.build(spec, store, champ.dataset_version)
+
+
+def _answers_prefix(name: str, version: str) -> str:
+    return f"labeling/{name}/answers/v{version}"
+
+
+def champion_answers(spec: SpecialistSpec, store: ObjectStore, champ: Champion, rows: pd.DataFrame) -> pd.DataFrame:
+    """The champion's answer, confidence and uncertainty on each row; rows answered before are not answered again."""
+    prefix = _answers_prefix(spec.name, champ.version)
+    known = [json.loads(line) for key in store.list(prefix) for line in store.get_bytes(key).decode().splitlines()]
+    have = pd.DataFrame(known, columns=pd.Index(ANSWER_COLUMNS)).drop_duplicates("id", keep="last")
+    todo = rows[~rows["id"].isin(set(have["id"]))]
+    if len(todo):
+        kind = kind_of(spec)
+        with tempfile.TemporaryDirectory(prefix="fleet-pool-") as tmp:
+            model = kind.load(registry.download_model_dir(spec.name, champ.version, tmp), "champion", spec)
+            out = model.predict(todo["text"].tolist())
+        probs = out.probabilities
+        new = pd.DataFrame(
+            {
+                "id": todo["id"].tolist(),
+                "specialist": out.predictions,
+                "specialist_confidence": [max(p) for p in probs] if probs else [None] * len(todo),
+                "uncertainty": queue.uncertainty(probs, len(todo)),
+            }
+        )
+        store.put_bytes(f"{prefix}/part-{uuid.uuid4().hex[:12]}.jsonl", versions.to_jsonl(new))
+        have = pd.concat([have, new], ignore_index=True) if len(have) else new
+    return have
+
+
+def review_queue(spec: SpecialistSpec, store: ObjectStore) -> pd.DataFrame:
+    """Every row awaiting a human decision, most useful first (columns: ``queue.QUEUE_COLUMNS`` and ``reason``)."""
+    champ = champion(spec)
+    rows = current_pool(spec, store, champ).rows
+    labels = ledger.current(ledger.events(store, spec.name))
+    answers = champion_answers(spec, store, champ, rows) if len(rows) else pd.DataFrame(columns=ANSWER_COLUMNS)
+    return queue.rank(rows, answers, labels, audit.flagged_for_review(store, spec.name))
+
+
+def unlabelled(spec: SpecialistSpec, store: ObjectStore, champ: Champion) -> pd.DataFrame:
+    """Pooled rows with neither a teacher label nor a human decision, oldest first."""
+    rows = current_pool(spec, store, champ).rows
+    labels = ledger.current(ledger.events(store, spec.name))
+    done = set(labels["id"]) if len(labels) else set()
+    return rows[~rows["id"].isin(done)].sort_values("first_seen", kind="stable").reset_index(drop=True)
+
+
+def teacher_label(spec: SpecialistSpec, store: ObjectStore, progress: bool = False) -> teacher.TeacherRun:
+    """Teacher labels for up to ``labeling.max_rows_per_run`` unlabelled pooled rows."""
+    champ = champion(spec)
+    rows = unlabelled(spec, store, champ).head(spec.labeling.max_rows_per_run)
+    train = versions.load_split(store, spec.name, champ.dataset_version, "train")
+    t = teacher.build(spec, train)
+    return teacher.label(spec, store, t, rows, progress=progress)
+
+
+def decide(store: ObjectStore, name: str, rid: str, text: str, label: str | None, reviewer: str) -> None:
+    """One review decision (``label`` None: skipped), stored at once so a review can stop and resume anywhere."""
+    source = "skip" if label is None else "human"
+    ledger.record(store, name, [ledger.LabelEvent(rid, text, label, source, reviewer)])
+
+
+def reviewable(spec: SpecialistSpec, store: ObjectStore) -> dict[str, str]:
+    """Ids a human may label -> text: the pool and the audited training rows."""
+    champ = champion(spec)
+    rows = current_pool(spec, store, champ).rows
+    known = dict(zip(rows["id"], rows["text"]))
+    flagged = audit.flagged(store, spec.name)
+    if flagged is not None:
+        known.update(zip(flagged["id"], flagged["text"]))
+    return known
+
+
+def import_review(spec: SpecialistSpec, store: ObjectStore, payload: bytes, source: str) -> queue.Imported:
+    """Apply a Label Studio export: checked whole, refused if this exact file was applied before."""
+    labels = ledger.current(ledger.events(store, spec.name))
+    current = {}
+    if len(labels):
+        humans = labels[labels["human_source"] == "human"]
+        current = dict(zip(humans["id"], humans["human"]))
+    got = queue.import_label_studio(
+        spec.name, payload, source, kind_of(spec).labels(spec), reviewable(spec, store), current
+    )
+    if not ledger.claim_import(store, spec.name, payload, {"source": source, "rows": len(got.events)}):
+        raise LabelingError(f"{source}: this file was imported before; nothing applied")
+    try:
+        ledger.record(store, spec.name, got.events)
+    except (StorageError, OSError):
+        store.delete(ledger.import_marker(spec.name, payload))  # not applied: the same file may be imported again
+        raise
+    return got
+
+
+def training_rows(spec: SpecialistSpec, store: ObjectStore) -> pd.DataFrame:
+    """Rows a retrain adds to the training split: human labels, and teacher labels at or above
+    ``labeling.min_confidence`` on rows no human decided. Columns: text, the target, label_source, labeled_by,
+    labeled_at."""
+    target = kind_of(spec).target
+    cols = ["text", target, "label_source", "labeled_by", "labeled_at"]
+    cur = ledger.current(ledger.events(store, spec.name))
+    if cur.empty:
+        return pd.DataFrame(columns=pd.Index(cols))
+    human = cur[cur["human_source"] == "human"]
+    sure = cur["teacher_confidence"].astype(float) >= spec.labeling.min_confidence
+    taught = cur[cur["human_source"].isna() & cur["teacher"].notna() & sure]
+    parts = [
+        pd.DataFrame(
+            {"text": human["text"], target: human["human"], "label_source": "human"}
+            | {"labeled_by": human["human_by"], "labeled_at": human["human_at"]}
+        ),
+        pd.DataFrame(
+            {"text": taught["text"], target: taught["teacher"], "label_source": "teacher"}
+            | {"labeled_by": taught["teacher_by"], "labeled_at": taught["teacher_at"]}
+        ),
+    ]
+    return pd.concat([p for p in parts if len(p)] or [pd.DataFrame(columns=pd.Index(cols))], ignore_index=True)
+
+
+def summary(spec: SpecialistSpec, store: ObjectStore) -> dict[str, int]:
+    """Counts for ``fleet status``: pool, awaiting the teacher, review queue, human and teacher labels."""
+    champ = champion(spec)
+    rows = current_pool(spec, store, champ).rows
+    cur = ledger.current(ledger.events(store, spec.name))
+    decided = set(cur.loc[cur["human_source"].notna(), "id"]) if len(cur) else set()
+    taught = set(cur.loc[cur["teacher"].notna(), "id"]) if len(cur) else set()
+    ids = set(rows["id"])
+    flagged = audit.flagged_for_review(store, spec.name)
+    audit_open = 0 if flagged is None else len(set(flagged["id"]) - decided)
+    return {
+        "pool": len(ids),
+        "awaiting_teacher": len(ids - decided - taught),
+        "review_queue": len(ids - decided) + audit_open,
+        "human_labels": int((cur["human_source"] == "human").sum()) if len(cur) else 0,
+        "teacher_labels": len(taught),
+    }

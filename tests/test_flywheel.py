@@ -1,0 +1,308 @@
+"""The data flywheel's parts on their own: the ledger, the pool, the review queue and its Label Studio
+exchange, the training split a retrain gets, CBPE and the label audit (``fleet.labeling``, ``fleet.metrics.cbpe``).
+The whole loop with a trained champion, the teacher against real servers and the flows: tests/test_flywheel_loop.py."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import write_toy_fleet
+from fleet.core.storage import LocalStore
+from fleet.kinds import load_fleet
+from fleet.labeling import audit, ledger, pool, queue
+from fleet.labeling.ledger import LabelEvent, LabelingError, row_id
+from fleet.metrics import cbpe
+from fleet.ops import traffic
+from fleet.stages.curation import curate
+
+
+@pytest.fixture
+def toy(tmp_path):
+    spec = load_fleet(write_toy_fleet(tmp_path / "fleet")).specialists["toy"]
+    return spec, LocalStore(tmp_path / "store")
+
+
+# ---------------------------------------------------------------------------------------------- ledger
+def test_the_latest_human_decision_wins_over_the_teacher_and_every_label_says_who_and_when(toy):
+    _, store = toy
+    ledger.record(store, "toy", [LabelEvent("a", "text a", "food", "teacher", "zero-shot", confidence=0.8)])
+    ledger.record(store, "toy", [LabelEvent("a", "text a", "weather", "human", "ana")])
+    ledger.record(store, "toy", [LabelEvent("b", "text b", None, "skip", "ana")])
+    cur = ledger.current(ledger.events(store, "toy")).set_index("id")
+    assert cur.loc["a", "human"] == "weather" and cur.loc["a", "human_by"] == "ana" and cur.loc["a", "human_at"]
+    assert cur.loc["a", "teacher"] == "food" and cur.loc["a", "teacher_confidence"] == 0.8
+    assert cur.loc["b", "human_source"] == "skip" and pd.isna(cur.loc["b", "human"])
+    with pytest.raises(ValueError, match="source"):
+        LabelEvent("c", "t", "x", "oracle", "me")
+
+
+def test_an_import_is_claimed_once(toy):
+    _, store = toy
+    assert ledger.claim_import(store, "toy", b"[1]", {})
+    assert not ledger.claim_import(store, "toy", b"[1]", {})
+    assert ledger.claim_import(store, "toy", b"[2]", {})
+
+
+# ---------------------------------------------------------------------------------------------- pool
+def test_the_pool_merges_traffic_and_ingests_curated_and_without_the_datasets_rows(toy):
+    spec, store = toy
+    ds = curate(spec, store)
+    from fleet.data import versions
+
+    test_text = versions.load_split(store, "toy", ds.version, "test")["text"].iloc[0]
+    traffic.log_predictions(
+        store, "toy", [{"text": "New rain in Bergen tonight", "label": "weather", "score": 0.9}], "1"
+    )
+    key, n = pool.ingest(
+        store,
+        "toy",
+        ["Call me at alice@example.com about soup", "New rain in Bergen  tonight", test_text, "", "  "],
+        "ingest:x.csv",
+    )
+    assert key and n == 3  # empty texts are not stored
+    got = pool.build(spec, store, ds.version)
+    texts = sorted(got.rows["text"])
+    assert len(texts) == 2 and texts[1] == "New rain in Bergen tonight"  # one row for both copies
+    assert "alice@example.com" not in texts[0] and texts[0].endswith("about soup")  # redacted by the curation rules
+    assert test_text not in set(got.rows["text"]) and got.set_aside.get("in-dataset") == 1
+    assert got.rows["id"].tolist() == [row_id(t) for t in got.rows["text"]]
+    assert got.read == 4
+
+
+# ---------------------------------------------------------------------------------------------- queue
+def _answers(rows: list[tuple[str, str, list[float]]]) -> pd.DataFrame:
+    probs = [p for _, _, p in rows]
+    return pd.DataFrame(
+        {
+            "id": [i for i, _, _ in rows],
+            "specialist": [s for _, s, _ in rows],
+            "specialist_confidence": [max(p) for p in probs],
+            "uncertainty": queue.uncertainty(probs, len(rows)),
+        }
+    )
+
+
+def test_the_queue_puts_uncertain_and_disputed_rows_first_and_drops_decided_ones():
+    pool_rows = pd.DataFrame({"id": list("abcde"), "text": [f"t{i}" for i in "abcde"]})
+    answers = _answers(
+        [
+            ("a", "food", [0.99, 0.01]),  # sure, teacher agrees
+            ("b", "food", [0.55, 0.45]),  # unsure
+            ("c", "food", [0.95, 0.05]),  # sure, but the teacher says otherwise with 0.9
+            ("d", "food", [0.5, 0.5]),  # unsure, but a human already labelled it
+            ("e", "food", [0.97, 0.03]),
+        ]
+    )
+    events = [
+        LabelEvent("a", "ta", "food", "teacher", "t", confidence=0.9),
+        LabelEvent("c", "tc", "weather", "teacher", "t", confidence=0.9),
+        LabelEvent("d", "td", "weather", "human", "ana"),
+    ]
+    labels = ledger.current(pd.DataFrame([e.__dict__ for e in events]))
+    flagged = pd.DataFrame(
+        {"id": ["z"], "text": ["tz"], "given": ["food"], "suggested": ["weather"], "quality": [0.02]}
+    )
+    q = queue.rank(pool_rows, answers, labels, flagged)
+    assert q["id"].tolist() == ["c", "b", "z", "e", "a"]  # 0.29+0.9, 0.99, 1-0.02, 0.19, 0.08
+    assert "d" not in set(q["id"])
+    assert "teacher says weather" in q.set_index("id").loc["c", "reason"]
+    assert "label issue" in q.set_index("id").loc["z", "reason"]
+    assert q["priority"].is_monotonic_decreasing
+
+
+def _exported(toy_queue: pd.DataFrame) -> list[dict]:
+    return queue.export_label_studio("toy", toy_queue, ["weather", "food"])
+
+
+def _annotate(tasks: list[dict], answers: dict[int, str], who: str = "ana@example.com") -> bytes:
+    done = []
+    for i, t in enumerate(tasks):
+        t = dict(t, id=100 + i)
+        if i in answers:
+            t["annotations"] = [
+                {
+                    "completed_by": {"id": 1, "email": who},
+                    "created_at": "2026-12-07T10:00:00Z",
+                    "result": [
+                        {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [answers[i]]}}
+                    ],
+                }
+            ]
+        done.append(t)
+    return json.dumps(done).encode()
+
+
+@pytest.fixture
+def toy_queue():
+    return pd.DataFrame(
+        {
+            "id": ["a", "b", "c"],
+            "text": ["ta", "tb", "tc"],
+            "priority": [1.5, 1.0, 0.5],
+            "specialist": ["food", "food", "weather"],
+            "specialist_confidence": [0.6, 0.7, 0.8],
+            "teacher": ["weather", None, "weather"],
+            "teacher_confidence": [0.9, np.nan, 0.7],
+            "reason": ["r", "r", "r"],
+        }
+    )
+
+
+def test_label_studio_tasks_carry_the_teachers_guess_and_come_back_as_human_labels(toy_queue):
+    tasks = _exported(toy_queue)
+    assert [t["data"]["fleet_id"] for t in tasks] == ["a", "b", "c"]
+    pre = tasks[0]["predictions"][0]
+    assert pre["model_version"] == "teacher" and pre["result"][0]["value"] == {"choices": ["weather"]}
+    assert tasks[1]["predictions"][0]["model_version"] == "specialist"
+    assert '<Choice value="weather"/>' in queue.label_config(["weather", "food"])
+    known = {"a": "ta", "b": "tb", "c": "tc"}
+    got = queue.import_label_studio(
+        "toy", _annotate(tasks, {0: "weather", 1: "food"}), "x.json", ["weather", "food"], known, {"b": "food"}
+    )
+    assert [(e.id, e.label, e.source, e.by) for e in got.events] == [
+        ("a", "weather", "human", "label-studio:ana@example.com")
+    ]
+    assert got.unchanged == 1 and got.unannotated == 1
+    assert got.events[0].at == "2026-12-07T10:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda ts: ts[1]["data"].update(fleet_id="nope"), r"task 2 \(fleet_id nope\): unknown id"),
+        (lambda ts: ts[0]["data"].update(specialist="other"), r"task 1 .*belongs to specialist 'other', not toy"),
+        (
+            lambda ts: ts[2]["annotations"][0]["result"][0]["value"].update(choices=["sport"]),
+            r"task 3 .*label 'sport' is not one of weather, food",
+        ),
+        (lambda ts: ts[0].pop("data"), r"task 1: has no data.fleet_id"),
+    ],
+)
+def test_a_wrong_import_is_refused_whole_naming_the_row(toy_queue, mutate, message):
+    tasks = json.loads(_annotate(_exported(toy_queue), {0: "weather", 1: "food", 2: "food"}))
+    mutate(tasks)
+    with pytest.raises(LabelingError, match=message):
+        queue.import_label_studio(
+            "toy", json.dumps(tasks).encode(), "x.json", ["weather", "food"], {"a": "", "b": "", "c": ""}, {}
+        )
+
+
+def test_an_import_that_is_not_json_is_refused():
+    with pytest.raises(LabelingError, match=r"x\.json: not a JSON file"):
+        queue.import_label_studio("toy", b"{nope", "x.json", ["a", "b"], {}, {})
+    with pytest.raises(LabelingError, match="a list of tasks"):
+        queue.import_label_studio("toy", b'{"a": 1}', "x.json", ["a", "b"], {}, {})
+
+
+# ---------------------------------------------------------------------------------------------- retrain data
+def test_reviewed_rows_join_the_training_split_only_and_the_cards_count_their_sources(toy):
+    spec, store = toy
+    from fleet.data import versions
+    from fleet.stages.curation import LABEL_SOURCE
+
+    plain = curate(spec, store)
+    test = versions.load_split(store, "toy", plain.version, "test")
+    train = versions.load_split(store, "toy", plain.version, "train")
+    relabel = train.iloc[0]
+    flipped = "food" if relabel["label"] == "weather" else "weather"
+    reviewed = pd.DataFrame(
+        [
+            ("Hail storm over Bergen this evening", "weather", "teacher", "zero-shot", "2026-12-07T01:00:00"),
+            ("We grilled fish in Bergen", "food", "human", "ana", "2026-12-07T02:00:00"),
+            (relabel["text"], flipped, "human", "ana", "2026-12-07T03:00:00"),  # a human fixes a training label
+            (test["text"].iloc[0], "food", "teacher", "zero-shot", "2026-12-07T04:00:00"),  # would leak
+        ],
+        columns=["text", "label", *LABEL_SOURCE],
+    )
+    ds = curate(spec, store, reviewed=reviewed)
+    assert ds.version != plain.version
+    for split in ("validation", "test"):  # the evaluation's splits are untouched
+        assert (
+            versions.load_split(store, "toy", ds.version, split)["text"].tolist()
+            == versions.load_split(store, "toy", plain.version, split)["text"].tolist()
+        )
+    new_train = versions.load_split(store, "toy", ds.version, "train").set_index("text")
+    assert len(new_train) == len(train) + 2
+    assert new_train.loc["We grilled fish in Bergen", "label_source"] == "human"
+    assert new_train.loc["We grilled fish in Bergen", "labeled_by"] == "ana"
+    assert new_train.loc[relabel["text"], "label"] == flipped
+    assert ds.label_sources == {"human": 2, "original": len(train) - 1, "teacher": 1}
+    assert ds.quarantined.get("leakage") == 1 and ds.changed.get("relabelled") == 1
+    card = versions.load_card(store, "toy", ds.version)
+    assert "Training rows by who labelled them: human 2" in card
+    assert plain.label_sources == {"original": len(train)}
+
+
+# ---------------------------------------------------------------------------------------------- CBPE
+def test_cbpe_estimates_macro_f1_from_calibrated_confidences():
+    rng = np.random.default_rng(0)
+
+    def sample(n: int, shift: float):
+        x = rng.normal(shift, 1.5, n)  # inputs move; how labels follow from inputs does not (covariate shift)
+        y = (rng.random(n) < 1 / (1 + np.exp(-2 * x))).astype(int)
+        p1 = 1 / (1 + np.exp(-6 * x))  # overconfident: calibration has to fix it
+        return y, np.column_stack([1 - p1, p1])
+
+    y_cal, p_cal = sample(4000, -0.5)
+    cal = cbpe.Calibrator.fit(p_cal, y_cal)
+    errors = []
+    for shift in (-0.5, -1.5, 0.0, 1.0):
+        y, p = sample(3000, shift)
+        true = cbpe.true_macro_f1(y, p.argmax(axis=1), 2)
+        errors.append(abs(cbpe.estimate_macro_f1(cal, p) - true))
+    assert max(errors) < 0.03, errors
+    raw = cbpe.Calibrator([(np.array([0.0, 1.0]), np.array([0.0, 1.0]))] * 2)  # no calibration: too optimistic
+    y, p = sample(3000, -0.5)
+    assert cbpe.estimate_macro_f1(raw, p) > cbpe.true_macro_f1(y, p.argmax(axis=1), 2) + 0.03
+
+
+# ---------------------------------------------------------------------------------------------- audit
+def test_the_audit_finds_flipped_labels_from_out_of_fold_predictions():
+    rng = np.random.default_rng(1)
+    classes = ["a", "b", "c"]
+    y = rng.integers(0, 3, 600)
+    centers = rng.normal(0, 1, (3, 16)) * 2.5
+    emb = centers[y] + rng.normal(0, 1, (600, 16))
+    labels = [classes[i] for i in y]
+    flipped = rng.choice(600, 30, replace=False)
+    for i in flipped:
+        labels[i] = classes[(y[i] + 1) % 3]
+    texts = [f"row {i}" for i in range(600)]
+    probs = audit.out_of_fold_probabilities(emb, labels, classes)
+    found = audit.find_issues(texts, labels, classes, probs)
+    hit = {int(t.split()[1]) for t in found["text"]}
+    precision, recall = len(hit & set(flipped)) / len(hit), len(hit & set(flipped)) / len(flipped)
+    assert precision >= 0.8 and recall >= 0.8, (precision, recall)
+    assert found["quality"].is_monotonic_increasing
+    assert all(found["suggested"] != found["given"])
+
+
+# ---------------------------------------------------------------------------------------------- commands
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def test_commands_say_clearly_what_is_missing(tmp_path, fleet_home):
+    fleet_file = str(write_toy_fleet(tmp_path / "f"))
+    code, out = _cli("review", "toy", "--fleet", fleet_file)
+    assert code == 2 and "toy: no champion yet; run `fleet run --only toy` first" in out, out
+    code, out = _cli("audit", "toy", "--fleet", fleet_file)
+    assert code == 2 and "no champion yet" in out
+    code, out = _cli("review", "toy", "--import", str(tmp_path / "missing.json"), "--fleet", fleet_file)
+    assert code == 2 and "missing.json: no such file" in out
+    code, out = _cli("review", "nobody", "--fleet", fleet_file)
+    assert code == 2 and "nobody" in out and "Traceback" not in out
+    (tmp_path / "u.csv").write_text("message\nhello there\n")
+    code, out = _cli("ingest", "toy", str(tmp_path / "u.csv"), "--fleet", fleet_file)
+    assert code == 2 and "text" in out and "message" in out, out  # names the missing column and the ones there
+    code, out = _cli("ingest", "toy", str(tmp_path / "u.csv"), "--text-column", "message", "--fleet", fleet_file)
+    assert code == 0 and "1 row(s) stored" in out
