@@ -111,8 +111,9 @@ def evaluate_general(spec: SpecialistSpec, dataset: DatasetVersion, settings: Se
 def evaluate(
     spec: SpecialistSpec, dataset: DatasetVersion, model: TrainedModel, others: GeneralScores, settings: Settings
 ) -> EvaluationReport:
-    test = versions.load_split(settings.store_handle(), spec.name, dataset.version, "test")
-    report = evaluation.judge(spec, test, model, others)
+    store = settings.store_handle()
+    test = versions.load_split(store, spec.name, dataset.version, "test")
+    report = evaluation.judge(spec, test, model, others, store)
     create_markdown_artifact(
         key=f"{spec.name}-evaluation",
         markdown=evaluation.report_markdown(report) + _pictures(kinds.kind_of(spec).figures(report)),

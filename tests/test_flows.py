@@ -71,6 +71,10 @@ def test_specialist_path_then_up_to_date_then_worse_challenger(tmp_path, fleet_h
     v2 = client.get_model_version_by_alias("toy", "challenger")
     assert str(v2.version) == "2" and v2.tags["trigger"] == "schedule" and v2.tags["gate.verdict"] == "keep-champion"
     assert "vs champion" in v2.tags["gate.reason"]
+    # never scored twice: the champion was scored as the first run's challenger, the baseline by the first run
+    report2 = mlflow.artifacts.load_dict(f"runs:/{v2.run_id}/evaluation/report.json")
+    assert report2["champion"]["reused"] and report2["champion"]["role"] == "champion"
+    assert all(b["reused"] for b in report2["baselines"]) and not report2["challenger"]["reused"]
 
     # manual promotion and rollback, both recorded; unknown names and versions are refused
     from fleet.ops import champions

@@ -114,6 +114,30 @@ def test_the_queue_puts_uncertain_and_disputed_rows_first_and_drops_decided_ones
     assert q["priority"].is_monotonic_decreasing
 
 
+def test_a_teacher_that_humans_overrule_more_than_the_specialist_stops_counting():
+    pool_rows = pd.DataFrame({"id": ["a", "b", "c"], "text": ["ta", "tb", "tc"]})
+    answers = _answers([("a", "food", [0.9, 0.1]), ("b", "food", [0.9, 0.1]), ("c", "food", [0.9, 0.1])])
+
+    def labels(human_b: str):
+        return ledger.current(
+            pd.DataFrame(
+                [
+                    LabelEvent("a", "ta", "weather", "teacher", "t", confidence=0.9).__dict__,
+                    LabelEvent("b", "tb", "weather", "teacher", "t", confidence=0.9).__dict__,
+                    LabelEvent("b", "tb", human_b, "human", "ana").__dict__,
+                ]
+            )
+        )
+
+    assert queue.teacher_weight(answers, labels("weather")) == 1.0  # the teacher was right, the specialist not
+    assert queue.teacher_weight(answers, labels("food")) == 0.0  # the specialist was right
+    assert queue.teacher_weight(answers, labels("food").iloc[:0]) == 1.0  # nothing reviewed yet
+    overruled = queue.rank(pool_rows, answers, labels("food"))
+    assert overruled.set_index("id").loc["a", "disagreement"] == 0.0
+    trusted = queue.rank(pool_rows, answers, labels("weather"))
+    assert trusted["id"].tolist()[0] == "a" and trusted.set_index("id").loc["a", "disagreement"] == 0.9
+
+
 def _exported(toy_queue: pd.DataFrame) -> list[dict]:
     return queue.export_label_studio("toy", toy_queue, ["weather", "food"])
 
@@ -260,6 +284,29 @@ def test_cbpe_estimates_macro_f1_from_calibrated_confidences():
     assert cbpe.estimate_macro_f1(raw, p) > cbpe.true_macro_f1(y, p.argmax(axis=1), 2) + 0.03
 
 
+def test_under_label_shift_the_window_priors_are_estimated_first():
+    rng = np.random.default_rng(2)
+
+    def sample(n: int, prior: float):  # the label mix moves; how inputs look given the label does not
+        y = (rng.random(n) < prior).astype(int)
+        x = np.where(y == 1, 0.8, -0.8) + rng.normal(0, 1.0, n)
+        p1 = 1 / (1 + np.exp(-2.5 * x))
+        return y, np.column_stack([1 - p1, p1])
+
+    y_cal, p_cal = sample(4000, 0.2)
+    cal = cbpe.Calibrator.fit(p_cal, y_cal)
+    assert cal.prior is not None and abs(cal.prior[1] - 0.2) < 0.02
+    for prior in (0.2, 0.6, 0.85):
+        y, p = sample(3000, prior)
+        true = cbpe.true_macro_f1(y, p.argmax(axis=1), 2)
+        adjusted = cbpe.estimate_macro_f1(cal, p, "label-shift")
+        assert abs(adjusted - true) < 0.03, (prior, adjusted, true)
+    plain = cbpe.estimate_macro_f1(cal, p, "covariate-shift")  # the last, most shifted window
+    assert abs(plain - true) > abs(adjusted - true) + 0.01
+    with pytest.raises(ValueError, match="assumes"):
+        cbpe.estimate_macro_f1(cal, p, "concept-shift")
+
+
 # ---------------------------------------------------------------------------------------------- audit
 def test_the_audit_finds_flipped_labels_from_out_of_fold_predictions():
     rng = np.random.default_rng(1)
@@ -272,7 +319,7 @@ def test_the_audit_finds_flipped_labels_from_out_of_fold_predictions():
     for i in flipped:
         labels[i] = classes[(y[i] + 1) % 3]
     texts = [f"row {i}" for i in range(600)]
-    probs = audit.out_of_fold_probabilities(emb, labels, classes)
+    probs = audit.out_of_fold_probabilities(audit.features(texts, emb), labels, classes)
     found = audit.find_issues(texts, labels, classes, probs)
     hit = {int(t.split()[1]) for t in found["text"]}
     precision, recall = len(hit & set(flipped)) / len(hit), len(hit & set(flipped)) / len(flipped)

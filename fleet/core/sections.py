@@ -290,6 +290,11 @@ class DriftSpec(_Model):
         description="Classifiers: when the macro-F1 estimated from the champion's calibrated confidences on a "
         "window (no labels needed) falls below this, the monitor alarms and a retrain starts; unset: shown only.",
     )
+    estimate_assumes: Literal["label-shift", "covariate-shift"] = Field(
+        "label-shift",
+        description="What the estimate assumes of a window: its label mix moved (the priors re-estimated by EM "
+        "first) or only its inputs did (plain CBPE). See fleet/metrics/cbpe.py.",
+    )
     seed: int = 0
 
     def thresholds(self) -> dict[str, float]:

@@ -3,7 +3,9 @@
 A row's priority adds up what makes a human label worth having:
 
 - the specialist's uncertainty: the normalized entropy of its label distribution (0 sure .. 1 no idea);
-- teacher/specialist disagreement: the teacher's confidence when the two answer differently;
+- teacher/specialist disagreement: the teacher's confidence when the two answer differently, weighted by how
+  much more often the teacher than the specialist was right on the rows humans labelled (``teacher_weight``):
+  a teacher weaker than the specialist adds nothing, and before any review the disagreement counts in full;
 - for rows already in the training data that ``fleet audit`` flagged: one minus cleanlab's label quality.
 
 Rows a human already decided (labelled or skipped) leave the queue. ``export_label_studio`` writes the top
@@ -34,12 +36,27 @@ def uncertainty(probabilities: list[list[float]] | None, n: int) -> np.ndarray:
     return -(p * np.log(p)).sum(axis=1) / math.log(k) if k > 1 else np.zeros(len(p))
 
 
+def teacher_weight(answers: pd.DataFrame, labels: pd.DataFrame) -> float:
+    """How much the teacher's disagreement counts: its accuracy less the specialist's on the rows a human
+    labelled (the specialist answered them before their label was known), at least 0; 1 before any review."""
+    if not len(labels) or not len(answers):
+        return 1.0
+    humans = labels[(labels["human_source"] == "human") & labels["teacher"].notna()]
+    judged = humans.merge(answers[["id", "specialist"]], on="id")
+    if judged.empty:
+        return 1.0
+    teacher = float((judged["teacher"] == judged["human"]).mean())
+    specialist = float((judged["specialist"] == judged["human"]).mean())
+    return max(0.0, teacher - specialist)
+
+
 def rank(pool: pd.DataFrame, answers: pd.DataFrame, labels: pd.DataFrame, flagged: pd.DataFrame | None = None):
     """The queue, most useful first.
 
     ``pool``: id, text. ``answers``: the champion's answers on the pool (id, specialist, specialist_confidence,
     uncertainty). ``labels``: ``ledger.current``. ``flagged``: audited training rows (id, text, given, suggested,
     quality), or None."""
+    weight = teacher_weight(answers, labels)
     q = pool[["id", "text"]].merge(answers, on="id", how="left")
     teacher = labels[["id", "teacher", "teacher_confidence"]] if len(labels) else None
     if teacher is not None:
@@ -48,7 +65,7 @@ def rank(pool: pd.DataFrame, answers: pd.DataFrame, labels: pd.DataFrame, flagge
         q = q.assign(teacher=None, teacher_confidence=np.nan)
     q["uncertainty"] = q["uncertainty"].fillna(0.5)
     differs = q["teacher"].notna() & q["specialist"].notna() & (q["teacher"] != q["specialist"])
-    q["disagreement"] = np.where(differs, q["teacher_confidence"].fillna(0.5).astype(float), 0.0)
+    q["disagreement"] = np.where(differs, weight * q["teacher_confidence"].fillna(0.5).astype(float), 0.0)
     q["priority"] = q["uncertainty"] + q["disagreement"]
     q["reason"] = [_reason(r) for r in q.itertuples()]
     if flagged is not None and len(flagged):
@@ -74,7 +91,7 @@ def _reason(r) -> str:
     parts = []
     if r.uncertainty >= 0.5:
         parts.append(f"specialist unsure ({r.uncertainty:.2f})")
-    if r.disagreement > 0:
+    if r.disagreement > 0 and isinstance(r.teacher, str):
         parts.append(f"teacher says {r.teacher} ({r.teacher_confidence:.2f}), specialist {r.specialist}")
     return "; ".join(parts) or "least certain left"
 

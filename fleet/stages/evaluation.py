@@ -91,7 +91,7 @@ def general(
             return billed(predictor, scored) if role == "baseline" else scored  # type: ignore[arg-type]
 
         identity = getattr(predictor, "identity", None)
-        return score_cache.scored(store, spec.name, identity, versions, predictor.name, score)
+        return score_cache.scored(store, spec.name, identity, versions, predictor.name, score, role=role)
 
     champ = None
     with compute.slot():
@@ -102,12 +102,29 @@ def general(
     return GeneralScores(baselines=baselines, champion=champ, champion_version=champion[0] if champion else None)
 
 
-def judge(spec: SpecialistSpec, test: pd.DataFrame, model: TrainedModel, others: GeneralScores) -> EvaluationReport:
-    """Score the new model (the challenger) against ``others`` on ``test`` and apply the gate."""
+def judge(
+    spec: SpecialistSpec,
+    test: pd.DataFrame,
+    model: TrainedModel,
+    others: GeneralScores,
+    store: ObjectStore | None = None,
+) -> EvaluationReport:
+    """Score the new model (the challenger) against ``others`` on ``test`` and apply the gate. ``store``: where
+    its score is kept, so that the run after it, where it is the champion, does not score it again."""
     ml_imports()
     kind = kind_of(spec)
+    versions = (score_cache.test_version(test), score_cache.scoring_key(spec, type(kind).__module__))
     with compute.slot():
-        challenger = contender(kind, spec, "challenger", kind.load(model.model_dir, "new version", spec), test)
+        new = kind.load(model.model_dir, "new version", spec)
+        challenger = score_cache.scored(
+            store,
+            spec.name,
+            getattr(new, "identity", None),
+            versions,
+            new.name,
+            lambda: contender(kind, spec, "challenger", new, test),
+            role="challenger",
+        )
     references = test[kind.target].astype(str).tolist()
     paired, decision = decide(spec, kind, references, challenger, others.champion, others.baselines)
     return EvaluationReport(

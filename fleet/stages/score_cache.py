@@ -65,8 +65,12 @@ def scored(
     versions: tuple[str, str],
     name: str,
     score: Callable[[], ContenderScore],
+    role: str | None = None,
 ) -> ContenderScore:
-    """The stored score of (``identity``, test split, scoring code) = ``versions``' pair, else ``score()``, stored."""
+    """The stored score of (``identity``, test split, scoring code) = ``versions``' pair, else ``score()``, stored.
+
+    ``role``: the contender's role in this run, when it may differ from the stored one (a challenger scored
+    by one run is the champion of the next)."""
     if store is None or not identity:
         return score()
     where = f"scores/{specialist}/{key(identity, *versions)}.json"
@@ -74,7 +78,7 @@ def scored(
         if store.exists(where):
             found = ContenderScore.model_validate(get_json(store, where))
             log.info("%s: %s scored before on this test split (%s): score reused", specialist, name, where)
-            return found.model_copy(update={"model": name, "reused": True})
+            return found.model_copy(update={"model": name, "reused": True, "role": role or found.role})
     except (StorageError, ValueError) as exc:  # unreadable: scored again, stored again
         log.warning("%s: stored score %s unreadable (%s); scoring again", specialist, where, exc)
     fresh = score()

@@ -207,7 +207,8 @@ class TextClassification(SpecialistKind):
             d.permutations,
             d.seed,
         )
-        estimate = drift.estimated_performance(ref, window_probabilities(rows, ref.labels), d.min_estimated_score)
+        probs = window_probabilities(rows, ref.labels)
+        estimate = drift.estimated_performance(ref, probs, d.min_estimated_score, d.estimate_assumes)
         if estimate is not None:
             found.signals["estimated_performance"] = estimate
             if estimate.fired:

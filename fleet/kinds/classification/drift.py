@@ -71,12 +71,14 @@ def calibrator(ref: Reference) -> Calibrator | None:
     return Calibrator.fit(probs[keep], y[keep])
 
 
-def estimated_performance(ref: Reference, probs: np.ndarray | None, minimum: float | None) -> Signal | None:
+def estimated_performance(
+    ref: Reference, probs: np.ndarray | None, minimum: float | None, assumes: str = "label-shift"
+) -> Signal | None:
     """CBPE's macro-F1 on the window, firing below ``minimum``; None without probabilities or calibration."""
     cal = calibrator(ref)
     if cal is None or probs is None or not len(probs):
         return None
-    estimate = estimate_macro_f1(cal, probs)
+    estimate = estimate_macro_f1(cal, probs, assumes)
     fired = minimum is not None and estimate < minimum
     return Signal(
         test="CBPE estimated macro-F1",
@@ -84,5 +86,5 @@ def estimated_performance(ref: Reference, probs: np.ndarray | None, minimum: flo
         p_value=0.0 if fired else 1.0,
         threshold=minimum if minimum is not None else 0.0,
         fired=fired,
-        details={"reference_macro_f1": ref.rates.get("macro_f1"), "min_estimated_score": minimum},
+        details={"reference_macro_f1": ref.rates.get("macro_f1"), "min_estimated_score": minimum, "assumes": assumes},
     )
