@@ -353,3 +353,21 @@ def test_commands_say_clearly_what_is_missing(tmp_path, fleet_home):
     assert code == 2 and "text" in out and "message" in out, out  # names the missing column and the ones there
     code, out = _cli("ingest", "toy", str(tmp_path / "u.csv"), "--text-column", "message", "--fleet", fleet_file)
     assert code == 0 and "1 row(s) stored" in out
+
+
+def test_the_drift_report_shows_the_estimate_when_there_is_one():
+    from fleet.metrics.drift import Signal
+    from fleet.ops.monitoring import DriftReport, report_markdown
+
+    report = DriftReport(id="r1", specialist="toy", champion_version="1", window_hours=24, window_rows=80)
+    assert "Estimated macro-F1" not in report_markdown(report)  # a generative specialist's report has none
+    report.signals["estimated_performance"] = Signal(
+        test="CBPE estimated macro-F1",
+        statistic=0.71,
+        p_value=0.0,
+        threshold=0.8,
+        fired=True,
+        details={"reference_macro_f1": 0.9, "min_estimated_score": 0.8, "assumes": "label-shift"},
+    )
+    md = report_markdown(report)
+    assert "Estimated macro-F1 without labels" in md and "**0.710** (on its test split: 0.900); alarm below 0.8" in md

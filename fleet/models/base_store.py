@@ -45,6 +45,39 @@ def folder_digest(folder: str | Path) -> str:
     return _folder_digest(str(Path(folder).resolve()), signature)
 
 
+# fields of fleet.json that say where things are kept, not what answers: registration adds them
+_LOCATION_FIELDS = ("base_uri",)
+
+
+def version_digest(model_dir: str | Path) -> str:
+    """The content hash of a saved specialist version: what makes its answers, so the folder a run trained and
+    the same version fetched from the registry (whose ``fleet.json`` also names where its base is kept) agree."""
+    import json
+
+    from fleet.core.records import MODEL_RECORD
+
+    record = Path(model_dir) / MODEL_RECORD
+    meta = json.loads(record.read_text()) if record.is_file() else {}
+    for field in _LOCATION_FIELDS:
+        meta.pop(field, None)
+    files = sorted(p for p in Path(model_dir).rglob("*") if p.is_file() and p.name != MODEL_RECORD)
+    digest = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
+    for path in files:
+        if not path.name.startswith("."):
+            digest.update(b"\0" + path.relative_to(model_dir).as_posix().encode() + b"\0")
+            digest.update(bytes.fromhex(_file_digest(str(path), path.stat().st_size, path.stat().st_mtime_ns)))
+    return digest.hexdigest()[:24]
+
+
+@lru_cache(maxsize=4096)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def digest(base_model: str) -> str:
     """The content hash of a base model (a hub id is resolved to its local snapshot first)."""
     folder = resolve_base_model(base_model)

@@ -44,7 +44,7 @@ class TextClassifier:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
         self.size_bytes = dir_size(model_dir)
-        self.identity = f"classifier {base_store.folder_digest(model_dir)} {self.device}"  # what its answers depend on
+        self.identity = f"classifier {base_store.version_digest(model_dir)} {self.device}"  # what its answers depend on
 
     def parameters(self) -> int | None:
         return sum(p.numel() for p in self.model.parameters())

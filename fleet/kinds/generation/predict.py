@@ -99,7 +99,7 @@ class Generator:
         self.meta = GeneratorRecord.read(model_dir)
         self.engine = engine or self.meta.serving_engine
         self.quant = quant or self.meta.gguf_quant
-        self.digest = base_store.folder_digest(model_dir)
+        self.digest = base_store.version_digest(model_dir)
         self.size_bytes = dir_size(model_dir)  # the adapter: what this version adds to its base
         if self.meta.merged:  # an export: a whole model, no base needed
             self.engine = "transformers"
