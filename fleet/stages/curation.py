@@ -56,7 +56,8 @@ def _held_out_twins(spec: SpecialistSpec, splits: dict[str, pd.DataFrame], texts
     """Index in ``texts`` -> why it leaks into the validation or test split (the same text, or a near-twin)."""
     held = pd.concat([splits["validation"], splits["test"]])
     held_texts = held["text"].tolist()
-    out = {i: "in the validation/test split" for i, t in enumerate(texts) if t in set(held_texts)}
+    known = set(held_texts)
+    out = {i: "in the validation/test split" for i, t in enumerate(texts) if t in known}
     nd = spec.curation.near_duplicates
     if nd.enabled:
         for qi, ri, j in cross_matches(held_texts, texts, nd.threshold, nd.shingle_size, nd.num_perm, nd.shingle):
