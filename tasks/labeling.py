@@ -47,7 +47,8 @@ def teacher_label(spec: SpecialistSpec, settings: Settings) -> teacher.TeacherRu
 def review_queue(spec: SpecialistSpec, settings: Settings) -> dict[str, int]:
     """Rank the review queue (the champion answers new pooled rows once) and show its top in the UI."""
     store = settings.store_handle()
-    queue = flywheel.review_queue(spec, store)
+    st = flywheel.state(spec, store)  # read once: the pool and the labels, for the queue and its counts
+    queue = flywheel.review_queue(spec, store, st)
     top = queue.head(spec.labeling.review_size)
     create_table_artifact(
         key=f"{spec.name}-review-queue",
@@ -58,7 +59,7 @@ def review_queue(spec: SpecialistSpec, settings: Settings) -> dict[str, int]:
         description=f"{spec.name}: the {len(top)} of {len(queue)} queued rows a human label would help most "
         f"(`fleet review {spec.name}`)",
     )
-    counts = flywheel.summary(spec, store)
+    counts = flywheel.summary(spec, store, st)
     get_run_logger().info("%s: %s", spec.name, counts)
     return counts
 

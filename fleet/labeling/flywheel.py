@@ -38,8 +38,19 @@ def champion(spec: SpecialistSpec) -> Champion:
     return Champion(str(champ.version), (champ.tags or {}).get("dataset_version", ""))
 
 
-def current_pool(spec: SpecialistSpec, store: ObjectStore, champ: Champion) -> pool.Pool:
-    return pool.build(spec, store, champ.dataset_version)
+@dataclass
+class State:
+    """What the flywheel's steps read: the champion, the pool's rows (kept out of its dataset) and the labels."""
+
+    champion: Champion
+    rows: pd.DataFrame  # pool.POOL_COLUMNS
+    labels: pd.DataFrame  # ledger.current
+
+
+def state(spec: SpecialistSpec, store: ObjectStore) -> State:
+    champ = champion(spec)
+    rows = pool.build(spec, store, champ.dataset_version).rows
+    return State(champ, rows, ledger.current(ledger.events(store, spec.name)))
 
 
 def _answers_prefix(name: str, version: str) -> str:
@@ -71,28 +82,27 @@ def champion_answers(spec: SpecialistSpec, store: ObjectStore, champ: Champion, 
     return have
 
 
-def review_queue(spec: SpecialistSpec, store: ObjectStore) -> pd.DataFrame:
-    """Every row awaiting a human decision, most useful first (columns: ``queue.QUEUE_COLUMNS`` and ``reason``)."""
-    champ = champion(spec)
-    rows = current_pool(spec, store, champ).rows
-    labels = ledger.current(ledger.events(store, spec.name))
-    answers = champion_answers(spec, store, champ, rows) if len(rows) else pd.DataFrame(columns=ANSWER_COLUMNS)
-    return queue.rank(rows, answers, labels, audit.flagged_for_review(store, spec.name))
+def review_queue(spec: SpecialistSpec, store: ObjectStore, st: State | None = None) -> pd.DataFrame:
+    """Every row awaiting a human decision, most useful first (columns: ``queue.QUEUE_COLUMNS`` and ``reason``);
+    ``st``: the flywheel's state when the caller has read it already."""
+    st = st or state(spec, store)
+    answers = (
+        champion_answers(spec, store, st.champion, st.rows) if len(st.rows) else pd.DataFrame(columns=ANSWER_COLUMNS)
+    )
+    return queue.rank(st.rows, answers, st.labels, audit.flagged_for_review(store, spec.name))
 
 
-def unlabelled(spec: SpecialistSpec, store: ObjectStore, champ: Champion) -> pd.DataFrame:
+def unlabelled(st: State) -> pd.DataFrame:
     """Pooled rows with neither a teacher label nor a human decision, oldest first."""
-    rows = current_pool(spec, store, champ).rows
-    labels = ledger.current(ledger.events(store, spec.name))
-    done = set(labels["id"]) if len(labels) else set()
-    return rows[~rows["id"].isin(done)].sort_values("first_seen", kind="stable").reset_index(drop=True)
+    done = set(st.labels["id"]) if len(st.labels) else set()
+    return st.rows[~st.rows["id"].isin(done)].sort_values("first_seen", kind="stable").reset_index(drop=True)
 
 
 def teacher_label(spec: SpecialistSpec, store: ObjectStore, progress: bool = False) -> teacher.TeacherRun:
     """Teacher labels for up to ``labeling.max_rows_per_run`` unlabelled pooled rows."""
-    champ = champion(spec)
-    rows = unlabelled(spec, store, champ).head(spec.labeling.max_rows_per_run)
-    train = versions.load_split(store, spec.name, champ.dataset_version, "train")
+    st = state(spec, store)
+    rows = unlabelled(st).head(spec.labeling.max_rows_per_run)
+    train = versions.load_split(store, spec.name, st.champion.dataset_version, "train")
     t = teacher.build(spec, train)
     return teacher.label(spec, store, t, rows, progress=progress)
 
@@ -103,12 +113,10 @@ def decide(store: ObjectStore, name: str, rid: str, text: str, label: str | None
     ledger.record(store, name, [ledger.LabelEvent(rid, text, label, source, reviewer)])
 
 
-def reviewable(spec: SpecialistSpec, store: ObjectStore) -> dict[str, str]:
+def reviewable(st: State, store: ObjectStore, name: str) -> dict[str, str]:
     """Ids a human may label -> text: the pool and the audited training rows."""
-    champ = champion(spec)
-    rows = current_pool(spec, store, champ).rows
-    known = dict(zip(rows["id"], rows["text"]))
-    flagged = audit.flagged(store, spec.name)
+    known = dict(zip(st.rows["id"], st.rows["text"]))
+    flagged = audit.flagged(store, name)
     if flagged is not None:
         known.update(zip(flagged["id"], flagged["text"]))
     return known
@@ -116,13 +124,13 @@ def reviewable(spec: SpecialistSpec, store: ObjectStore) -> dict[str, str]:
 
 def import_review(spec: SpecialistSpec, store: ObjectStore, payload: bytes, source: str) -> queue.Imported:
     """Apply a Label Studio export: checked whole, refused if this exact file was applied before."""
-    labels = ledger.current(ledger.events(store, spec.name))
+    st = state(spec, store)
     current = {}
-    if len(labels):
-        humans = labels[labels["human_source"] == "human"]
+    if len(st.labels):
+        humans = st.labels[st.labels["human_source"] == "human"]
         current = dict(zip(humans["id"], humans["human"]))
     got = queue.import_label_studio(
-        spec.name, payload, source, kind_of(spec).labels(spec), reviewable(spec, store), current
+        spec.name, payload, source, kind_of(spec).labels(spec), reviewable(st, store, spec.name), current
     )
     if not ledger.claim_import(store, spec.name, payload, {"source": source, "rows": len(got.events)}):
         raise LabelingError(f"{source}: this file was imported before; nothing applied")
@@ -159,11 +167,10 @@ def training_rows(spec: SpecialistSpec, store: ObjectStore) -> pd.DataFrame:
     return pd.concat([p for p in parts if len(p)] or [pd.DataFrame(columns=pd.Index(cols))], ignore_index=True)
 
 
-def summary(spec: SpecialistSpec, store: ObjectStore) -> dict[str, int]:
+def summary(spec: SpecialistSpec, store: ObjectStore, st: State | None = None) -> dict[str, int]:
     """Counts for ``fleet status``: pool, awaiting the teacher, review queue, human and teacher labels."""
-    champ = champion(spec)
-    rows = current_pool(spec, store, champ).rows
-    cur = ledger.current(ledger.events(store, spec.name))
+    st = st or state(spec, store)
+    rows, cur = st.rows, st.labels
     decided = set(cur.loc[cur["human_source"].notna(), "id"]) if len(cur) else set()
     taught = set(cur.loc[cur["teacher"].notna(), "id"]) if len(cur) else set()
     ids = set(rows["id"])

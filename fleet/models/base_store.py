@@ -27,14 +27,19 @@ _LOCK = threading.Lock()
 
 
 @lru_cache(maxsize=16)
+def _feed(digest, path: Path) -> None:
+    """Add a file's bytes to ``digest``, 4 MiB at a time."""
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+
+
 def _folder_digest(folder: str, signature: tuple) -> str:
     digest = hashlib.sha256()
     for path in sorted(Path(folder).rglob("*")):
         if path.is_file() and not path.name.startswith("."):
             digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-            with path.open("rb") as f:
-                for block in iter(lambda: f.read(1 << 22), b""):
-                    digest.update(block)
+            _feed(digest, path)
     return digest.hexdigest()[:24]
 
 
@@ -45,25 +50,17 @@ def folder_digest(folder: str | Path) -> str:
     return _folder_digest(str(Path(folder).resolve()), signature)
 
 
-# fields of fleet.json that say where things are kept, not what answers: registration adds them
-_LOCATION_FIELDS = ("base_uri",)
-
-
 def version_digest(model_dir: str | Path) -> str:
     """The content hash of a saved specialist version: what makes its answers, so the folder a run trained and
-    the same version fetched from the registry (whose ``fleet.json`` also names where its base is kept) agree."""
+    the same version fetched from the registry (whose record also names where its base is kept, ``base_uri``)
+    agree."""
     import json
 
-    from fleet.core.records import MODEL_RECORD
-
-    record = Path(model_dir) / MODEL_RECORD
-    meta = json.loads(record.read_text()) if record.is_file() else {}
-    for field in _LOCATION_FIELDS:
-        meta.pop(field, None)
-    files = sorted(p for p in Path(model_dir).rglob("*") if p.is_file() and p.name != MODEL_RECORD)
-    digest = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
-    for path in files:
-        if not path.name.startswith("."):
+    record = ModelRecord.read(model_dir).model_dump(mode="json", exclude={"base_uri"})
+    record_file = ModelRecord.path(model_dir)
+    digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode())
+    for path in sorted(Path(model_dir).rglob("*")):
+        if path.is_file() and path != record_file and not path.name.startswith("."):
             digest.update(b"\0" + path.relative_to(model_dir).as_posix().encode() + b"\0")
             digest.update(bytes.fromhex(_file_digest(str(path), path.stat().st_size, path.stat().st_mtime_ns)))
     return digest.hexdigest()[:24]
@@ -71,10 +68,9 @@ def version_digest(model_dir: str | Path) -> str:
 
 @lru_cache(maxsize=4096)
 def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    """One file's SHA-256, remembered while its size and modification time stay."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
+    _feed(digest, Path(path))
     return digest.hexdigest()
 
 

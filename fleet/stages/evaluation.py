@@ -83,7 +83,7 @@ def general(
     ``store``: where scores are kept and reused (``fleet.stages.score_cache``)."""
     ml_imports()
     kind = kind_of(spec)
-    versions = (score_cache.test_version(test), score_cache.scoring_key(spec, type(kind).__module__))
+    versions = score_cache.versions_of(spec, test, type(kind).__module__)
 
     def once(role: str, predictor: Predictor) -> ContenderScore:
         def score() -> ContenderScore:
@@ -113,7 +113,7 @@ def judge(
     its score is kept, so that the run after it, where it is the champion, does not score it again."""
     ml_imports()
     kind = kind_of(spec)
-    versions = (score_cache.test_version(test), score_cache.scoring_key(spec, type(kind).__module__))
+    versions = score_cache.versions_of(spec, test, type(kind).__module__)
     with compute.slot():
         new = kind.load(model.model_dir, "new version", spec)
         challenger = score_cache.scored(

@@ -54,6 +54,11 @@ def scoring_key(spec: SpecialistSpec, kind_module: str) -> str:
     return hashlib.sha256(settings.encode()).hexdigest()[:16]
 
 
+def versions_of(spec: SpecialistSpec, test: pd.DataFrame, kind_module: str) -> tuple[str, str]:
+    """(test split version, scoring key): with a contender's identity, what a stored score is keyed by."""
+    return test_version(test), scoring_key(spec, kind_module)
+
+
 def key(identity: str, test: str, scoring: str) -> str:
     return hashlib.sha256(f"{identity}\0{test}\0{scoring}".encode()).hexdigest()[:24]
 
