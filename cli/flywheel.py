@@ -148,7 +148,7 @@ def review(
                 highlight=False,
             )
             return
-        rows = flywheel.review_queue(spec, store)
+        rows = flywheel.review_queue(spec, store, batch=n)
         if export is not None:
             tasks = queue.export_label_studio(name, rows.head(n), kind_of(spec).labels(spec))
             export.write_text(json.dumps(tasks, indent=2, ensure_ascii=False) + "\n")

@@ -87,7 +87,7 @@ def _answers(rows: list[tuple[str, str, list[float]]]) -> pd.DataFrame:
 
 
 def test_the_queue_puts_uncertain_and_disputed_rows_first_and_drops_decided_ones():
-    pool_rows = pd.DataFrame({"id": list("abcde"), "text": [f"t{i}" for i in "abcde"]})
+    pool_rows = pd.DataFrame({"id": list("abcdefg"), "text": [f"t{i}" for i in "abcdefg"]})
     answers = _answers(
         [
             ("a", "food", [0.99, 0.01]),  # sure, teacher agrees
@@ -95,12 +95,21 @@ def test_the_queue_puts_uncertain_and_disputed_rows_first_and_drops_decided_ones
             ("c", "food", [0.95, 0.05]),  # sure, but the teacher says otherwise with 0.9
             ("d", "food", [0.5, 0.5]),  # unsure, but a human already labelled it
             ("e", "food", [0.97, 0.03]),
+            ("f", "food", [0.9, 0.1]),  # f, g: reviewed, the teacher was right and the specialist not
+            ("g", "food", [0.9, 0.1]),
         ]
     )
     events = [
         LabelEvent("a", "ta", "food", "teacher", "t", confidence=0.9),
         LabelEvent("c", "tc", "weather", "teacher", "t", confidence=0.9),
         LabelEvent("d", "td", "weather", "human", "ana"),
+    ] + [
+        e
+        for r in "fg"
+        for e in (
+            LabelEvent(r, f"t{r}", "weather", "teacher", "t", confidence=0.9),
+            LabelEvent(r, f"t{r}", "weather", "human", "ana"),
+        )
     ]
     labels = ledger.current(pd.DataFrame([e.__dict__ for e in events]))
     flagged = pd.DataFrame(
@@ -108,34 +117,57 @@ def test_the_queue_puts_uncertain_and_disputed_rows_first_and_drops_decided_ones
     )
     q = queue.rank(pool_rows, answers, labels, flagged)
     assert q["id"].tolist() == ["c", "b", "z", "e", "a"]  # 0.29+0.9, 0.99, 1-0.02, 0.19, 0.08
-    assert "d" not in set(q["id"])
+    assert not {"d", "f", "g"} & set(q["id"])
     assert "teacher says weather" in q.set_index("id").loc["c", "reason"]
     assert "label issue" in q.set_index("id").loc["z", "reason"]
     assert q["priority"].is_monotonic_decreasing
 
 
-def test_a_teacher_that_humans_overrule_more_than_the_specialist_stops_counting():
-    pool_rows = pd.DataFrame({"id": ["a", "b", "c"], "text": ["ta", "tb", "tc"]})
-    answers = _answers([("a", "food", [0.9, 0.1]), ("b", "food", [0.9, 0.1]), ("c", "food", [0.9, 0.1])])
+def test_a_teacher_counts_only_once_humans_side_with_it_over_the_specialist_beyond_chance():
+    ids = ["a", "b", "c", "d", "e"]
+    pool_rows = pd.DataFrame({"id": ids, "text": [f"t{i}" for i in ids]})
+    answers = _answers([(i, "food", [0.9, 0.1]) for i in ids])
 
-    def labels(human_b: str):
-        return ledger.current(
-            pd.DataFrame(
-                [
-                    LabelEvent("a", "ta", "weather", "teacher", "t", confidence=0.9).__dict__,
-                    LabelEvent("b", "tb", "weather", "teacher", "t", confidence=0.9).__dict__,
-                    LabelEvent("b", "tb", human_b, "human", "ana").__dict__,
-                ]
-            )
-        )
+    def labels(*humans: str):  # the teacher says weather everywhere; humans label b, c, ... in this order
+        events = [LabelEvent(i, f"t{i}", "weather", "teacher", "t", confidence=0.9) for i in ids]
+        events += [LabelEvent(i, f"t{i}", lab, "human", "ana") for i, lab in zip(ids[1:], humans)]
+        return ledger.current(pd.DataFrame([e.__dict__ for e in events]))
 
-    assert queue.teacher_weight(answers, labels("weather")) == 1.0  # the teacher was right, the specialist not
-    assert queue.teacher_weight(answers, labels("food")) == 0.0  # the specialist was right
-    assert queue.teacher_weight(answers, labels("food").iloc[:0]) == 1.0  # nothing reviewed yet
-    overruled = queue.rank(pool_rows, answers, labels("food"))
+    assert queue.teacher_weight(answers, labels()) == 0.0  # nothing reviewed yet: not trusted
+    assert queue.teacher_weight(answers, labels("weather")) == 0.0  # right once: could be chance
+    assert queue.teacher_weight(answers, labels("weather", "weather")) == 1.0  # right each time, the specialist not
+    assert queue.teacher_weight(answers, labels("food", "food")) == 0.0  # the specialist was right
+    assert queue.teacher_weight(answers, labels("weather", "weather", "food", "food")) == 0.0  # even
+    assert queue.teacher_weight(answers, labels("weather", "weather", "weather", "food")) == 0.0  # 3 of 4: not yet
+    overruled = queue.rank(pool_rows, answers, labels("food", "food"))
     assert overruled.set_index("id").loc["a", "disagreement"] == 0.0
-    trusted = queue.rank(pool_rows, answers, labels("weather"))
+    trusted = queue.rank(pool_rows, answers, labels("weather", "weather"))
     assert trusted["id"].tolist()[0] == "a" and trusted.set_index("id").loc["a", "disagreement"] == 0.9
+
+
+def test_the_first_batch_is_picked_for_variety_among_the_most_useful_rows():
+    prize = [f"win a free prize call now {w}" for w in ("today", "tonight", "friend", "mate", "quick", "please")]
+    other = [
+        "meeting moved to friday",
+        "parcel delayed at the depot",
+        "refund for my broken kettle",
+        "where is the nearest station",
+        "dinner at mum's on sunday",
+        "invoice attached for march",
+    ]
+    q = pd.DataFrame(
+        {"id": [f"r{i}" for i in range(12)], "text": prize + other, "priority": np.linspace(1.0, 0.45, 12)}
+    )
+    out = queue.diversify(q, 3, factor=4)
+    first = out.head(3)
+    assert first["text"].isin(prize).sum() == 1  # one of the six near-twins, not three
+    assert first["priority"].is_monotonic_decreasing  # the batch keeps the queue's order
+    assert sorted(out["id"]) == sorted(q["id"])  # nothing lost or doubled
+    rest = out["id"].tolist()[3:]
+    assert rest == [i for i in q["id"] if i in set(rest)]  # the others keep their order
+    assert queue.diversify(q.head(3), 3)["id"].tolist() == ["r0", "r1", "r2"]  # too few to choose from
+    blank = q.assign(text="")
+    assert queue.diversify(blank, 3)["id"].tolist() == q["id"].tolist()  # no words: the ranking stands
 
 
 def _exported(toy_queue: pd.DataFrame) -> list[dict]:

@@ -82,14 +82,18 @@ def champion_answers(spec: SpecialistSpec, store: ObjectStore, champ: Champion, 
     return have
 
 
-def review_queue(spec: SpecialistSpec, store: ObjectStore, st: State | None = None) -> pd.DataFrame:
-    """Every row awaiting a human decision, most useful first (columns: ``queue.QUEUE_COLUMNS`` and ``reason``);
-    ``st``: the flywheel's state when the caller has read it already."""
+def review_queue(
+    spec: SpecialistSpec, store: ObjectStore, st: State | None = None, batch: int | None = None
+) -> pd.DataFrame:
+    """Every row awaiting a human decision, most useful first (columns: ``queue.QUEUE_COLUMNS`` and ``reason``),
+    the first ``batch`` (default ``labeling.review_size``) picked for variety (``queue.diversify``); ``st``: the
+    flywheel's state when the caller has read it already."""
     st = st or state(spec, store)
     answers = (
         champion_answers(spec, store, st.champion, st.rows) if len(st.rows) else pd.DataFrame(columns=ANSWER_COLUMNS)
     )
-    return queue.rank(st.rows, answers, st.labels, audit.flagged_for_review(store, spec.name))
+    ranked = queue.rank(st.rows, answers, st.labels, audit.flagged_for_review(store, spec.name))
+    return queue.diversify(ranked, batch or spec.labeling.review_size)
 
 
 def unlabelled(st: State) -> pd.DataFrame:

@@ -4,11 +4,12 @@ A row's priority adds up what makes a human label worth having:
 
 - the specialist's uncertainty: the normalized entropy of its label distribution (0 sure .. 1 no idea);
 - teacher/specialist disagreement: the teacher's confidence when the two answer differently, weighted by how
-  much more often the teacher than the specialist was right on the rows humans labelled (``teacher_weight``):
-  a teacher weaker than the specialist adds nothing, and before any review the disagreement counts in full;
+  much more often the teacher than the specialist was right on the rows humans labelled (``teacher_weight``,
+  the lower end of its interval): a teacher not shown to be better than the specialist adds nothing;
 - for rows already in the training data that ``fleet audit`` flagged: one minus cleanlab's label quality.
 
-Rows a human already decided (labelled or skipped) leave the queue. ``export_label_studio`` writes the top
+Rows a human already decided (labelled or skipped) leave the queue. ``diversify`` then picks the batch a
+human sees first for variety among the most useful rows (TF-IDF k-means). ``export_label_studio`` writes the top
 rows as Label Studio tasks (the teacher's answer as a pre-annotation); ``import_label_studio`` reads Label
 Studio's JSON export back, refusing the whole file, with one line naming the row, when any row is wrong.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,17 +39,23 @@ def uncertainty(probabilities: list[list[float]] | None, n: int) -> np.ndarray:
 
 
 def teacher_weight(answers: pd.DataFrame, labels: pd.DataFrame) -> float:
-    """How much the teacher's disagreement counts: its accuracy less the specialist's on the rows a human
-    labelled (the specialist answered them before their label was known), at least 0; 1 before any review."""
+    """How much the teacher's disagreement counts: on the rows a human labelled (the specialist answered them
+    before their label was known), how much more often the teacher than the specialist was right, at the
+    lower end of its 95% interval (paired), at least 0; 0 before any evidence.
+
+    The lower bound, not the difference itself: the rows humans label are the ones the specialist was least
+    sure of, where a weak teacher can look better than the specialist by chance; a teacher's disagreement is
+    worth a human's time once it has shown it more than once."""
     if not len(labels) or not len(answers):
-        return 1.0
+        return 0.0
     humans = labels[(labels["human_source"] == "human") & labels["teacher"].notna()]
     judged = humans.merge(answers[["id", "specialist"]], on="id")
-    if judged.empty:
-        return 1.0
-    teacher = float((judged["teacher"] == judged["human"]).mean())
-    specialist = float((judged["specialist"] == judged["human"]).mean())
-    return max(0.0, teacher - specialist)
+    if len(judged) < 2:
+        return 0.0
+    teacher = (judged["teacher"] == judged["human"]).to_numpy(dtype=float)
+    specialist = (judged["specialist"] == judged["human"]).to_numpy(dtype=float)
+    d: np.ndarray = teacher - specialist
+    return max(0.0, float(d.mean() - 1.96 * d.std(ddof=1) / math.sqrt(len(d))))
 
 
 def rank(pool: pd.DataFrame, answers: pd.DataFrame, labels: pd.DataFrame, flagged: pd.DataFrame | None = None):
@@ -85,6 +93,35 @@ def rank(pool: pd.DataFrame, answers: pd.DataFrame, labels: pd.DataFrame, flagge
     decided = set(labels.loc[labels["human_source"].notna(), "id"]) if len(labels) else set()
     q = q[~q["id"].isin(decided)]
     return q.sort_values(["priority", "id"], ascending=[False, True]).reset_index(drop=True)
+
+
+def diversify(q: pd.DataFrame, n: int, factor: int = 5) -> pd.DataFrame:
+    """The queue with its first ``n`` rows chosen for variety from its top ``factor * n``: k-means (k = ``n``)
+    over the TF-IDF vectors of their texts, weighted by priority, and the row nearest each centre; the rest
+    keep their order. Ranking alone puts near-identical uncertain rows side by side (ten ways of saying
+    "call now to claim"), and a human's ten labels then teach what one would have."""
+    q = q.reset_index(drop=True)
+    top = q.head(factor * n)
+    if n < 2 or len(top) <= n:
+        return q
+    from sklearn.cluster import KMeans
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    try:
+        z = TfidfVectorizer(sublinear_tf=True).fit_transform(top["text"].fillna("").astype(str)).toarray()
+    except ValueError:  # no word in any text: nothing to tell them apart by
+        return q
+    weight = top["priority"].astype(float).clip(lower=1e-6).to_numpy()
+    with warnings.catch_warnings():  # fewer distinct texts than centres: some clusters stay empty
+        warnings.simplefilter("ignore")
+        km = KMeans(n, n_init=1, random_state=0).fit(z, sample_weight=weight)
+    chosen = []
+    for c in range(n):
+        members = np.flatnonzero(km.labels_ == c)
+        if len(members):
+            chosen.append(int(members[np.argmin(((z[members] - km.cluster_centers_[c]) ** 2).sum(axis=1))]))
+    picked = top.iloc[sorted(chosen)]  # in the queue's order: most useful first
+    return pd.concat([picked, q.drop(index=picked.index)]).reset_index(drop=True)
 
 
 def _reason(r) -> str:
