@@ -402,6 +402,11 @@ def main() -> None:
         "labels_to_95pct": {
             n: {k: r["labels_to_95pct"][k] for k in ("active", "random", "active_over_random")}
             | {"goal_met": r["labels_to_95pct"]["goal_active_at_most_half_of_random"]}
+            | {
+                f"{k}_over_{args.seeds}_seeds": v
+                for k, v in r["labels_to_95pct"][f"over_{args.seeds}_seeds"].items()
+                if k.startswith("active_over_random_")
+            }
             for n, r in per.items()
         },
         "student_vs_teacher": {

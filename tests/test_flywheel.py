@@ -73,6 +73,49 @@ def test_the_pool_merges_traffic_and_ingests_curated_and_without_the_datasets_ro
     assert got.read == 4
 
 
+def test_the_pool_reads_only_the_parts_that_arrived_since_and_starts_over_when_one_is_gone(toy, monkeypatch):
+    spec, store = toy
+    ds = curate(spec, store)
+    reads: list[str] = []
+    real_get = store.get_bytes
+    monkeypatch.setattr(
+        store,
+        "get_bytes",
+        lambda key: (
+            (reads.append(key) if key.startswith(("traffic/", "labeling/toy/ingest")) else None) or real_get(key)
+        ),
+    )
+
+    def log(*texts: str) -> str:
+        rows = [{"text": t, "label": "weather", "score": 0.9} for t in texts]
+        key = traffic.log_predictions(store, "toy", rows, "1")
+        assert key
+        return key
+
+    def from_scratch():
+        for k in store.list("labeling/toy/pool-index"):
+            store.delete(k)
+        return pool.build(spec, store, ds.version)
+
+    first = log("Snow in Oslo by morning", "Hail over Tromso at noon")
+    a = pool.build(spec, store, ds.version)
+    assert sorted(a.rows["text"]) == ["Hail over Tromso at noon", "Snow in Oslo by morning"] and reads == [first]
+    reads.clear()
+    assert pool.build(spec, store, ds.version).rows.equals(a.rows) and reads == []  # nothing new: nothing read
+    second = log("Fog on the fjord tonight", "Snow in Oslo by morning")  # one new text, one seen before
+    b = pool.build(spec, store, ds.version)
+    assert reads == [second] and len(b.rows) == 3 and b.read == 4 and b.set_aside.get("duplicate") == 1
+    again = from_scratch()
+    assert again.rows.equals(b.rows) and (again.read, again.set_aside) == (b.read, b.set_aside)
+    store.delete(first)  # log retention took the first part: the pool forgets what only it held
+    c = pool.build(spec, store, ds.version)
+    assert sorted(c.rows["text"]) == ["Fog on the fjord tonight", "Snow in Oslo by morning"]
+    (index_key,) = store.list("labeling/toy/pool-index")
+    store.put_bytes(index_key, b"{not json")  # a broken index is rebuilt, not trusted
+    assert pool.build(spec, store, ds.version).rows.equals(c.rows)
+    assert pool._index_key(spec, ds.version) != pool._index_key(spec, "another-dataset")
+
+
 # ---------------------------------------------------------------------------------------------- queue
 def _answers(rows: list[tuple[str, str, list[float]]]) -> pd.DataFrame:
     probs = [p for _, _, p in rows]

@@ -1,24 +1,32 @@
 """The unlabelled pool: served requests and ingested files, curated by the training data's own rules.
 
 ``fleet ingest NAME FILE`` stores a file's texts under ``labeling/NAME/ingest/`` (redacted, one part file
-per ingest); the traffic log (``fleet.ops.traffic``) holds served requests. The pool is computed from both
-whenever it is needed, so there is no second copy to fall out of step: each text is normalized, redacted and
-held to the length rules (the curation ``Cleaner``), exact duplicates become one row (its id the hash of the
-cleaned text), and rows already in the specialist's dataset, or near-twins of its test or validation split,
-are left out (they would leak into the evaluation).
+per ingest); the traffic log (``fleet.ops.traffic``) holds served requests. The pool is derived from both:
+each text is normalized, redacted and held to the length rules (the curation ``Cleaner``), exact duplicates
+become one row (its id the hash of the cleaned text; origin and time are those of its first arrival), and
+rows already in the specialist's dataset, or near-twins of its test or validation split, are left out (they
+would leak into the evaluation).
+
+Input parts are written once and never changed, so the pool is kept as an index
+(``labeling/NAME/pool-index/FINGERPRINT.json``, one per dataset version and curation settings) that
+records which parts it has read: a build reads only the parts that arrived since, and starts over when a
+part it read is gone (log retention) or the index cannot be read. The index is a cache of what the parts
+say: deleting it loses nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pandas as pd
 
 from fleet.core.spec import SpecialistSpec
-from fleet.core.storage import ObjectStore
+from fleet.core.storage import ObjectStore, StorageError, get_json, put_json
 from fleet.data import versions
 from fleet.data.cleaning import Cleaner, Quarantine, Verdict
 from fleet.data.dedup import cross_matches
@@ -61,41 +69,88 @@ def ingest(store: ObjectStore, name: str, texts: list[str], origin: str) -> tupl
     return key, len(lines)
 
 
-def _inputs(spec: SpecialistSpec, store: ObjectStore) -> pd.DataFrame:
-    rows: list[dict] = []
-    if spec.labeling.include_traffic:
-        served = traffic.read_all(store, "traffic", spec.name)
-        if not served.empty and "text" in served:
-            rows += [{"text": t, "origin": "traffic", "time": w} for t, w in zip(served["text"], served["time"])]
-    for key in store.list(_ingest_prefix(spec.name)):
-        rows += [json.loads(line) for line in store.get_bytes(key).decode().splitlines() if line.strip()]
-    return pd.DataFrame(rows, columns=pd.Index(["text", "origin", "time"]))
+def _parts(spec: SpecialistSpec, store: ObjectStore) -> list[str]:
+    """Every input part's key: the traffic log's (when it joins the pool), then the ingested files'."""
+    keys = traffic.part_keys(store, "traffic", spec.name) if spec.labeling.include_traffic else []
+    return keys + store.list(_ingest_prefix(spec.name))
+
+
+def _records(store: ObjectStore, key: str) -> list[dict]:
+    """A part's rows as (text, origin, time): traffic records name no origin, ingested ones do."""
+    return [
+        {"text": r["text"], "origin": r.get("origin", "traffic"), "time": r.get("time", "")}
+        for r in traffic.read_part(store, key)
+        if isinstance(r.get("text"), str)
+    ]
 
 
 def _accept(text: str, target: str) -> Verdict:
     return Verdict(target)
 
 
+def _index_key(spec: SpecialistSpec, dataset_version: str | None) -> str:
+    settings = [dataset_version or "", spec.curation.model_dump(mode="json"), spec.labeling.include_traffic]
+    fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return f"labeling/{spec.name}/pool-index/{fingerprint}.json"
+
+
+def _load_index(store: ObjectStore, key: str, parts: list[str]) -> dict:
+    """The index at ``key``, or an empty one when there is none, it is unreadable or a part it read is gone."""
+    empty = {"parts": [], "seen": [], "rows": [], "read": 0, "set_aside": {}}
+    if not store.exists(key):
+        return empty
+    try:
+        index = get_json(store, key)
+    except (StorageError, ValueError):
+        return empty
+    if not isinstance(index, dict) or not set(empty) <= set(index) or not set(index["parts"]) <= set(parts):
+        return empty
+    return index
+
+
 def build(spec: SpecialistSpec, store: ObjectStore, dataset_version: str | None) -> Pool:
-    """The current pool of ``spec``; ``dataset_version``: the dataset whose rows and evaluation splits it avoids."""
-    raw = _inputs(spec, store)
+    """The current pool of ``spec``; ``dataset_version``: the dataset whose rows and evaluation splits it avoids.
+    Reads only the input parts its index has not read yet, and stores the index again when there were any."""
+    key, parts = _index_key(spec, dataset_version), _parts(spec, store)
+    index = _load_index(store, key, parts)
+    rows = pd.DataFrame(index["rows"], columns=pd.Index(POOL_COLUMNS))
+    done = set(index["parts"])
+    new_parts = [k for k in parts if k not in done]
+    if not new_parts:
+        return Pool(rows, int(index["read"]), dict(index["set_aside"]))
+    raw = [r for k in new_parts for r in _records(store, k)]
+    seen = set(index["seen"])
     q = Quarantine("label")
     cleaner = Cleaner(spec.curation, _accept, q)
     kept: dict[str, dict] = {}
-    for i, (text, origin, when) in enumerate(zip(raw["text"], raw["origin"], raw["time"])):
-        rec = cleaner.row(i, text, "")
+    for i, r in enumerate(raw):
+        rec = cleaner.row(i, r["text"], "")
         if rec is None:
             continue
         rid = row_id(rec["text"])
-        if rid not in kept:
-            kept[rid] = {"id": rid, "text": rec["text"], "origin": origin, "first_seen": when}
-    rows = pd.DataFrame(list(kept.values()), columns=pd.Index(POOL_COLUMNS))
-    set_aside = dict(pd.Series([r["rule"] for r in q.records]).value_counts().astype(int)) if q.records else {}
-    set_aside["duplicate"] = len(raw) - len(q.records) - len(rows)
-    if dataset_version and len(rows):
-        rows, known, leaked = _without_dataset(spec, store, dataset_version, rows)
-        set_aside["in-dataset"], set_aside["leakage"] = known, leaked
-    return Pool(rows.reset_index(drop=True), len(raw), {k: int(v) for k, v in set_aside.items() if v})
+        if rid not in seen and rid not in kept:
+            kept[rid] = {"id": rid, "text": rec["text"], "origin": r["origin"], "first_seen": r["time"]}
+    fresh = pd.DataFrame(list(kept.values()), columns=pd.Index(POOL_COLUMNS))
+    aside = Counter(dict(index["set_aside"])) + Counter(r["rule"] for r in q.records)
+    aside["duplicate"] += len(raw) - len(q.records) - len(fresh)
+    if dataset_version and len(fresh):
+        fresh, known, leaked = _without_dataset(spec, store, dataset_version, fresh)
+        aside["in-dataset"] += known
+        aside["leakage"] += leaked
+    rows = pd.concat([rows, fresh], ignore_index=True) if len(rows) else fresh.reset_index(drop=True)
+    pool = Pool(rows, int(index["read"]) + len(raw), {k: int(v) for k, v in aside.items() if v})
+    put_json(
+        store,
+        key,
+        {
+            "parts": sorted(done | set(new_parts)),
+            "seen": sorted(seen | set(kept)),
+            "rows": rows.to_dict("records"),
+            "read": pool.read,
+            "set_aside": pool.set_aside,
+        },
+    )
+    return pool
 
 
 def _without_dataset(

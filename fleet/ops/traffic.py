@@ -86,9 +86,16 @@ def read_window(
     return df[(t >= start) & (t <= now)].assign(_t=t).sort_values("_t").drop(columns="_t").reset_index(drop=True)
 
 
+def part_keys(store: ObjectStore, kind: str, name: str) -> list[str]:
+    """The keys of a specialist's log parts, oldest first (each part is written once and never changed)."""
+    return store.list(f"{kind}/{name}")
+
+
+def read_part(store: ObjectStore, key: str) -> list[dict]:
+    return [json.loads(line) for line in store.get_bytes(key).decode().splitlines() if line.strip()]
+
+
 def read_all(store: ObjectStore, kind: str, name: str) -> pd.DataFrame:
     """Every record of a specialist's log (feedback merged into retraining data), oldest part first."""
-    rows = []
-    for key in store.list(f"{kind}/{name}"):
-        rows += [json.loads(line) for line in store.get_bytes(key).decode().splitlines() if line.strip()]
+    rows = [r for key in part_keys(store, kind, name) for r in read_part(store, key)]
     return pd.DataFrame(rows, columns=None if rows else ["text", "label"])
