@@ -6,12 +6,15 @@ the unlabelled traffic and its gold labels the human reviewer; the test split is
 
 - ``labels_to_95pct``: human labels needed before the specialist reaches 95% of the macro-F1 it gets from
   the whole training split, labelling in the review queue's order (``active``: ``fleet.labeling.queue.rank``,
-  the specialist's uncertainty plus the teacher's disagreement as far as the teacher has been right more often
-  than the specialist, 10 labels a round) and in ``random`` order, each the median of 3 seeds (the first 10
-  labels are the same random rows for both), and the same over 20 seeds beside it. The specialist here is
+  the specialist's uncertainty plus the teacher's disagreement as far as the teacher has been shown right more
+  often than the specialist, each round's 10 labels picked for variety by ``queue.diversify``) and in
+  ``random`` order, each the median of 3 seeds (the first 10
+  labels are the same random rows for both), and the same over 20 seeds beside it; the learning curves of
+  seeds 0-2 are drawn in flywheel_learning_curves.png. The specialist here is
   the first stage of the fleet's LP-FT training, a linear probe (logistic regression) on the base encoder's
   frozen embeddings: it is retrained after every round, which a LoRA fine-tune per round (about 100 s here)
-  would make a matter of hours on 2 cores.
+  would make a matter of hours on 2 cores. While the labels seen hold one class only (the first 10 SMS may
+  all be ham), the specialist answers that class, sure of it, as one fine-tuned on them would.
 - ``student_vs_teacher``: the teacher is the best of the specialist's general contenders on the gold test
   split (the demo names `embedding-zero-shot`); it labels the training split, the rows at or above
   ``labeling.min_confidence`` train a real specialist (the fleet's LoRA fine-tune), and both are scored on the
@@ -87,7 +90,11 @@ def _active_next(
 
     rest = np.setdiff1d(np.arange(len(x)), labelled)
     y_lab = y[labelled]
-    probs = _probe_probs(x[labelled], y_lab, x[rest], k) if len(set(y_lab)) > 1 else teacher_probs[rest]
+    if len(set(y_lab)) > 1:
+        probs = _probe_probs(x[labelled], y_lab, x[rest], k)
+    else:  # one label seen so far: a specialist trained on it answers that label, sure of it
+        probs = np.zeros((len(rest), k))
+        probs[:, y_lab[0]] = 1.0
     judged = [i for i in labelled if i in seen]
     answers = pd.DataFrame(
         {
@@ -119,20 +126,62 @@ def _active_next(
     return picked
 
 
-def labels_needed(x, y, texts, test_x, test_y, teacher_probs, k: int, seed: int, target: float, order: str) -> int:
-    """Human labels before the probe reaches ``target`` macro-F1, labelling ``order``-wise in rounds."""
+def _rounds(x, y, texts, teacher_probs, k: int, seed: int, order: str):
+    """The labelled rows after each round of ``order``-wise labelling (the first round random)."""
     rng = np.random.default_rng(seed)
     perm = rng.permutation(len(x)).tolist()
     labelled, seen = perm[:ROUND], {}
-    while len(labelled) < len(x):
-        if probe_f1(x[labelled], y[labelled], test_x, test_y, k) >= target:
-            return len(labelled)
+    while True:
+        yield labelled
+        if len(labelled) >= len(x):
+            return
         if order == "random":
             taken = set(labelled)
-            labelled += [i for i in perm if i not in taken][:ROUND]
+            labelled = labelled + [i for i in perm if i not in taken][:ROUND]
         else:
-            labelled += _active_next(labelled, seen, x, y, texts, teacher_probs, k)
+            labelled = labelled + _active_next(labelled, seen, x, y, texts, teacher_probs, k)
+
+
+def labels_needed(x, y, texts, test_x, test_y, teacher_probs, k: int, seed: int, target: float, order: str) -> int:
+    """Human labels before the probe reaches ``target`` macro-F1, labelling ``order``-wise in rounds."""
+    for labelled in _rounds(x, y, texts, teacher_probs, k, seed, order):
+        if probe_f1(x[labelled], y[labelled], test_x, test_y, k) >= target:
+            return len(labelled)
     return len(x)
+
+
+def learning_curves(x, y, texts, test_x, test_y, teacher_probs, k: int, up_to: int) -> dict:
+    """The probe's macro-F1 after each round up to ``up_to`` labels, both orders, seeds 0-2 (for the figure)."""
+    curves: dict = {}
+    for order in ("active", "random"):
+        for seed in (0, 1, 2):
+            points = []
+            for labelled in _rounds(x, y, texts, teacher_probs, k, seed, order):
+                if len(labelled) > up_to:
+                    break
+                points.append([len(labelled), round(probe_f1(x[labelled], y[labelled], test_x, test_y, k), 4)])
+            curves.setdefault(order, []).append(points)
+    return curves
+
+
+def curves_png(per: dict) -> bytes:
+    """Macro-F1 against human labels, queue order and random order, one panel per specialist."""
+    from fleet.report.figures import figure, to_png
+
+    fig = figure(figsize=(5.2 * len(per), 3.8), dpi=100)
+    axes = fig.subplots(1, len(per), squeeze=False)[0]
+    for ax, (name, r) in zip(axes, per.items()):
+        lab = r["labels_to_95pct"]
+        for order, colour in (("active", "tab:blue"), ("random", "tab:grey")):
+            for i, points in enumerate(lab["curves"][order]):
+                n, f1 = zip(*points)
+                ax.plot(n, f1, color=colour, lw=1.2, alpha=0.8, label=f"{order} (seeds 0-2)" if i == 0 else None)
+        ax.axhline(lab["target_macro_f1"], color="tab:red", ls="--", lw=1, label="95% of all labels")
+        ax.set_title(f"{name}: active {lab['active']:g} vs random {lab['random']:g} labels")
+        ax.set_xlabel("human labels")
+        ax.set_ylabel("macro-F1 (test split)")
+        ax.legend(loc="lower right", fontsize=8)
+    return to_png(fig)
 
 
 def active_vs_random(x, y, texts, test_x, test_y, teacher_probs, k: int, seeds: int) -> dict:
@@ -149,6 +198,7 @@ def active_vs_random(x, y, texts, test_x, test_y, teacher_probs, k: int, seeds: 
     runs = {order: r[:3] for order, r in every.items()}
     active, rand = statistics.median(runs["active"]), statistics.median(runs["random"])
     more = {order: statistics.median(r) for order, r in every.items()}
+    up_to = int(min(len(x), 2 * max(active, rand)))
     return {
         "full_data_macro_f1": round(full, 4),
         "target_macro_f1": round(target, 4),
@@ -165,6 +215,7 @@ def active_vs_random(x, y, texts, test_x, test_y, teacher_probs, k: int, seeds: 
             "active_over_random_median": round(more["active"] / more["random"], 3),
             "active_over_random_mean": round(statistics.mean(every["active"]) / statistics.mean(every["random"]), 3),
         },
+        "curves": learning_curves(x, y, texts, test_x, test_y, teacher_probs, k, up_to),
     }
 
 
@@ -432,6 +483,7 @@ def main() -> None:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
+    Path(args.out).with_name("flywheel_learning_curves.png").write_bytes(curves_png(per))
     print(json.dumps(summary, indent=2))
 
 

@@ -80,6 +80,9 @@ def test_llama_cpp_answers_as_transformers_does_with_and_without_the_adapter(smo
     assert tuned == _greedy(tok, smollm["tuned"], n)  # q/k rows permuted as llama.cpp lays them out
     assert tuned != bare  # the adapter is applied, and only when asked for
     assert engine.generate(ids, n, eos) == bare
+    first = engine.next_token_logits(ids + ids[:1]).argmax(axis=1).tolist()  # more prompts than slots
+    assert first == [a[0] for a in bare + bare[:1]]
+    assert engine.next_token_logits(ids, "random").argmax(axis=1).tolist() == [a[0] for a in tuned]
     assert smollm["adapter"].stat().st_size < 5_000_000
     q8 = gguf_export.write_base(smollm["folder"], smollm["root"] / "base-q8.gguf", smollm["digest"], "q8_0")
     assert q8.stat().st_size < 0.6 * smollm["gguf"].stat().st_size

@@ -118,7 +118,8 @@ def build(spec: SpecialistSpec, store: ObjectStore, dataset_version: str | None)
     new_parts = [k for k in parts if k not in done]
     if not new_parts:
         return Pool(rows, int(index["read"]), dict(index["set_aside"]))
-    raw = [r for k in new_parts for r in _records(store, k)]
+    # in order of arrival: parts written in the same second list in no particular order
+    raw = sorted((r for k in new_parts for r in _records(store, k)), key=lambda r: str(r["time"]))
     seen = set(index["seen"])
     q = Quarantine("label")
     cleaner = Cleaner(spec.curation, _accept, q)

@@ -235,12 +235,7 @@ class LlamaBase:
         """Greedy answers (token ids, the stop token included when one was generated) to tokenized prompts,
         with ``adapter`` (a name given to :meth:`add_adapter`) or the bare base; ``stop``: the tokens that end
         an answer (None: the model's end-of-generation tokens)."""
-        too_long = [i for i, p in enumerate(prompts) if len(p) + max_new_tokens > self.ctx_per_slot]
-        if too_long:
-            raise GgufError(
-                f"prompt {too_long[0]} has {len(prompts[too_long[0]])} tokens; with {max_new_tokens} new ones it "
-                f"exceeds the {self.ctx_per_slot} tokens of a slot"
-            )
+        self._check_lengths(prompts, max_new_tokens)
         seqs = [_Seq(i, list(p), []) for i, p in enumerate(prompts)]
         order = sorted(seqs, key=lambda q: len(q.prompt))  # similar lengths finish together
         with self.lock:
@@ -249,6 +244,34 @@ class LlamaBase:
                 ends = None if stop is None else frozenset(stop)
                 self._round(order[start : start + self.slots], max_new_tokens, ends)
         return [q.out for q in seqs]
+
+    def next_token_logits(self, prompts: Sequence[list[int]], adapter: str | None = None) -> np.ndarray:
+        """The logits of the token after each tokenized prompt, one row per prompt: for scoring a fixed set of
+        answers (a classifier's label words) by their probability instead of generating one."""
+        import llama_cpp
+
+        self._check_lengths(prompts, 1)
+        out = np.zeros((len(prompts), self.n_vocab), dtype=np.float32)
+        with self.lock:
+            self._use(adapter)
+            memory = llama_cpp.llama_get_memory(self.ctx)
+            for start in range(0, len(prompts), self.slots):
+                chunk = range(start, min(start + self.slots, len(prompts)))
+                llama_cpp.llama_memory_clear(memory, True)
+                entries = [
+                    (t, p, s, p == len(prompts[i]) - 1) for s, i in enumerate(chunk) for p, t in enumerate(prompts[i])
+                ]
+                for i, row in zip(chunk, self._decode(entries)):
+                    out[i] = row
+        return out
+
+    def _check_lengths(self, prompts: Sequence[list[int]], max_new_tokens: int) -> None:
+        too_long = [i for i, p in enumerate(prompts) if len(p) + max_new_tokens > self.ctx_per_slot]
+        if too_long:
+            raise GgufError(
+                f"prompt {too_long[0]} has {len(prompts[too_long[0]])} tokens; with {max_new_tokens} new ones it "
+                f"exceeds the {self.ctx_per_slot} tokens of a slot"
+            )
 
     def close(self) -> None:
         import llama_cpp
