@@ -95,12 +95,13 @@ def rank(pool: pd.DataFrame, answers: pd.DataFrame, labels: pd.DataFrame, flagge
     return q.sort_values(["priority", "id"], ascending=[False, True]).reset_index(drop=True)
 
 
-def diversify(q: pd.DataFrame, n: int, factor: int = 5) -> pd.DataFrame:
-    """The queue with its first ``n`` rows chosen for variety from its top ``factor * n``: k-means (k = ``n``)
-    over the TF-IDF vectors of their texts, weighted by priority, and the row nearest each centre; the rest
-    keep their order. Ranking alone puts near-identical uncertain rows side by side (ten ways of saying
-    "call now to claim"), and a human's ten labels then teach what one would have."""
+def diversify(q: pd.DataFrame, n: int, factor: int = 5, most: int = 200) -> pd.DataFrame:
+    """The queue with its first ``n`` rows (at most ``most``) chosen for variety from its top ``factor * n``:
+    k-means (k = ``n``) over the TF-IDF vectors of their texts, weighted by priority, and the row nearest each
+    centre; the rest keep their order. Ranking alone puts near-identical uncertain rows side by side (ten ways
+    of saying "call now to claim"), and a human's ten labels then teach what one would have."""
     q = q.reset_index(drop=True)
+    n = min(n, most)
     top = q.head(factor * n)
     if n < 2 or len(top) <= n:
         return q
@@ -108,18 +109,19 @@ def diversify(q: pd.DataFrame, n: int, factor: int = 5) -> pd.DataFrame:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     try:
-        z = TfidfVectorizer(sublinear_tf=True).fit_transform(top["text"].fillna("").astype(str)).toarray()
+        z = TfidfVectorizer(sublinear_tf=True).fit_transform(top["text"].fillna("").astype(str))
     except ValueError:  # no word in any text: nothing to tell them apart by
         return q
     weight = top["priority"].astype(float).clip(lower=1e-6).to_numpy()
     with warnings.catch_warnings():  # fewer distinct texts than centres: some clusters stay empty
         warnings.simplefilter("ignore")
         km = KMeans(n, n_init=1, random_state=0).fit(z, sample_weight=weight)
+    distance = km.transform(z)  # rows x centres
     chosen = []
     for c in range(n):
         members = np.flatnonzero(km.labels_ == c)
         if len(members):
-            chosen.append(int(members[np.argmin(((z[members] - km.cluster_centers_[c]) ** 2).sum(axis=1))]))
+            chosen.append(int(members[np.argmin(distance[members, c])]))
     picked = top.iloc[sorted(chosen)]  # in the queue's order: most useful first
     return pd.concat([picked, q.drop(index=picked.index)]).reset_index(drop=True)
 
