@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from conftest import write_toy_fleet
-from fleet.core.storage import LocalStore
+from fleet.core.storage import LocalStore, StorageError
 from fleet.kinds import load_fleet
 from fleet.labeling import audit, ledger, pool, queue
 from fleet.labeling.ledger import LabelEvent, LabelingError, row_id
@@ -114,6 +114,27 @@ def test_the_pool_reads_only_the_parts_that_arrived_since_and_starts_over_when_o
     store.put_bytes(index_key, b"{not json")  # a broken index is rebuilt, not trusted
     assert pool.build(spec, store, ds.version).rows.equals(c.rows)
     assert pool._index_key(spec, ds.version) != pool._index_key(spec, "another-dataset")
+
+
+def test_a_broken_part_is_refused_naming_it_and_its_line_and_the_index_is_left_as_it_was(toy):
+    spec, store = toy
+    ds = curate(spec, store)
+    traffic.log_predictions(store, "toy", [{"text": "Snow in Oslo by morning", "label": "weather"}], "1")
+    before = pool.build(spec, store, ds.version)
+    (index_key,) = store.list("labeling/toy/pool-index")
+    index = store.get_bytes(index_key)
+    for bad, says in [
+        (b'{"text": "ok"}\n{"text": ', "line 2: not JSON"),
+        (b"[1, 2]\n", "line 1: a record is a JSON"),
+        (b"\xff\xfe", "not UTF-8"),
+    ]:
+        key = "labeling/toy/ingest/broken.jsonl"
+        store.put_bytes(key, bad)
+        with pytest.raises(StorageError, match=f"{key}.*{says}"):
+            pool.build(spec, store, ds.version)
+        assert store.get_bytes(index_key) == index
+    store.delete(key)
+    assert pool.build(spec, store, ds.version).rows.equals(before.rows)
 
 
 # ---------------------------------------------------------------------------------------------- queue

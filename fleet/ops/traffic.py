@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from fleet.core.storage import ObjectStore
+from fleet.core.storage import ObjectStore, StorageError
 from fleet.data.pii import PiiRedactor
 
 KINDS = ("traffic", "feedback")
@@ -92,7 +92,23 @@ def part_keys(store: ObjectStore, kind: str, name: str) -> list[str]:
 
 
 def read_part(store: ObjectStore, key: str) -> list[dict]:
-    return [json.loads(line) for line in store.get_bytes(key).decode().splitlines() if line.strip()]
+    """A part's records; a part that is not UTF-8 JSON lines of objects is a ``StorageError`` naming its line."""
+    try:
+        lines = store.get_bytes(key).decode().splitlines()
+    except UnicodeDecodeError as exc:
+        raise StorageError(f"{key}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    records = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise StorageError(f"{key}, line {n}: not JSON ({exc.msg})") from None
+        if not isinstance(rec, dict):
+            raise StorageError(f"{key}, line {n}: a record is a JSON object, not {type(rec).__name__}")
+        records.append(rec)
+    return records
 
 
 def read_all(store: ObjectStore, kind: str, name: str) -> pd.DataFrame:
