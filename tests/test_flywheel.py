@@ -5,6 +5,7 @@ The whole loop with a trained champion, the teacher against real servers and the
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -124,8 +125,8 @@ def test_a_broken_part_is_refused_naming_it_and_its_line_and_the_index_is_left_a
     (index_key,) = store.list("labeling/toy/pool-index")
     index = store.get_bytes(index_key)
     for bad, says in [
-        (b'{"text": "ok"}\n{"text": ', "line 2: not JSON"),
-        (b"[1, 2]\n", "line 1: a record is a JSON"),
+        (b'{"text": "ok"}\n{"text": ', "line 2 is not valid JSON"),
+        (b"[1, 2]\n", "line 1 is not a JSON object"),
         (b"\xff\xfe", "not UTF-8"),
     ]:
         key = "labeling/toy/ingest/broken.jsonl"
@@ -135,6 +136,17 @@ def test_a_broken_part_is_refused_naming_it_and_its_line_and_the_index_is_left_a
         assert store.get_bytes(index_key) == index
     store.delete(key)
     assert pool.build(spec, store, ds.version).rows.equals(before.rows)
+
+
+def test_the_monitor_reading_a_window_refuses_a_broken_log_part_by_name(toy):
+    _, store = toy
+    now = datetime.now(UTC)
+    traffic.log_predictions(store, "toy", [{"text": "Snow in Oslo", "label": "weather"}], "1", when=now)
+    assert list(traffic.read_window(store, "traffic", "toy", now=now)["text"]) == ["Snow in Oslo"]
+    key = f"traffic/toy/date={now:%Y-%m-%d}/part-broken.jsonl"
+    store.put_bytes(key, b'{"text": "ok", "time": "x"}\n{"text": ')
+    with pytest.raises(StorageError, match=f"{key}: line 2 is not valid JSON"):
+        traffic.read_window(store, "traffic", "toy", now=now)
 
 
 # ---------------------------------------------------------------------------------------------- queue

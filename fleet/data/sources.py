@@ -88,7 +88,9 @@ def decode(raw: bytes, encoding: str, source: str) -> str:
         raise CurationError(f"{source}: unknown encoding {encoding!r} in data.encoding") from None
 
 
-def _jsonl_rows(text: str, source: str) -> pd.DataFrame:
+def json_objects(text: str, source: str, error: type[Exception] = CurationError) -> list[dict]:
+    """The JSON object on each non-blank line of ``text``; a line that is not one raises ``error`` naming
+    ``source`` and the line (data files: ``CurationError``; the store's own log parts: ``StorageError``)."""
     rows = []
     for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -96,11 +98,11 @@ def _jsonl_rows(text: str, source: str) -> pd.DataFrame:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise CurationError(f"{source}: line {i} is not valid JSON ({exc.msg})") from None
+            raise error(f"{source}: line {i} is not valid JSON ({exc.msg})") from None
         if not isinstance(obj, dict):
-            raise CurationError(f"{source}: line {i} is not a JSON object")
+            raise error(f"{source}: line {i} is not a JSON object")
         rows.append(obj)
-    return pd.DataFrame(rows, dtype=object)
+    return rows
 
 
 def parse_bytes(raw: bytes, fmt: str, data: DataSpec, source: str) -> pd.DataFrame:
@@ -110,7 +112,7 @@ def parse_bytes(raw: bytes, fmt: str, data: DataSpec, source: str) -> pd.DataFra
         if fmt == "parquet":
             return pd.read_parquet(io.BytesIO(raw)).astype(object)
         if fmt == "jsonl":
-            return _jsonl_rows(decode(raw, data.encoding, source), source)
+            return pd.DataFrame(json_objects(decode(raw, data.encoding, source), source), dtype=object)
         return pd.read_csv(
             io.StringIO(decode(raw, data.encoding, source)),
             sep="\t" if fmt == "tsv" else ",",

@@ -17,6 +17,7 @@ import pandas as pd
 
 from fleet.core.storage import ObjectStore, StorageError
 from fleet.data.pii import PiiRedactor
+from fleet.data.sources import json_objects
 
 KINDS = ("traffic", "feedback")
 
@@ -73,12 +74,7 @@ def read_window(
     now = now or datetime.now(UTC)
     start = now - timedelta(hours=hours)
     days = {(start + timedelta(days=i)).strftime("%Y-%m-%d") for i in range((now - start).days + 2)}
-    rows = []
-    for day in sorted(days):
-        for key in store.list(f"{kind}/{name}/date={day}"):
-            for line in store.get_bytes(key).decode().splitlines():
-                if line.strip():
-                    rows.append(json.loads(line))
+    rows = [r for day in sorted(days) for key in store.list(f"{kind}/{name}/date={day}") for r in read_part(store, key)]
     df = pd.DataFrame(rows)
     if df.empty:
         return df
@@ -94,21 +90,10 @@ def part_keys(store: ObjectStore, kind: str, name: str) -> list[str]:
 def read_part(store: ObjectStore, key: str) -> list[dict]:
     """A part's records; a part that is not UTF-8 JSON lines of objects is a ``StorageError`` naming its line."""
     try:
-        lines = store.get_bytes(key).decode().splitlines()
+        text = store.get_bytes(key).decode()
     except UnicodeDecodeError as exc:
         raise StorageError(f"{key}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    records = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise StorageError(f"{key}, line {n}: not JSON ({exc.msg})") from None
-        if not isinstance(rec, dict):
-            raise StorageError(f"{key}, line {n}: a record is a JSON object, not {type(rec).__name__}")
-        records.append(rec)
-    return records
+    return json_objects(text, key, StorageError)
 
 
 def read_all(store: ObjectStore, kind: str, name: str) -> pd.DataFrame:
