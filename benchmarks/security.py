@@ -65,6 +65,30 @@ def big_body(port: int, size: int, name: str) -> int:
         return int(s.recv(1024).decode(errors="replace").split(" ", 2)[1])
 
 
+def chunked(port: int, path: str, size: int, token: str | None = TOKEN) -> int:
+    """A chunked body (no Content-Length) of ``size`` bytes in 16 KB chunks; the status that comes back."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: chunked\r\n\r\n".encode())
+        with contextlib.suppress(OSError):  # the server may answer and close before the last chunk
+            sent = 0
+            while sent < size:
+                s.sendall(b"4000\r\n" + b"x" * 0x4000 + b"\r\n")
+                sent += 0x4000
+            s.sendall(b"0\r\n\r\n")
+        return int(s.recv(1024).decode(errors="replace").split(" ", 2)[1])
+
+
+def get(url: str, token: str | None = None) -> int:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            r.read()
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def cases(url: str, port: int, name: str) -> dict[str, int]:
     predict, ok = f"{url}/v1/specialists/{name}/predict", json.dumps({"inputs": ["Hello, are we still on?"]})
     return {
@@ -76,6 +100,11 @@ def cases(url: str, port: int, name: str) -> dict[str, int]:
         "a 1 MB text": post(predict, json.dumps({"inputs": ["x" * 1_000_000]}).encode()),
         "a 10 MB body": big_body(port, 10_000_000, name),
         "unknown specialist": post(f"{url}/v1/specialists/no-such-one/predict", ok.encode()),
+        "docs without a token": get(f"{url}/docs"),
+        "openapi.json without a token": get(f"{url}/openapi.json"),
+        "redoc without a token": get(f"{url}/redoc"),
+        "a chunked 8 MB body": chunked(port, f"/v1/specialists/{name}/predict", 8 * 2**20),
+        "a token with a trailing newline in the server's secret": post(predict, ok.encode()),
         "normal request": post(predict, ok.encode()),
     }
 
@@ -90,14 +119,20 @@ def p95_ms(url: str, name: str, n: int) -> float:
     return float(np.percentile(times, 95))
 
 
-def latency(url: str, port: int, name: str, n: int, every_s: float) -> dict:
+def latency(url: str, port: int, name: str, n: int, every_s: float, unauthenticated: bool = False) -> dict:
+    """p95 idle and while oversized requests arrive; ``unauthenticated``: bodies of 4 MiB (a million empty
+    strings, just under the body limit) with no token, which used to be parsed before the token was checked."""
     p95_ms(url, name, 10)  # warm-up
     idle = p95_ms(url, name, n)
     stop, refused = threading.Event(), []
     one_mb = json.dumps({"inputs": ["x" * 1_000_000]}).encode()
+    empties = b'{"inputs": [' + b'"",' * 1_000_000 + b'""]}'
 
     def oversized() -> None:
         while not stop.wait(every_s):
+            if unauthenticated:
+                refused.append(post(f"{url}/v1/specialists/{name}/predict", empties, token=None))
+                continue
             refused.append(big_body(port, 10_000_000, name))
             if not stop.wait(every_s):
                 refused.append(post(f"{url}/v1/specialists/{name}/predict", one_mb))
@@ -114,9 +149,98 @@ def latency(url: str, port: int, name: str, n: int, every_s: float) -> dict:
         "ratio": round(busy / idle, 3),
         "goal_ratio_max": 1.2,
         "oversized_every_s": every_s,
+        "oversized": "unauthenticated 4 MiB bodies" if unauthenticated else "a 10 MB body and a 1 MB text, in turn",
         "oversized_refused": len(refused),
         "oversized_statuses": sorted(set(refused)),
     }
+
+
+def withdrawn(url: str, home: str, name: str) -> int:
+    """Remove the champion alias (the kill switch) and return the status a request then gets; the alias is put
+    back afterwards."""
+    os.environ["FLEET_HOME"] = home
+    from fleet.core.settings import Settings
+    from fleet.stages import registry
+
+    Settings.load().apply()
+    number = registry.champion_numbers()[name]
+    registry.client().delete_registered_model_alias(name, "champion")
+    try:
+        time.sleep(4)  # the server checks the registry every second
+        return post(f"{url}/v1/specialists/{name}/predict", json.dumps({"inputs": ["Hello?"]}).encode())
+    finally:
+        registry.client().set_registered_model_alias(name, "champion", number)
+
+
+def trust_probes() -> dict:
+    """What the library answers to records and flywheel input it must not trust (no server needed)."""
+    import tempfile
+
+    import pandas as pd
+
+    from fleet.core.records import ModelRecord, RecordError
+    from fleet.core.storage import LocalStore, StorageError
+    from fleet.labeling import trust
+    from fleet.models import base_store
+
+    out: dict[str, str | int] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "m"
+        folder.mkdir()
+        (folder / "fleet.json").write_text(
+            json.dumps({"task": "text-classification", "base_digest": "../../../../outside"})
+        )
+        try:
+            ModelRecord.read(folder)
+            out["traversal digest"] = "accepted"
+        except RecordError as exc:
+            out["traversal digest"] = f"refused: {exc}"[:200]
+        os.environ["FLEET_HOME"] = str(Path(tmp) / "home")
+        base = Path(tmp) / "base"
+        base.mkdir()
+        (base / "weights.bin").write_bytes(b"\x00" * 64)
+        digest, store = base_store.folder_digest(base), LocalStore(Path(tmp) / "store")
+        store.upload_dir(base, f"{base_store.prefix(digest)}/files")
+        store.put_bytes(f"{base_store.prefix(digest)}/manifest.json", b"{}")
+        store.put_bytes(f"{base_store.prefix(digest)}/files/weights.bin", b"\x01" * 64)
+        try:
+            base_store.locate("not-here", digest, store)
+            out["tampered base"] = "accepted"
+        except StorageError as exc:
+            out["tampered base"] = f"refused: {exc}"[:200]
+    # the poisoning probe, by the rules of flywheel.training_rows (tests/test_trust.py runs them through the
+    # ledger itself): 300 trigger texts from one client labelled as the attacker wants, 200 honest rows
+    # from two others, the audit sample reviewed by humans; how many trigger rows reach the training split
+    cur = []
+    for i in range(300):
+        cur.append({"id": f"m{i}", "origin": "client:mallory", "teacher": "food", "human": None, "audit": i % 20 == 0})
+    for i in range(200):
+        cur.append(
+            {
+                "id": f"h{i}",
+                "origin": f"client:{'ab'[i % 2]}",
+                "teacher": "weather",
+                "human": None,
+                "audit": i % 20 == 0,
+            }
+        )
+    frame = pd.DataFrame(cur).assign(teacher_by="t", human_source=None)
+    reviewed = frame["audit"]
+    frame.loc[reviewed, "human"], frame.loc[reviewed, "human_source"] = "weather", "human"
+    from fleet.core.sections import LabelingSpec
+
+    spec = LabelingSpec()
+    suspended = trust.suspended(frame, spec)
+    taught = frame[frame["human_source"].isna() & ~frame["audit"] & ~frame["teacher_by"].isin(set(suspended))]
+    capped = trust.cap_per_source(taught, spec.max_share_per_source)
+    out["poisoned rows reaching training (audit reviewed)"] = int(capped["id"].str.startswith("m").sum())
+    unreviewed = trust.cap_per_source(frame[~frame["audit"]], spec.max_share_per_source)
+    out["poisoned rows reaching training before any review (share cap alone)"] = int(
+        unreviewed["id"].str.startswith("m").sum()
+    )
+    out["honest rows reaching training before any review"] = int((~unreviewed["id"].str.startswith("m")).sum())
+    out["teacher suspended"] = "; ".join(f"{k}: {v}" for k, v in suspended.items()) or "no"
+    return out
 
 
 def memory(checkpoints: tuple[int, ...] = (10_000, 20_000, 40_000, 80_000, 160_000)) -> dict:
@@ -174,11 +298,11 @@ def main() -> None:
     args = ap.parse_args()
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "FLEET_"))}
-    env |= {"FLEET_HOME": args.home, "FLEET_SERVE_TOKEN": TOKEN}
+    env |= {"FLEET_HOME": args.home, "FLEET_SERVE_TOKEN": TOKEN + "\n"}  # a secret file's trailing newline
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = Path(args.out).with_suffix(".server.log.tmp")
-    cmd = [FLEET_BIN, "serve-models", "--port", str(port), "--only", args.specialist]
+    cmd = [FLEET_BIN, "serve-models", "--port", str(port), "--only", args.specialist, "--reload-interval", "1"]
     proc = subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 300
@@ -191,6 +315,8 @@ def main() -> None:
             time.sleep(1)
         statuses = cases(url, port, args.specialist)
         lat = latency(url, port, args.specialist, args.requests, args.oversized_every)
+        lat_unauth = latency(url, port, args.specialist, args.requests, args.oversized_every, unauthenticated=True)
+        statuses["after the champion alias is removed"] = withdrawn(url, args.home, args.specialist)
         alive = proc.poll() is None
     finally:
         proc.terminate()
@@ -201,6 +327,8 @@ def main() -> None:
         "cases": statuses,
         "server_alive_after_all_cases": alive,
         "latency": lat,
+        "latency_while_unauthenticated_4mib_bodies_arrive": lat_unauth,
+        "trust_probes": trust_probes(),
         "traffic_log_store_unreachable": memory(),
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -144,7 +144,8 @@ def review(
             got = flywheel.import_review(spec, store, import_.read_bytes(), str(import_))
             out.print(
                 f"{name}: {len(got.events)} label(s) applied from {escape(str(import_))}; {got.unannotated} task(s) "
-                f"without an annotation, {got.unchanged} unchanged",
+                f"without an annotation, {got.unchanged} unchanged"
+                + (f", {got.stale} older than the decision on record (not applied)" if got.stale else ""),
                 highlight=False,
             )
             return

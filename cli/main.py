@@ -266,13 +266,14 @@ def promote(
     version: str = typer.Argument(..., help="The version to make champion."),
 ) -> None:
     """Make a registered version the champion by hand (recorded in the champion history)."""
-    _settings()
+    settings = _settings()
+    from fleet.core.leases import LeaseBusy
     from fleet.ops.champions import promote as do_promote
     from fleet.stages.registry import RegistryError
 
     try:
-        do_promote(name, version)
-    except RegistryError as exc:
+        do_promote(settings.store_handle(), name, version)
+    except (RegistryError, LeaseBusy) as exc:
         _fail(str(exc))
     out.print(f"{name}: champion is now version {version}")
 
@@ -280,13 +281,14 @@ def promote(
 @app.command()
 def rollback(name: str = typer.Argument(..., help="The specialist.")) -> None:
     """Move the champion back to the previous champion (recorded)."""
-    _settings()
+    settings = _settings()
+    from fleet.core.leases import LeaseBusy
     from fleet.ops.champions import rollback as do_rollback
     from fleet.stages.registry import RegistryError
 
     try:
-        old, new = do_rollback(name)
-    except RegistryError as exc:
+        old, new = do_rollback(settings.store_handle(), name)
+    except (RegistryError, LeaseBusy) as exc:
         _fail(str(exc))
     out.print(f"{name}: champion rolled back from version {old} to version {new}")
 
@@ -331,7 +333,8 @@ def predict(
         else:  # plain TSV, for pipes: the answer's fields, then the text
             print("\t".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in answer.values()) + f"\t{text}")
     if log:
-        traffic.log_predictions(settings.store_handle(), name, kind.traffic_rows(list(texts), outputs), number)
+        rows = [r | {"client": "cli:predict"} for r in kind.traffic_rows(list(texts), outputs)]
+        traffic.log_predictions(settings.store_handle(), name, rows, number, key=settings.traffic_key)
 
 
 def _alias_version(name: str, alias: str) -> str:
@@ -384,7 +387,7 @@ def feedback(
     except CurationError as exc:
         _fail(str(exc))
     rows = [{"text": str(t), target: str(a)} for t, a in zip(raw["text"], raw[target]) if str(t).strip()]
-    key = traffic.append(settings.store_handle(), "feedback", name, rows)
+    key = traffic.append(settings.store_handle(), "feedback", name, rows, key=settings.traffic_key)
     out.print(f"{name}: {len(rows)} feedback row(s) stored at {key}")
 
 
@@ -410,7 +413,9 @@ def simulate(
             _fail(f"--shift domain: no other specialist{' named ' + from_ if from_ else ''} in {fleet}")
         other = others[0]
     try:
-        key = do_simulate(spec.specialists[name], settings.store_handle(), shift, rows, seed, other)
+        key = do_simulate(
+            spec.specialists[name], settings.store_handle(), shift, rows, seed, other, key=settings.traffic_key
+        )
     except (MonitorError, ValueError) as exc:
         _fail(str(exc))
     out.print(f"{name}: {rows} simulated rows (shift {shift}) written to {key}")
@@ -545,25 +550,31 @@ def export(
 def serve_models(
     host: str = typer.Option("127.0.0.1", help="Address to bind (127.0.0.1: this machine only)."),
     port: int = typer.Option(8000, help="Port."),
+    fleet: Path = FleetOpt,
     only: list[str] | None = typer.Option(None, "--only", help="Serve only this specialist (repeatable)."),
     int8: str = typer.Option("auto", help="auto: int8 encoders for versions whose parity check passed; off."),
     reload_interval: float = typer.Option(5.0, help="Seconds between checks for a new champion."),
     max_wait_ms: float = typer.Option(10.0, help="How long a request waits for others to share its batch."),
 ) -> None:
-    """Serve every champion over HTTP from one process: each base model loaded once, adapters on top,
-    requests for different specialists batched together; a new champion is picked up without a restart."""
+    """Serve the fleet's champions over HTTP from one process: each base model loaded once, adapters on top,
+    requests for different specialists batched together; a new champion is picked up without a restart.
+
+    Only the specialists of the fleet file (or those named with --only) are served, never every model the
+    registry holds; one whose champion alias is removed answers 503 until a champion is set again."""
     settings = _settings()
     if int8 not in ("auto", "off"):
         _fail(f"--int8 {int8}: must be auto or off")
-    token = settings.serve_token.get_secret_value() if settings.serve_token else None
-    if token is None and not _loopback(host):
-        _fail(f"--host {host}: serving beyond this machine needs a token; set FLEET_SERVE_TOKEN")
+    tokens = settings.serve_clients()
+    if tokens is None and not _loopback(host):
+        _fail(f"--host {host}: serving beyond this machine needs a token; set FLEET_SERVE_TOKEN or FLEET_SERVE_TOKENS")
+    names = only or [s.name for s in _load(fleet, None)[1]]
+    _forget_unneeded_secrets()
     import uvicorn
 
     from fleet.ops.serving.app import ServeLimits, create_app
     from fleet.ops.serving.hub import Hub
 
-    hub = Hub(settings.home / "serving", only or None, int8)
+    hub = Hub(settings.home / "serving", names, int8)
     try:
         changed = hub.refresh()
     except Exception as exc:  # registry unreachable, a base missing: say which, before binding the port
@@ -571,15 +582,22 @@ def serve_models(
     if not changed:
         _fail("no champion to serve: train one with `fleet run`" + (f" (asked for: {', '.join(only)})" if only else ""))
     limits = ServeLimits.of(settings)
-    auth = "bearer token required" if token else "no token (loopback only)"
+    auth = f"bearer token required ({len(tokens)} client(s))" if tokens else "no token (loopback only)"
     err.print("serving " + "; ".join(changed) + f" on http://{host}:{port} ({auth}; OpenAPI: /docs)", highlight=False)
     uvicorn.run(
-        create_app(hub, settings.store_handle(), reload_interval, max_wait_ms, limits, token),
+        create_app(hub, settings.store_handle(), reload_interval, max_wait_ms, limits, tokens, settings.traffic_key),
         host=host,
         port=port,
         log_level="warning",
         timeout_graceful_shutdown=10,  # SIGTERM: in-flight requests get 10 s, then the server stops
     )
+
+
+def _forget_unneeded_secrets() -> None:
+    """The model server talks to MLflow and the store, never to Prefect, and its tokens are held in memory:
+    none of those secrets stays in the environment that its threads and any child process inherit."""
+    for var in ("PREFECT_API_KEY", "PREFECT_API_AUTH_STRING", "FLEET_SERVE_TOKEN", "FLEET_SERVE_TOKENS"):
+        os.environ.pop(var, None)
 
 
 def _loopback(host: str) -> bool:

@@ -12,5 +12,5 @@ from tasks import scoring as t
 def score_flow(name: str, source: str, dest: str, text_column: str = "text") -> dict:
     """The champion of ``name`` answers every text of ``source``; the answers go to ``dest`` (JSONL)."""
     settings = Settings.load().apply()
-    df = t.score(name, t.read_texts(source, text_column), settings)
+    df = t.score(name, t.read_texts(source, text_column, settings), settings)
     return {"specialist": name, "rows": len(df), "dest": t.write(df, dest)}

@@ -16,13 +16,13 @@ _IO: dict[str, Any] = {"retries": 2, "retry_delay_seconds": exponential_backoff(
 
 
 @task(name="read-texts", **_IO)
-def read_texts(source: str, text_column: str) -> list[str]:
-    return batch.read_texts(source, text_column)
+def read_texts(source: str, text_column: str, settings: Settings) -> list[str]:
+    return batch.read_texts(source, text_column, settings.data_root_paths)
 
 
 @task(name="score", cache_policy=NONE)
 def score(name: str, texts: list[str], settings: Settings) -> pd.DataFrame:
-    return batch.score(name, texts, settings.store_handle())
+    return batch.score(name, texts, settings.store_handle(), settings.traffic_key)
 
 
 @task(name="write-predictions", **_IO)

@@ -60,12 +60,12 @@ LABELS = {"weather": "about the weather", "food": "about food"}
 
 
 def test_openai_chat_baseline_labels_and_cost(fake_chat, monkeypatch):
-    monkeypatch.setenv("FAKE_KEY", "sk-test")
+    monkeypatch.setenv("FAKE_API_KEY", "sk-test")
     spec = BaselineSpec(
         kind="openai-chat",
         url=fake_chat,
         model="gpt-test",
-        api_key_env="FAKE_KEY",
+        api_key_env="FAKE_API_KEY",
         price_per_1k_input_tokens=0.01,
         price_per_1k_output_tokens=0.03,
     )

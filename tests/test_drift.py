@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -90,6 +91,8 @@ def test_traffic_log_is_redacted_partitioned_and_windowed(tmp_path):
     assert "/date=2026-11-22/part-" in key
     window = traffic.read_window(store, "traffic", "s", hours=24, now=now)
     assert window["text"].tolist() == ["call <PHONE> now"] and window["model_version"].tolist() == ["3"]
-    assert window["text_hash"][0] == traffic.text_hash("call +1 415 555 2671 now")
+    assert window["text_hash"][0] == traffic.text_hash("call +1 415 555 2671 now", traffic.store_key(store))
+    # keyed: not the plain SHA-256 of the text, which anyone could recompute for every phone number
+    assert window["text_hash"][0] != hashlib.sha256(b"call +1 415 555 2671 now").hexdigest()
     both = traffic.read_window(store, "traffic", "s", hours=48, now=now)
     assert both["text"].tolist() == ["mail me at <EMAIL>", "old one", "call <PHONE> now"]

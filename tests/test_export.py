@@ -29,7 +29,9 @@ def test_new_empty_and_earlier_exports_are_accepted(tmp_path):
     ModelRecord(task="text-classification", merged=True).write(earlier)
     check_destination(earlier)
     adapter = tmp_path / "adapter"
-    ModelRecord(task="text-classification", base_model="minilm-l6", base_digest="d").write(adapter)
+    ModelRecord(task="text-classification", base_model="minilm-l6", base_digest="0123456789abcdef01234567").write(
+        adapter
+    )
     with pytest.raises(ExportError):  # a specialist's adapter folder is not an export to replace
         check_destination(adapter)
     (tmp_path / "file").write_text("x")

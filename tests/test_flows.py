@@ -77,19 +77,25 @@ def test_specialist_path_then_up_to_date_then_worse_challenger(tmp_path, fleet_h
     assert all(b["reused"] for b in report2["baselines"]) and not report2["challenger"]["reused"]
 
     # manual promotion and rollback, both recorded; unknown names and versions are refused
+    from fleet.core.settings import Settings
     from fleet.ops import champions
     from fleet.stages import registry
 
-    champions.promote("toy", "2")
+    store = Settings.load().store_handle()
+    champions.promote(store, "toy", "2")
     assert str(client.get_model_version_by_alias("toy", "champion").version) == "2"
-    assert champions.rollback("toy") == ("2", "1")
+    assert champions.rollback(store, "toy") == ("2", "1")
     assert str(client.get_model_version_by_alias("toy", "champion").version) == "1"
     history = [h["reason"] for h in registry.history("toy")]
     assert history == ["gate: promote", "manual promotion", "rollback from 2"]
+    # a second rollback never goes forward to the version just rolled back from
+    with pytest.raises(registry.RegistryError, match="nothing to roll back to"):
+        champions.rollback(store, "toy")
+    assert str(client.get_model_version_by_alias("toy", "champion").version) == "1"
     with pytest.raises(registry.RegistryError, match="no specialist 'ghost'"):
-        champions.promote("ghost", "1")
+        champions.promote(store, "ghost", "1")
     with pytest.raises(registry.RegistryError, match=r"toy: no version '9' \(versions: 1, 2\)"):
-        champions.promote("toy", "9")
+        champions.promote(store, "toy", "9")
 
 
 def test_the_champions_own_weights_keep_the_champion(tmp_path, fleet_home):

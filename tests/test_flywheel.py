@@ -293,13 +293,24 @@ def test_label_studio_tasks_carry_the_teachers_guess_and_come_back_as_human_labe
     assert '<Choice value="weather"/>' in queue.label_config(["weather", "food"])
     known = {"a": "ta", "b": "tb", "c": "tc"}
     got = queue.import_label_studio(
-        "toy", _annotate(tasks, {0: "weather", 1: "food"}), "x.json", ["weather", "food"], known, {"b": "food"}
+        "toy",
+        _annotate(tasks, {0: "weather", 1: "food"}),
+        "x.json",
+        ["weather", "food"],
+        known,
+        {"b": ("food", "2026-12-01T00:00:00+00:00")},
     )
     assert [(e.id, e.label, e.source, e.by) for e in got.events] == [
         ("a", "weather", "human", "label-studio:ana@example.com")
     ]
     assert got.unchanged == 1 and got.unannotated == 1
     assert got.events[0].at == "2026-12-07T10:00:00Z"
+    # an older export imported late does not undo a decision made after its annotation
+    later = {"a": ("food", "2026-12-07T11:00:00+00:00"), "b": ("weather", "2026-12-01T00:00:00+00:00")}
+    again = queue.import_label_studio(
+        "toy", _annotate(tasks, {0: "weather", 1: "food"}), "x.json", ["weather", "food"], known, later
+    )
+    assert got.stale == 0 and again.stale == 1 and [(e.id, e.label) for e in again.events] == [("b", "food")]
 
 
 @pytest.mark.parametrize(
@@ -312,6 +323,7 @@ def test_label_studio_tasks_carry_the_teachers_guess_and_come_back_as_human_labe
             r"task 3 .*label 'sport' is not one of weather, food",
         ),
         (lambda ts: ts[0].pop("data"), r"task 1: has no data.fleet_id"),
+        (lambda ts: ts[0]["data"].update(fleet_id=["a", "b"]), r"task 1: has no data.fleet_id string"),
     ],
 )
 def test_a_wrong_import_is_refused_whole_naming_the_row(toy_queue, mutate, message):
@@ -458,7 +470,8 @@ def test_commands_say_clearly_what_is_missing(tmp_path, fleet_home):
     assert code == 2 and "nobody" in out and "Traceback" not in out
     (tmp_path / "u.csv").write_text("message\nhello there\n")
     code, out = _cli("ingest", "toy", str(tmp_path / "u.csv"), "--fleet", fleet_file)
-    assert code == 2 and "text" in out and "message" in out, out  # names the missing column and the ones there
+    # names the missing column and the setting; the file's own first line ("message") is never printed
+    assert code == 2 and "text" in out and "message" not in out and "not shown" in out, out
     code, out = _cli("ingest", "toy", str(tmp_path / "u.csv"), "--text-column", "message", "--fleet", fleet_file)
     assert code == 0 and "1 row(s) stored" in out
 

@@ -39,7 +39,10 @@ def trained(tmp_path, fleet_home):
     path.write_text(
         path.read_text().replace(
             "specialists:",
-            "  labeling: {teacher: {kind: embedding-zero-shot}, min_confidence: 0.5, review_size: 3}\n"
+            # one ingested file and one served request: no share cap and no audit draw here (tests/test_trust.py
+            # checks those), so what enters training does not depend on a random draw
+            "  labeling: {teacher: {kind: embedding-zero-shot}, min_confidence: 0.5, review_size: 3,\n"
+            "             max_share_per_source: 1.0, audit_share: 0}\n"
             "  drift: {min_window_rows: 20, min_estimated_score: 0.999}\n"
             "specialists:",
         )

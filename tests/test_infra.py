@@ -83,7 +83,7 @@ def test_no_secret_has_a_default_and_the_real_env_file_is_ignored():
 
 def test_env_example_covers_every_variable_of_the_compose_file():
     text = (INFRA / "docker-compose.yml").read_text()
-    used = set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+)(?::\?[^}]*)?\}", text))
+    used = set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+)(?::[?-][^}]*)?\}", text))
     declared = set(env_example())
     assert used - declared == set(), "variables of docker-compose.yml missing from .env.example"
     assert declared - used == set(), ".env.example has variables docker-compose.yml does not use"

@@ -51,7 +51,7 @@ def served(tmp_path_factory):
     port = free_port()
     log = folder / "server.log"
     proc = subprocess.Popen(
-        [FLEET_BIN, "serve-models", "--port", str(port), "--reload-interval", "1"],
+        [FLEET_BIN, "serve-models", "--port", str(port), "--reload-interval", "1", "--fleet", str(fleet_file)],
         env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
@@ -200,7 +200,7 @@ def test_bad_input_and_64_clients_against_a_server_with_a_token(served):
     port = free_port()
     env = {**served["env"], "FLEET_SERVE_TOKEN": TOKEN}
     log = served["folder"] / "server-token.log"
-    cmd = [FLEET_BIN, "serve-models", "--port", str(port), "--reload-interval", "1"]
+    cmd = [FLEET_BIN, "serve-models", "--port", str(port), "--reload-interval", "1", "--fleet", str(served["fleet"])]
     proc = subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     predict = f"{url}/v1/specialists/toy/predict"

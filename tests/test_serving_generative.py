@@ -46,7 +46,10 @@ def served(tmp_path_factory):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     port, log = free_port(), folder / "server.log"
     proc = subprocess.Popen(
-        [FLEET_BIN, "serve-models", "--port", str(port)], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
+        [FLEET_BIN, "serve-models", "--port", str(port), "--fleet", str(fleet_file)],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", 180, "fleet serve-models", proc, log)

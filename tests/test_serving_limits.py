@@ -194,3 +194,90 @@ def test_the_limits_come_from_the_settings(monkeypatch, tmp_path):
     limits = ServeLimits.of(Settings.load())
     assert (limits.max_rows, limits.timeout_s, limits.max_chars) == (7, 2.5, ServeLimits().max_chars)
     assert ServeLimits() == ServeLimits(256, 20_000, 4 * 2**20, 1024, 60.0, 60.0)  # the documented defaults
+
+
+def test_the_token_is_checked_before_the_body_is_read_and_docs_are_behind_it(tmp_path):
+    """Unauthenticated requests cost their headers only: the body is never read, so a 4 MiB body of a million
+    empty strings is refused at once (it used to be parsed and validated first); the OpenAPI pages too."""
+    seen = []
+
+    with client(tmp_path, StandIn()) as c:
+        app = c.app
+        inner = app.app  # the FastAPI app behind the gate
+
+        async def spy(scope, receive, send):
+            seen.append(scope["path"])
+            await inner(scope, receive, send)
+
+        app.app = spy
+        big = b'{"inputs": [' + b'"",' * 1_000_000 + b'""]}'
+        r = c.post("/v1/specialists/sms/predict", content=big[: 4 * 2**20 - 1024] + b'""]}')
+        assert r.status_code == 401 and seen == []  # refused before FastAPI saw (or parsed) anything
+        for path in ("/docs", "/openapi.json", "/redoc"):
+            assert c.get(path).status_code == 401
+        assert c.get("/openapi.json", headers=AUTH).status_code == 200
+
+
+def test_a_chunked_body_over_the_limit_is_413(tmp_path):
+    def chunks():
+        yield b'{"inputs": ["'
+        for _ in range(10):
+            yield b"a" * 1000
+        yield b'"]}'
+
+    with client(tmp_path, StandIn(), max_body_bytes=2048) as c:
+        r = c.post("/v1/specialists/sms/predict", content=chunks(), headers=AUTH)  # no content-length: chunked
+        assert r.status_code == 413 and r.json()["detail"]["limit"] == "max_body_bytes"
+        assert predict(c, ["still served"]).status_code == 200
+
+
+def test_named_tokens_say_which_client_sent_each_logged_row(tmp_path):
+    store = LocalStore(tmp_path / "store")
+    hub = StillHub(tmp_path / "cache")
+    hub.served["sms"] = Served("sms", "3", StandIn(), kind_of("text-classification"), False)  # type: ignore[arg-type]
+    tokens = {"alice": "a" * 20, "mallory": "m" * 20}
+    with TestClient(create_app(hub, store, reload_s=60, max_wait_ms=1, token=tokens)) as c:
+        for who, secret in tokens.items():
+            ok = predict(c, [f"hello from {who}"], headers={"Authorization": f"Bearer {secret}"})
+            assert ok.status_code == 200
+    rows = traffic.read_all(store, "traffic", "sms")
+    assert dict(zip(rows["text"], rows["client"])) == {"hello from alice": "alice", "hello from mallory": "mallory"}
+
+
+def test_a_specialist_without_a_champion_answers_503_saying_why(tmp_path, monkeypatch):
+    """The kill switch: the champion alias removed in the registry, the next refresh stops serving it."""
+    from fleet.ops.serving import hub as hub_module
+
+    class Group(StandIn):
+        def unroute(self, name: str) -> None:
+            self.unrouted = name
+
+        def sweep(self, older_than_s: float) -> None:
+            pass
+
+    hub = Hub(tmp_path / "cache2", names=["sms"])
+    group = Group()
+    hub.served["sms"] = Served("sms", "3", group, kind_of("text-classification"), False)  # type: ignore[arg-type]
+    hub.groups[("t", "b", False)] = group  # type: ignore[assignment]
+    monkeypatch.setattr(hub_module.registry, "champion_numbers", lambda: {})  # the alias is gone
+    hub.refresh()
+    assert "sms" not in hub.served and group.unrouted == "sms"
+    monkeypatch.setattr(Hub, "watch", lambda self, every_s, stop: None)
+    with TestClient(create_app(hub, None, reload_s=60, max_wait_ms=1, token=TOKEN)) as c:
+        r = predict(c, ["hi"])
+        assert r.status_code == 503 and "champion alias was removed" in r.json()["detail"]
+        assert predict(c, ["hi"], name="other").status_code == 404
+
+
+def test_liveness_stays_up_while_readiness_reports_a_stall(tmp_path):
+    group = StandIn()
+    group.gate.clear()
+    with client(tmp_path, group, stall_s=0.3, timeout_s=5) as c:
+        waiting = threading.Thread(target=predict, args=(c, ["a"]))
+        waiting.start()
+        time.sleep(0.8)
+        assert c.get("/livez").status_code == 200
+        assert c.get("/readyz").status_code == 503
+        group.gate.set()
+        waiting.join()
+        assert c.get("/readyz").status_code == 200

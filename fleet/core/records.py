@@ -21,6 +21,10 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 MODEL_RECORD = "fleet.json"
+# What the fleet writes, and nothing else: a record is read from the registry, which anyone who may register
+# a model can write, and these fields become file paths and URIs to fetch.
+DIGEST_PATTERN = r"^[0-9a-f]{24}$"
+BASE_URI_PATTERN = r"^runs:/[0-9a-f]{32}/base$"
 
 
 class RecordError(ValueError):
@@ -36,9 +40,23 @@ class ModelRecord(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     task: str = Field(..., description="The kind of specialist that reads this model.")
-    base_model: str | None = Field(None, description="The base's name (alias, path or hub id); None when merged.")
-    base_digest: str | None = Field(None, description="The base's content hash: it is stored once under it.")
-    base_uri: str | None = Field(None, description="Where MLflow keeps the base (set when the version is registered).")
+    base_model: str | None = Field(
+        None,
+        max_length=400,
+        pattern=r"^[A-Za-z0-9/._~][A-Za-z0-9._/:@+~-]*$",
+        description="The base's name (alias, path or hub id); None when merged.",
+    )
+    base_digest: str | None = Field(
+        None,
+        pattern=DIGEST_PATTERN,
+        description="The base's content hash (24 lowercase hex digits): it is stored once under it.",
+    )
+    base_uri: str | None = Field(
+        None,
+        pattern=BASE_URI_PATTERN,
+        description="Where MLflow keeps the base: the fleet's own bases run (``runs:/RUN_ID/base``), set when "
+        "the version is registered.",
+    )
     merged: bool = Field(False, description="A whole model (an export), not an adapter on a shared base.")
 
     @classmethod

@@ -120,6 +120,12 @@ class Settings(BaseSettings):
         description="deployments: the FLOW/DEPLOYMENT run once per specialist.",
     )
 
+    traffic_hash_key: SecretStr | None = Field(
+        None,
+        validation_alias=_env("FLEET_TRAFFIC_HASH_KEY"),
+        description="Key of the keyed hash each traffic row keeps of its unredacted text (for joining feedback); "
+        "unset: a key kept in the object store, readable by whoever reads the store.",
+    )
     data_roots: str | None = Field(
         None,
         validation_alias=_env("FLEET_DATA_ROOTS"),
@@ -132,6 +138,12 @@ class Settings(BaseSettings):
         None,
         validation_alias=_env("FLEET_SERVE_TOKEN"),
         description="Bearer token every request but /healthz must carry; unset: no authentication (loopback only).",
+    )
+    serve_tokens: SecretStr | None = Field(
+        None,
+        validation_alias=_env("FLEET_SERVE_TOKENS"),
+        description="Named bearer tokens, one per client: NAME=TOKEN[,NAME=TOKEN...]. The name is logged with "
+        "each request's traffic rows, so the flywheel knows which client sent a text (and caps each one's share).",
     )
     serve_max_rows: int = Field(
         256, ge=1, validation_alias=_env("FLEET_SERVE_MAX_ROWS"), description="Texts per request."
@@ -161,9 +173,46 @@ class Settings(BaseSettings):
     @field_validator("serve_token")
     @classmethod
     def _long_enough(cls, v: SecretStr | None) -> SecretStr | None:
-        if v is not None and len(v.get_secret_value().strip()) < 16:
+        """Stripped (a secret file's trailing newline is not part of the token), then at least 16 characters."""
+        if v is None:
+            return v
+        token = v.get_secret_value().strip()
+        if len(token) < 16:
             raise ValueError("must be at least 16 characters (e.g. `openssl rand -hex 24`)")
+        return SecretStr(token)
+
+    @field_validator(
+        "prefect_api_key",
+        "prefect_api_auth_string",
+        "mlflow_tracking_password",
+        "mlflow_tracking_token",
+        "traffic_hash_key",
+    )
+    @classmethod
+    def _not_empty(cls, v: SecretStr | None) -> SecretStr | None:
+        """A secret set to nothing (an empty Kubernetes Secret) is a mistake, never "no authentication"."""
+        if v is not None and not v.get_secret_value().strip():
+            raise ValueError("set but empty: give it a value, or unset the variable")
         return v
+
+    @field_validator("serve_tokens")
+    @classmethod
+    def _named_tokens(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            _parse_tokens(v.get_secret_value())
+        return v
+
+    @property
+    def traffic_key(self) -> bytes | None:
+        """``traffic_hash_key`` as bytes for ``fleet.ops.traffic`` (None: the store's own key)."""
+        return self.traffic_hash_key.get_secret_value().encode() if self.traffic_hash_key else None
+
+    def serve_clients(self) -> dict[str, str] | None:
+        """Client name -> bearer token (``FLEET_SERVE_TOKEN`` is the client ``default``); None: no tokens."""
+        named = _parse_tokens(self.serve_tokens.get_secret_value()) if self.serve_tokens else {}
+        if self.serve_token is not None:
+            named.setdefault("default", self.serve_token.get_secret_value())
+        return named or None
 
     @field_validator("home")
     @classmethod
@@ -320,6 +369,26 @@ class Settings(BaseSettings):
 
 class SettingsError(ValueError):
     pass
+
+
+_CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _parse_tokens(raw: str) -> dict[str, str]:
+    """``NAME=TOKEN[,NAME=TOKEN...]`` as a dict; names are plain words, tokens at least 16 characters and
+    distinct (the messages never repeat a token)."""
+    out: dict[str, str] = {}
+    for i, pair in enumerate(p.strip() for p in raw.split(",") if p.strip()):
+        name, sep, token = pair.partition("=")
+        name, token = name.strip(), token.strip()
+        if not sep or not _CLIENT_NAME.fullmatch(name):
+            raise ValueError(f"entry {i + 1}: expected NAME=TOKEN with NAME of letters, digits, '_', '.', '-'")
+        if len(token) < 16:
+            raise ValueError(f"{name}: its token must be at least 16 characters")
+        if name in out or token in out.values():
+            raise ValueError(f"{name}: each client needs its own name and its own token")
+        out[name] = token
+    return out
 
 
 def _is_secret(var: str) -> bool:

@@ -306,18 +306,28 @@ def _outside_roots(merged: dict, roots: Sequence[Path]) -> str | None:
     """Why a local data source may not be read (outside every data root), or None; a source inside one is
     replaced by its resolved path, so a symlink swapped later is not followed."""
     data = merged.get("data")
-    if not isinstance(data, dict):
+    if not isinstance(data, dict) or not isinstance(data.get("source"), str):
         return None
-    src = data.get("source")
-    if not isinstance(src, str) or "://" in src:
-        return None  # package://, hf://, s3:// and missing sources are checked elsewhere
-    real = Path(src).expanduser().resolve()
+    why, data["source"] = source_in_roots(data["source"], roots)
+    return why
+
+
+def source_in_roots(src: str, roots: Sequence[Path] | None) -> tuple[str | None, str]:
+    """``(why not, source)``: why a source may not be read under ``roots`` (None: it may), and the source to
+    read (a local path resolved, so a symlink swapped later is not followed). Local files and ``hf://`` names
+    that are local folders are held to the roots; ``package://``, ``s3://`` and hub names are not local."""
+    if roots is None:
+        return None, src
+    scheme = "hf://" if src.startswith("hf://") else ""
+    path = src[len(scheme) :]
+    if "://" in path or (scheme and not (path.startswith(("/", ".", "~")) or Path(path).expanduser().exists())):
+        return None, src
+    real = Path(path).expanduser().resolve()
     allowed = [Path(r).expanduser().resolve() for r in roots]
     if not any(real == r or r in real.parents for r in allowed):
         where = ", ".join(str(r) for r in allowed) or "none configured"
-        return f"{src}: outside the data roots this fleet may read (FLEET_DATA_ROOTS: {where})"
-    data["source"] = str(real)
-    return None
+        return f"{src}: outside the data roots this fleet may read (FLEET_DATA_ROOTS: {where})", src
+    return None, scheme + str(real)
 
 
 def _validate(merged: dict, models: SpecModels, default_task: str, prefix: str) -> tuple[SpecialistSpec | None, list]:

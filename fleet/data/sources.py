@@ -167,7 +167,12 @@ def select_columns(df: pd.DataFrame, columns: dict[str, str], source: str) -> pd
     """``columns`` maps our names to the source's; the result has ours and ``row``."""
     missing = [c for c in columns.values() if c not in df.columns]
     if missing:
-        have = _column_names(df.columns)
+        # the names only when the file has one of the columns asked for (a data file meant for this): a file
+        # that has none may be anything (a symlink to a system file), and its first line is never printed
+        found = len(missing) < len(set(columns.values()))
+        have = (
+            _column_names(df.columns) if found else f"{len(df.columns)} column(s), none of them asked for (not shown)"
+        )
         setting = " / ".join(f"data.{ours}_column" for ours in columns)
         raise CurationError(f"{source}: missing column(s) {', '.join(missing)}; the file has {have} (set {setting})")
     out = pd.DataFrame({ours: df[theirs].tolist() for ours, theirs in columns.items()})

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from fleet.core import leases
 from fleet.core.spec import SpecialistSpec
-from fleet.core.storage import ObjectStore, StorageError
+from fleet.core.storage import ObjectStore
 from fleet.data import versions
 from fleet.kinds import kind_of
-from fleet.labeling import audit, ledger, pool, queue, teacher
+from fleet.labeling import audit, ledger, pool, queue, teacher, trust
 from fleet.labeling.ledger import LabelingError
 from fleet.stages import registry
 
@@ -96,19 +97,32 @@ def review_queue(
     return queue.diversify(ranked, batch or spec.labeling.review_size)
 
 
-def unlabelled(st: State) -> pd.DataFrame:
-    """Pooled rows with neither a teacher label nor a human decision, oldest first."""
+def unlabelled(st: State, store: ObjectStore | None = None, spec: SpecialistSpec | None = None) -> pd.DataFrame:
+    """Pooled rows with neither a teacher label nor a human decision, oldest first; with ``store`` and ``spec``,
+    without the rows the teacher failed ``labeling.max_attempts`` times or that wait after a failure."""
     done = set(st.labels["id"]) if len(st.labels) else set()
+    if store is not None and spec is not None:
+        given_up, backing_off = trust.waiting(trust.failures(store, spec.name), spec.labeling)
+        done |= given_up | backing_off
     return st.rows[~st.rows["id"].isin(done)].sort_values("first_seen", kind="stable").reset_index(drop=True)
 
 
 def teacher_label(spec: SpecialistSpec, store: ObjectStore, progress: bool = False) -> teacher.TeacherRun:
-    """Teacher labels for up to ``labeling.max_rows_per_run`` unlabelled pooled rows."""
-    st = state(spec, store)
-    rows = unlabelled(st).head(spec.labeling.max_rows_per_run)
-    train = versions.load_split(store, spec.name, st.champion.dataset_version, "train")
-    t = teacher.build(spec, train)
-    return teacher.label(spec, store, t, rows, progress=progress)
+    """Teacher labels for up to ``labeling.max_rows_per_run`` unlabelled pooled rows, under the
+    ``label/NAME`` lease (two runs never label the same rows), within what is left of the day's budget."""
+    try:
+        with leases.held(store, f"label/{spec.name}", wait_s=0, ttl_s=600):
+            st = state(spec, store)
+            rows = unlabelled(st, store, spec).head(spec.labeling.max_rows_per_run)
+            limit = spec.labeling.max_cost_per_day
+            budget = None if limit is None else limit - trust.spent_today(store, spec.name)
+            train = versions.load_split(store, spec.name, st.champion.dataset_version, "train")
+            t = teacher.build(spec, train)
+            run = teacher.label(spec, store, t, rows, progress=progress, budget=budget)
+            run.given_up = len(trust.waiting(trust.failures(store, spec.name), spec.labeling)[0])
+            return run
+    except leases.LeaseBusy as exc:
+        raise LabelingError(f"{spec.name}: another labelling run is going on ({exc}); nothing was asked") from None
 
 
 def decide(store: ObjectStore, name: str, rid: str, text: str, label: str | None, reviewer: str) -> None:
@@ -127,29 +141,33 @@ def reviewable(st: State, store: ObjectStore, name: str) -> dict[str, str]:
 
 
 def import_review(spec: SpecialistSpec, store: ObjectStore, payload: bytes, source: str) -> queue.Imported:
-    """Apply a Label Studio export: checked whole, refused if this exact file was applied before."""
+    """Apply a Label Studio export: checked whole, refused if this exact file was applied before.
+
+    The labels are stored first (as one batch named by the file's hash), the file marked imported after: a
+    crash in between leaves the file importable again, and that import finds its batch stored and only marks it."""
     st = state(spec, store)
     current = {}
     if len(st.labels):
         humans = st.labels[st.labels["human_source"] == "human"]
-        current = dict(zip(humans["id"], humans["human"]))
+        current = {rid: (label, str(at)) for rid, label, at in zip(humans["id"], humans["human"], humans["human_at"])}
     got = queue.import_label_studio(
         spec.name, payload, source, kind_of(spec).labels(spec), reviewable(st, store, spec.name), current
     )
-    if not ledger.claim_import(store, spec.name, payload, {"source": source, "rows": len(got.events)}):
+    marker = ledger.import_marker(spec.name, payload)
+    if store.exists(marker):
         raise LabelingError(f"{source}: this file was imported before; nothing applied")
-    try:
-        ledger.record(store, spec.name, got.events)
-    except (StorageError, OSError):
-        store.delete(ledger.import_marker(spec.name, payload))  # not applied: the same file may be imported again
-        raise
+    batch = ledger.import_batch(payload)
+    if batch not in set(ledger.events(store, spec.name)["batch"]):
+        ledger.record(store, spec.name, got.events, batch=batch)
+    ledger.claim_import(store, spec.name, payload, {"source": source, "rows": len(got.events)})
     return got
 
 
 def training_rows(spec: SpecialistSpec, store: ObjectStore) -> pd.DataFrame:
     """Rows a retrain adds to the training split: human labels, and teacher labels at or above
-    ``labeling.min_confidence`` on rows no human decided. Columns: text, the target, label_source, labeled_by,
-    labeled_at."""
+    ``labeling.min_confidence`` on rows no human decided, but not those drawn for audit (they wait for a
+    human), not those of a teacher humans disagree with (``trust.suspended``), and no one source above
+    ``labeling.max_share_per_source`` of them. Columns: text, the target, label_source, labeled_by, labeled_at."""
     target = kind_of(spec).target
     cols = ["text", target, "label_source", "labeled_by", "labeled_at"]
     cur = ledger.current(ledger.events(store, spec.name))
@@ -157,7 +175,9 @@ def training_rows(spec: SpecialistSpec, store: ObjectStore) -> pd.DataFrame:
         return pd.DataFrame(columns=pd.Index(cols))
     human = cur[cur["human_source"] == "human"]
     sure = cur["teacher_confidence"].astype(float) >= spec.labeling.min_confidence
-    taught = cur[cur["human_source"].isna() & cur["teacher"].notna() & sure]
+    held = cur["audit"].fillna(False).astype(bool) | cur["teacher_by"].isin(set(trust.suspended(cur, spec.labeling)))
+    taught = cur[cur["human_source"].isna() & cur["teacher"].notna() & sure & ~held]
+    taught = trust.cap_per_source(taught, spec.labeling.max_share_per_source)
     parts = [
         pd.DataFrame(
             {"text": human["text"], target: human["human"], "label_source": "human"}
@@ -172,7 +192,9 @@ def training_rows(spec: SpecialistSpec, store: ObjectStore) -> pd.DataFrame:
 
 
 def summary(spec: SpecialistSpec, store: ObjectStore, st: State | None = None) -> dict[str, int]:
-    """Counts for ``fleet status``: pool, awaiting the teacher, review queue, human and teacher labels."""
+    """Counts for ``fleet status``: pool, awaiting the teacher (not the rows it failed and that wait or were
+    given up: those are ``teacher_given_up`` and not asked again), review queue, human and teacher labels, and
+    teachers suspended by the audit."""
     st = st or state(spec, store)
     rows, cur = st.rows, st.labels
     decided = set(cur.loc[cur["human_source"].notna(), "id"]) if len(cur) else set()
@@ -180,10 +202,13 @@ def summary(spec: SpecialistSpec, store: ObjectStore, st: State | None = None) -
     ids = set(rows["id"])
     flagged = audit.flagged_for_review(store, spec.name)
     audit_open = 0 if flagged is None else len(set(flagged["id"]) - decided)
+    given_up, backing_off = trust.waiting(trust.failures(store, spec.name), spec.labeling)
     return {
         "pool": len(ids),
-        "awaiting_teacher": len(ids - decided - taught),
+        "awaiting_teacher": len(ids - decided - taught - given_up - backing_off),
+        "teacher_given_up": len(ids & given_up - taught),
         "review_queue": len(ids - decided) + audit_open,
         "human_labels": int((cur["human_source"] == "human").sum()) if len(cur) else 0,
         "teacher_labels": len(taught),
+        "teachers_suspended": len(trust.suspended(cur, spec.labeling)) if len(cur) else 0,
     }

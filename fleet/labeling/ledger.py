@@ -19,7 +19,7 @@ import pandas as pd
 from fleet.core.storage import ObjectStore
 
 SOURCES = ("human", "teacher", "skip")
-COLUMNS = ["id", "text", "label", "source", "by", "at", "confidence", "batch"]
+COLUMNS = ["id", "text", "label", "source", "by", "at", "confidence", "batch", "origin", "audit"]
 
 
 class LabelingError(ValueError):
@@ -41,6 +41,8 @@ class LabelEvent:
     at: str = ""
     confidence: float | None = None
     batch: str = ""
+    origin: str = ""  # who sent the row's text: client:NAME (a token's name), ingest:FILE, traffic (unknown)
+    audit: bool = False  # a teacher label drawn for human review (labeling.audit_share)
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -78,11 +80,10 @@ def current(ev: pd.DataFrame) -> pd.DataFrame:
     """One row per id: its human decision (latest; a skip included) and its teacher label (latest).
 
     Columns: id, text, human (label or None), human_source (human/skip), human_by, human_at, teacher,
-    teacher_confidence, teacher_by, teacher_at."""
+    teacher_confidence, teacher_by, teacher_at, origin (who sent the text, as the teacher's event says),
+    audit (the teacher's label was drawn for review)."""
     out = pd.DataFrame(
-        columns=pd.Index(["id", "text", "human", "human_source", "human_by", "human_at"]).append(
-            pd.Index(["teacher", "teacher_confidence", "teacher_by", "teacher_at"])
-        )
+        columns=pd.Index(["id", "text", "human", "human_source", "human_by", "human_at", *TEACHER_COLUMNS])
     )
     if ev.empty:
         return out
@@ -93,10 +94,21 @@ def current(ev: pd.DataFrame) -> pd.DataFrame:
     teacher = ev[(ev["source"] == "teacher") & ev["label"].notna()].drop_duplicates("id", keep="last")
     teacher = teacher.rename(
         columns={"label": "teacher", "confidence": "teacher_confidence", "by": "teacher_by", "at": "teacher_at"}
-    )[["id", "text", "teacher", "teacher_confidence", "teacher_by", "teacher_at"]]
+    )[["id", "text", *TEACHER_COLUMNS]]
+    teacher = teacher.assign(
+        origin=teacher["origin"].fillna("").astype(str), audit=teacher["audit"].fillna(False).astype(bool)
+    )
     merged = people.merge(teacher, on="id", how="outer", suffixes=("", "_t"))
     merged["text"] = merged["text"].fillna(merged.pop("text_t"))
     return merged.reset_index(drop=True)
+
+
+TEACHER_COLUMNS = ["teacher", "teacher_confidence", "teacher_by", "teacher_at", "origin", "audit"]
+
+
+def import_batch(payload: bytes) -> str:
+    """The batch name of an imported file's labels: its content hash."""
+    return "import-" + hashlib.sha256(payload).hexdigest()[:24]
 
 
 def import_marker(name: str, payload: bytes) -> str:

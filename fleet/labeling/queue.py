@@ -6,7 +6,8 @@ A row's priority adds up what makes a human label worth having:
 - teacher/specialist disagreement: the teacher's confidence when the two answer differently, weighted by how
   much more often the teacher than the specialist was right on the rows humans labelled (``teacher_weight``,
   the lower end of its interval): a teacher not shown to be better than the specialist adds nothing;
-- for rows already in the training data that ``fleet audit`` flagged: one minus cleanlab's label quality.
+- for rows already in the training data that ``fleet audit`` flagged: one minus cleanlab's label quality;
+- teacher labels drawn for audit (``labeling.audit_share``) come first, whatever else they score.
 
 Rows a human already decided (labelled or skipped) leave the queue. ``diversify`` then picks the batch a
 human sees first for variety among the most useful rows (TF-IDF k-means). ``export_label_studio`` writes the top
@@ -26,6 +27,7 @@ import pandas as pd
 
 from fleet.labeling.ledger import LabelEvent, LabelingError
 
+AUDIT_PRIORITY = 2.0  # above any uncertainty + disagreement (each at most 1)
 QUEUE_COLUMNS = ["id", "text", "priority", "specialist", "specialist_confidence", "teacher", "teacher_confidence"]
 
 
@@ -76,6 +78,10 @@ def rank(pool: pd.DataFrame, answers: pd.DataFrame, labels: pd.DataFrame, flagge
     q["disagreement"] = np.where(differs, weight * q["teacher_confidence"].fillna(0.5).astype(float), 0.0)
     q["priority"] = q["uncertainty"] + q["disagreement"]
     q["reason"] = [_reason(r) for r in q.itertuples()]
+    audited = q["id"].isin(set(labels.loc[labels["audit"].fillna(False).astype(bool), "id"])) if len(labels) else None
+    if audited is not None and audited.any():  # the teacher's random audit sample comes first (trust module)
+        q.loc[audited, "priority"] += AUDIT_PRIORITY
+        q.loc[audited, "reason"] = [f"teacher audit: is {t!r} right?" for t in q.loc[audited, "teacher"]]
     if flagged is not None and len(flagged):
         audit = pd.DataFrame(
             {
@@ -179,6 +185,7 @@ class Imported:
     events: list[LabelEvent]
     unannotated: int
     unchanged: int
+    stale: int = 0  # answers older than the row's current human decision: not applied over it
 
 
 def _answer(task: dict, where: str, labels: list[str]) -> tuple[str, str, str] | None:
@@ -201,38 +208,65 @@ def _answer(task: dict, where: str, labels: list[str]) -> tuple[str, str, str] |
         raise LabelingError(f"{where}: the answer is empty")
     who = note.get("completed_by")
     who = who.get("email") or who.get("id") if isinstance(who, dict) else who
-    return label, f"label-studio:{who if who is not None else 'unknown'}", str(note.get("created_at") or "")
+    return (
+        label,
+        f"label-studio:{who if who is not None else 'unknown'}",
+        str(note.get("updated_at") or note.get("created_at") or ""),
+    )
+
+
+def _older(answered_at: str, decided_at: str) -> bool:
+    """The annotation is not shown to be newer than the decision already recorded (no time: not shown)."""
+    try:
+        return _utc(answered_at) <= _utc(decided_at)
+    except (ValueError, TypeError):
+        return True
+
+
+def _utc(when: str) -> pd.Timestamp:
+    t = pd.Timestamp(when)
+    if pd.isna(t):
+        raise ValueError("no time")
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
 
 
 def import_label_studio(
-    name: str, payload: bytes, source: str, labels: list[str], known: dict[str, str], current: dict[str, str]
+    name: str,
+    payload: bytes,
+    source: str,
+    labels: list[str],
+    known: dict[str, str],
+    current: dict[str, tuple[str, str]],
 ) -> Imported:
     """Label Studio's JSON export, checked whole before anything is applied.
 
     ``known``: the ids a human may label (queue, pool, audited rows) -> their text; ``current``: id -> its
-    current human label (an identical label is not applied again)."""
+    current human (label, time): an identical label is not applied again, and an answer not newer than the
+    current decision is stale (an older export imported late does not undo a later decision)."""
     try:
         tasks = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise LabelingError(f"{source}: not a JSON file ({exc})") from None
     if not isinstance(tasks, list):
         raise LabelingError(f"{source}: expected Label Studio's JSON export (a list of tasks)")
-    out, skipped, unchanged = [], 0, 0
+    out, skipped, unchanged, stale = [], 0, 0, 0
     for i, task in enumerate(tasks, start=1):
         data = task.get("data") if isinstance(task, dict) else None
         rid = data.get("fleet_id") if isinstance(data, dict) else None
-        where = f"{source}: task {i}" + (f" (fleet_id {rid})" if rid else "")
-        if not isinstance(data, dict) or not rid:
-            raise LabelingError(f"{where}: has no data.fleet_id (not a task `fleet review --export` wrote)")
+        where = f"{source}: task {i}" + (f" (fleet_id {rid})" if isinstance(rid, str) and rid else "")
+        if not isinstance(data, dict) or not isinstance(rid, str) or not rid:
+            raise LabelingError(f"{where}: has no data.fleet_id string (not a task `fleet review --export` wrote)")
         if data.get("specialist") != name:
             raise LabelingError(f"{where}: belongs to specialist {data.get('specialist')!r}, not {name}")
         if rid not in known:
             raise LabelingError(f"{where}: unknown id (not in {name}'s pool or audit)")
-        got = _answer(task, where, labels)
+        got, now = _answer(task, where, labels), current.get(rid)
         if got is None:
             skipped += 1
-        elif current.get(rid) == got[0]:
+        elif now is not None and now[0] == got[0]:
             unchanged += 1
+        elif now is not None and _older(got[2], now[1]):
+            stale += 1
         else:
             out.append(LabelEvent(rid, known[rid], got[0], "human", got[1], at=got[2]))
-    return Imported(out, skipped, unchanged)
+    return Imported(out, skipped, unchanged, stale)

@@ -10,7 +10,11 @@
   the rows, and its top probability is the confidence where it gives one.
 
 An answer outside the label set, an unreachable or failing endpoint (after its retries): the row stays
-unlabelled and is counted. Labels are stored batch by batch through the ledger, each batch whole.
+unlabelled, is counted and recorded as a failure (asked again after a doubling wait, given up after
+``labeling.max_attempts``: ``fleet.labeling.trust``). Labels are stored batch by batch through the ledger, each
+batch whole, with the row's source and, for a random ``labeling.audit_share``, a mark sending it to review.
+The text goes into the prompt as a JSON string; only an exact label counts, and a confidence is clamped to
+[0, 1].
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ import math
 import os
 import threading
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
 import pandas as pd
@@ -29,8 +35,8 @@ from fleet.core.sections import BaselineSpec
 from fleet.core.spec import SpecialistSpec
 from fleet.core.storage import ObjectStore, put_json
 from fleet.kinds import kind_of
-from fleet.kinds.classification.baselines import label_of
-from fleet.labeling import ledger
+from fleet.kinds.classification.baselines import classify_prompt, label_of
+from fleet.labeling import ledger, trust
 
 
 @dataclass
@@ -50,6 +56,9 @@ class TeacherRun:
     unknown_label: int = 0
     failed: int = 0
     confident: int = 0  # labels at or above labeling.min_confidence
+    audited: int = 0  # labels drawn for human review (labeling.audit_share)
+    given_up: int = 0  # rows not asked again: failed labeling.max_attempts times
+    stopped: str = ""  # why the run stopped before its rows were done (the daily budget)
     tokens_in: int = 0
     tokens_out: int = 0
     cost: float = 0.0  # what the endpoint bills at the configured prices
@@ -58,6 +67,15 @@ class TeacherRun:
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+def probability(value: float, log: bool = True) -> float | None:
+    """A confidence in [0, 1] from what an endpoint reported (a log-probability when ``log``): an endpoint's
+    numbers are not trusted to be one (a positive log-probability, NaN, infinity)."""
+    if not math.isfinite(value):
+        return None
+    p = math.exp(min(value, 0.0)) if log else value
+    return min(max(p, 0.0), 1.0)
 
 
 class Teacher(Protocol):
@@ -72,7 +90,7 @@ def _prompt(spec: SpecialistSpec, tspec: BaselineSpec, text: str) -> list[dict]:
     labels = kind_of(spec).labels(spec)
     if labels:
         descriptions = "\n".join(f"- {lab}: {spec.labels[lab]}" for lab in labels)
-        content = tspec.prompt.format(labels=", ".join(labels), descriptions=descriptions, text=text)
+        content = classify_prompt(tspec.prompt, labels, descriptions, text)
         return [{"role": "user", "content": content}]
     from fleet.kinds.generation.spec import generation_of
 
@@ -126,7 +144,7 @@ class ChatTeacher:
         lp = getattr(choice, "logprobs", None)
         tokens = getattr(lp, "content", None) if lp is not None else None
         if tokens:
-            return content, math.exp(sum(float(t.logprob) for t in tokens))
+            return content, probability(sum(float(t.logprob) for t in tokens))
         return content, None
 
     def _parse(self, content: str) -> str | None:
@@ -183,7 +201,7 @@ class BaselineTeacher:
             if self.labels and pred not in self.labels:
                 answers.append(Answer(None, problem=f"unknown-label: {pred!r}"))
             else:
-                answers.append(Answer(pred, max(p) if p else None))
+                answers.append(Answer(pred, probability(max(p), log=False) if p else None))
         return answers
 
     def cost(self) -> float:
@@ -213,32 +231,57 @@ def label(
     rows: pd.DataFrame,
     batch_size: int = 32,
     progress: bool = False,
+    budget: float | None = None,
 ) -> TeacherRun:
-    """Teacher-label ``rows`` (``id``, ``text``); each batch's labels are stored whole. Returns the run's account."""
+    """Teacher-label ``rows`` (``id``, ``text``, ``origin``); each batch's labels, and the rows it failed, are
+    stored whole. ``budget``: what this run may cost at most (checked after each batch; None: no limit).
+    A random ``labeling.audit_share`` of the labels is marked for human review. Returns the run's account."""
     from tqdm.auto import tqdm
 
     run = TeacherRun(teacher=teacher.name)
     start = time.perf_counter()
+    origins = rows["origin"] if "origin" in rows else pd.Series([""] * len(rows), index=rows.index)
     bar = tqdm(total=len(rows), desc=f"{spec.name}: teacher labels", unit="row", disable=not progress)
     for lo in range(0, len(rows), batch_size):
+        if budget is not None and teacher.cost() >= budget:
+            run.stopped = f"daily budget reached (labeling.max_cost_per_day {spec.labeling.max_cost_per_day:g})"
+            break
         part = rows.iloc[lo : lo + batch_size]
         answers = teacher.answer(part["text"].tolist())
-        events = []
-        for rid, text, a in zip(part["id"], part["text"], answers):
+        events, failed = [], {}
+        for rid, text, origin, a in zip(part["id"], part["text"], origins.iloc[lo : lo + batch_size], answers):
             run.asked += 1
             if a.label is None:
                 run.unknown_label += (a.problem or "").startswith("unknown-label")
                 run.failed += (a.problem or "").startswith("failed")
+                failed[rid] = a.problem or "no label"
                 if len(run.problems) < 5:
                     run.problems.append(a.problem or "")
                 continue
             run.labelled += 1
             run.confident += a.confidence is not None and a.confidence >= spec.labeling.min_confidence
-            events.append(ledger.LabelEvent(rid, text, a.label, "teacher", teacher.name, confidence=a.confidence))
+            audit = trust.draw_audit(spec.labeling.audit_share)
+            run.audited += audit
+            events.append(
+                ledger.LabelEvent(
+                    rid,
+                    text,
+                    a.label,
+                    "teacher",
+                    teacher.name,
+                    confidence=a.confidence,
+                    origin=str(origin),
+                    audit=audit,
+                )
+            )
         ledger.record(store, spec.name, events)
+        trust.record_failures(store, spec.name, failed)
         bar.update(len(part))
     bar.close()
     run.tokens_in, run.tokens_out = teacher.tokens_in, teacher.tokens_out
     run.cost, run.seconds = teacher.cost(), time.perf_counter() - start
-    put_json(store, f"labeling/{spec.name}/runs/{time.strftime('%Y%m%dT%H%M%S')}.json", run.as_dict())
+    now = datetime.now(UTC)
+    put_json(
+        store, f"{trust.runs_prefix(spec.name)}/{now:%Y%m%d}/{now:%H%M%S}-{uuid.uuid4().hex[:8]}.json", run.as_dict()
+    )
     return run

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -19,11 +20,12 @@ from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
-from fleet.core.records import ModelRecord
+from fleet.core.records import BASE_URI_PATTERN, DIGEST_PATTERN, ModelRecord
 from fleet.core.storage import ObjectStore, StorageError, put_json
 from fleet.models.base_models import TrainingError, bases_home, resolve_base_model
 
 _LOCK = threading.Lock()
+BASES_EXPERIMENT = "fleet-bases"  # where the registry logs each base once (fleet.stages.registered_bases)
 
 
 @lru_cache(maxsize=16)
@@ -85,7 +87,7 @@ def digest(base_model: str) -> str:
 
 
 def prefix(base_digest: str) -> str:
-    return f"bases/{base_digest}"
+    return f"bases/{check_digest(base_digest)}"
 
 
 def store_once(store: ObjectStore, base_model: str) -> str:
@@ -98,21 +100,59 @@ def store_once(store: ObjectStore, base_model: str) -> str:
     return d
 
 
+def check_digest(base_digest: str) -> str:
+    """``base_digest`` if it is exactly what :func:`folder_digest` writes (24 lowercase hex digits): a digest
+    read from a registry record becomes a folder name, so nothing else may pass (``../``, ``/``...)."""
+    if not isinstance(base_digest, str) or not re.fullmatch(DIGEST_PATTERN, base_digest):
+        raise StorageError(f"base digest {str(base_digest)[:40]!r}: not a fleet content hash (24 hex digits); refused")
+    return base_digest
+
+
 def cache_folder(base_digest: str) -> Path:
-    return bases_home() / "by-digest" / base_digest
+    root = (bases_home() / "by-digest").resolve()
+    folder = root / check_digest(base_digest)
+    if folder.resolve().parent != root:  # a link planted in the cache: never followed out of it
+        raise StorageError(f"{folder}: leads outside {root}; refused")
+    return folder
 
 
-def _fill(dest: Path, fetch: Callable[[Path], object]) -> None:
+def _fill(dest: Path, fetch: Callable[[Path], object], base_digest: str, origin: str) -> None:
+    """Fetch into a temporary folder beside ``dest``, hash it, and rename it into place only when it hashes to
+    ``base_digest``: files altered where they were kept are refused, and nothing half-fetched is left."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".fetch-", dir=dest.parent))
     try:
         fetch(tmp)
+        got = folder_digest(tmp)
+        if got != base_digest:
+            raise StorageError(
+                f"base {base_digest} fetched from {origin} hashes to {got}: its files were changed after it was "
+                "stored; refused (nothing was cached)"
+            )
         os.replace(tmp, dest)
     except OSError:
         if not dest.is_dir():
             raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fleet_bases_run(uri: str, base_digest: str) -> None:
+    """``uri`` must be the fleet's own run for this base (``runs:/RUN_ID/base`` in the ``fleet-bases``
+    experiment, tagged with the digest): a record may not send the fetch to any other artifact."""
+    import mlflow
+
+    match = re.fullmatch(BASE_URI_PATTERN, uri or "")
+    if match is None:
+        raise StorageError(f"base_uri {str(uri)[:80]!r}: not a fleet bases run (runs:/RUN_ID/base); refused")
+    client = mlflow.MlflowClient()
+    try:
+        run = client.get_run(uri.split("/")[1])
+        experiment = client.get_experiment(run.info.experiment_id).name
+    except Exception as exc:  # MlflowException for an unknown run, or the server's own errors
+        raise StorageError(f"base_uri {uri}: cannot read its run ({str(exc).splitlines()[0][:120]})") from None
+    if experiment != BASES_EXPERIMENT or run.data.tags.get("base_digest") != base_digest:
+        raise StorageError(f"base_uri {uri}: not the fleet's bases run of {base_digest}; refused")
 
 
 def locate(base_model: str, base_digest: str, store: ObjectStore | None = None, fallback: str | None = None) -> str:
@@ -124,15 +164,19 @@ def locate(base_model: str, base_digest: str, store: ObjectStore | None = None, 
     except TrainingError:
         pass
     cached = cache_folder(base_digest)
+    if cached.is_dir() and folder_digest(cached) != base_digest:
+        raise StorageError(f"{cached}: its files no longer hash to {base_digest}; delete the folder to fetch it again")
     if not cached.is_dir() and store is not None and store.exists(f"{prefix(base_digest)}/manifest.json"):
-        _fill(cached, lambda tmp: store.download_dir(f"{prefix(base_digest)}/files", tmp))
+        _fill(cached, lambda tmp: store.download_dir(f"{prefix(base_digest)}/files", tmp), base_digest, store.url)
     if not cached.is_dir() and fallback:
         import mlflow
+
+        _fleet_bases_run(fallback, base_digest)
 
         def from_mlflow(tmp: Path) -> None:
             shutil.copytree(mlflow.artifacts.download_artifacts(fallback), tmp, dirs_exist_ok=True)
 
-        _fill(cached, from_mlflow)
+        _fill(cached, from_mlflow, base_digest, fallback)
     if not cached.is_dir():
         raise StorageError(
             f"base model {base_model!r} ({base_digest}): not installed here, not in "
@@ -152,7 +196,9 @@ def gguf_file(folder: str | Path, base_digest: str, quant: str = "f16") -> Path:
     (digest, quantization) under ``$FLEET_HOME/bases/gguf/``."""
     from fleet.models.gguf_export import write_base
 
-    dest = bases_home() / "gguf" / f"{base_digest}-{quant}.gguf"
+    if quant not in ("f16", "q8_0", "q4_k_m"):
+        raise StorageError(f"GGUF quantization {quant[:20]!r}: one of f16, q8_0, q4_k_m")
+    dest = bases_home() / "gguf" / f"{check_digest(base_digest)}-{quant}.gguf"
     with _LOCK:
         if not dest.is_file():
             write_base(folder, dest, base_digest, quant)

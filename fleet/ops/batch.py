@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -12,6 +13,7 @@ import pandas as pd
 
 from fleet.core.records import ModelRecord
 from fleet.core.sections import DataSpec
+from fleet.core.spec import source_in_roots
 from fleet.core.storage import ObjectStore, S3Store
 from fleet.data.sources import CurationError, load_raw
 from fleet.kinds import kind_of
@@ -19,8 +21,12 @@ from fleet.ops import traffic
 from fleet.stages import registry
 
 
-def read_texts(source: str, text_column: str = "text") -> list[str]:
-    """Texts from a local file, ``s3://BUCKET/KEY``, or every file under ``s3://BUCKET/PREFIX/``."""
+def read_texts(source: str, text_column: str = "text", roots: Sequence[Path] | None = None) -> list[str]:
+    """Texts from a local file, ``s3://BUCKET/KEY``, or every file under ``s3://BUCKET/PREFIX/``; ``roots``
+    (``FLEET_DATA_ROOTS``): the folders a local file must lie in (None: any)."""
+    why, source = source_in_roots(source, roots)
+    if why is not None:
+        raise CurationError(why)
     sources = [source]
     if source.startswith("s3://") and source.endswith("/"):
         parsed = urlparse(source)
@@ -35,8 +41,9 @@ def read_texts(source: str, text_column: str = "text") -> list[str]:
     return texts
 
 
-def score(name: str, texts: list[str], store: ObjectStore) -> pd.DataFrame:
-    """The champion's answers to ``texts`` (one row each, with the version that answered)."""
+def score(name: str, texts: list[str], store: ObjectStore, key: bytes | None = None) -> pd.DataFrame:
+    """The champion's answers to ``texts`` (one row each, with the version that answered); ``key``: the traffic
+    log's hashing key (None: the store's own)."""
     v = registry.champion_version(name)
     if v is None:
         raise registry.RegistryError(
@@ -50,7 +57,8 @@ def score(name: str, texts: list[str], store: ObjectStore) -> pd.DataFrame:
     out = kind.to_frame(outputs)
     out.insert(0, "text", texts)
     out["model_version"] = version
-    traffic.log_predictions(store, name, kind.traffic_rows(texts, outputs), version)
+    rows = [r | {"client": "batch"} for r in kind.traffic_rows(texts, outputs)]
+    traffic.log_predictions(store, name, rows, version, key=key)
     return out
 
 

@@ -11,6 +11,8 @@ Both are checked on sample inputs against the adapter as the fleet runs it (pari
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -119,8 +121,9 @@ def gguf(model_dir: str | Path, dest: str | Path, samples: list[str], name: str,
     if record.task != GENERATION or record.merged:
         raise ExportError(f"{name}: a {record.task} {'export' if record.merged else 'version'} has no GGUF form")
     meta = GeneratorRecord.read(model_dir)
+    safe_name(name, "specialist name")
     folder, digest = base_store.locate_for(meta), meta.base_ref()[1]
-    base_file = f"{meta.base_model or 'base'}-{digest[:12]}-{quant}.gguf".replace("/", "_")
+    base_file = safe_name(f"{Path(meta.base_model or 'base').name}-{digest[:12]}-{quant}.gguf", "base file name")
 
     def write(tmp: Path) -> None:
         shutil.copyfile(base_store.gguf_file(folder, digest, quant), tmp / base_file)
@@ -148,16 +151,28 @@ def gguf(model_dir: str | Path, dest: str | Path, samples: list[str], name: str,
     )
 
 
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+def safe_name(value: str, what: str) -> str:
+    """``value`` if it is a plain file name (letters, digits, ``.``, ``_``, ``-``): names that reach a script
+    come from the registry, so anything else is refused rather than escaped."""
+    if not SAFE_NAME.fullmatch(value) or ".." in value:
+        raise ExportError(f"{what} {value[:60]!r}: only letters, digits, '.', '_' and '-' may go into the export")
+    return value
+
+
 def server_command(base_file: str, adapter_file: str, max_new_tokens: int) -> str:
     """A shell script starting llama.cpp's server on the export: loopback only, an API key required, the
     adapter applied, answers as long as the fleet lets them be. The system prompt is the client's to send
-    (``system-prompt.txt``)."""
+    (``system-prompt.txt``). Every value written into it is checked (:func:`safe_name`) and quoted."""
+    base, adapter = shlex.quote(safe_name(base_file, "base file")), shlex.quote(safe_name(adapter_file, "adapter"))
     return (
         "#!/bin/sh\n"
         "# llama.cpp's OpenAI-compatible server on this export (https://github.com/ggml-org/llama.cpp).\n"
         "# Set LLAMA_API_KEY; send system-prompt.txt as the system message of every chat request.\n"
         'cd "$(dirname "$0")"\n'
-        f'exec llama-server -m {base_file} --lora {adapter_file} --host "${{HOST:-127.0.0.1}}" '
-        f'--port "${{PORT:-8080}}" --api-key "${{LLAMA_API_KEY:?set LLAMA_API_KEY}}" -n {max_new_tokens} '
+        f'exec llama-server -m {base} --lora {adapter} --host "${{HOST:-127.0.0.1}}" '
+        f'--port "${{PORT:-8080}}" --api-key "${{LLAMA_API_KEY:?set LLAMA_API_KEY}}" -n {int(max_new_tokens)} '
         '--parallel 4 "$@"\n'
     )

@@ -136,6 +136,7 @@ def simulate(
     seed: int = 0,
     other: SpecialistSpec | None = None,
     when: datetime | None = None,
+    key: bytes | None = None,
 ) -> str | None:
     """Write a traffic window answered by the champion: held-out data (none), a changed answer mix (prior),
     or another specialist's data (domain). Returns the part file's key."""
@@ -150,7 +151,8 @@ def simulate(
     with tempfile.TemporaryDirectory(prefix="fleet-sim-") as tmp:
         predictor = kind.load(registry.download_model_dir(spec.name, str(champ.version), tmp), "champion", spec)
         answers = kind.traffic_rows(texts, predictor.predict(texts))
-    return traffic.log_predictions(store, spec.name, answers, str(champ.version), when)
+    answers = [r | {"client": "cli:simulate"} for r in answers]
+    return traffic.log_predictions(store, spec.name, answers, str(champ.version), when, key=key)
 
 
 def claim_retrain(

@@ -3,13 +3,19 @@
 Layout: ``traffic/NAME/date=YYYY-MM-DD/part-<time>-<uuid>.jsonl`` and the same under
 ``feedback/``. Object stores cannot append, so each batch is its own part file; a
 window is read back by listing the date partitions it spans. Texts are stored
-redacted (the curation PII rules) with a SHA-256 of the original for joining.
+redacted (the curation PII rules) with a keyed hash (HMAC-SHA-256) of the original for joining feedback to
+answers: unsalted, a redacted phone number could be found again by hashing every number. The key is
+``FLEET_TRAFFIC_HASH_KEY`` where set (then whoever reads the logs without it cannot test guesses), else one
+random key made once per store (``keys/traffic-hmac``), which stops precomputed tables but not a reader
+of that key: set the setting in production.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -22,8 +28,20 @@ from fleet.data.sources import json_objects
 KINDS = ("traffic", "feedback")
 
 
-def text_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+KEY_OBJECT = "keys/traffic-hmac"
+_KEYS: dict[str, bytes] = {}
+
+
+def store_key(store: ObjectStore) -> bytes:
+    """The store's own hashing key: made once (a conditional create, so every process gets the same one)."""
+    if store.url not in _KEYS:
+        store.create_if_absent(KEY_OBJECT, secrets.token_hex(32).encode())
+        _KEYS[store.url] = store.get_bytes(KEY_OBJECT)
+    return _KEYS[store.url]
+
+
+def text_hash(text: str, key: bytes) -> str:
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
 
 
 def _part_key(kind: str, name: str, when: datetime) -> str:
@@ -37,34 +55,43 @@ def append(
     rows: list[dict],
     when: datetime | None = None,
     redactor: PiiRedactor | None = None,
+    key: bytes | None = None,
 ) -> str | None:
-    """Write one part file of records; each needs ``text``. Returns its key (None for no rows)."""
+    """Write one part file of records; each needs ``text``. Returns its key (None for no rows). ``key``: the
+    hashing key (``Settings.traffic_key``); None: the store's own."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
     if not rows:
         return None
     when = when or datetime.now(UTC)
     redactor = redactor or PiiRedactor()
+    secret = key or store_key(store)
     lines = []
     for r in rows:
         rec = {
             **r,
-            "text_hash": text_hash(r["text"]),
+            "text_hash": text_hash(r["text"], secret),
             "text": redactor.redact(r["text"]).text,
             "time": r.get("time") or when.isoformat(),
         }
         lines.append(json.dumps(rec, ensure_ascii=False, sort_keys=True))
-    key = _part_key(kind, name, when)
-    store.put_bytes(key, ("\n".join(lines) + "\n").encode())
-    return key
+    part = _part_key(kind, name, when)
+    store.put_bytes(part, ("\n".join(lines) + "\n").encode())
+    return part
 
 
 def log_predictions(
-    store: ObjectStore, name: str, rows: list[dict], model_version: str, when: datetime | None = None
+    store: ObjectStore,
+    name: str,
+    rows: list[dict],
+    model_version: str,
+    when: datetime | None = None,
+    key: bytes | None = None,
 ) -> str | None:
     """Log answered requests: each row has ``text`` and the kind's answer fields (a classifier's
-    ``label`` and ``score``)."""
-    return append(store, "traffic", name, [{**r, "model_version": str(model_version)} for r in rows], when)
+    ``label`` and ``score``), and the ``client`` that asked where known."""
+    rows = [{**r, "model_version": str(model_version)} for r in rows]
+    return append(store, "traffic", name, rows, when, key=key)
 
 
 def read_window(

@@ -13,8 +13,9 @@ from pathlib import Path
 import mlflow
 
 from fleet.models.base_models import resolve_base_model
+from fleet.models.base_store import BASES_EXPERIMENT
 
-EXPERIMENT = "fleet-bases"
+EXPERIMENT = BASES_EXPERIMENT
 _LOCK = threading.Lock()
 
 

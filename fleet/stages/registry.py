@@ -235,8 +235,13 @@ def register(
         tracking.log_run(spec, dataset, model, report, record, tags, {**how.files, **figures})
         version = _log_model(spec, model, how)
     _describe(spec, version, model_card(spec, dataset, report, tags, model), tags)
-    alias = CHAMPION if report.decision.promote and changed is None else CHALLENGER
     fence()  # the lease may have been lost while the model was logged: then no alias moves
+    if report.decision.promote and changed is None:  # checked again after the fence: a move made meanwhile
+        changed = _champion_changed(spec.name, report)  # (a rollback) is never overwritten
+        if changed is not None:
+            for k, v in {"gate.recheck": "champion-changed", "gate.recheck.reason": changed}.items():
+                client().set_model_version_tag(spec.name, version, k, v)
+    alias = CHAMPION if report.decision.promote and changed is None else CHALLENGER
     if alias == CHAMPION:  # the alias moves last, so a failure above leaves the champion where it was
         move_champion(spec.name, version, f"gate: {report.decision.verdict}")
     else:
@@ -263,12 +268,21 @@ def history(name: str) -> list[dict]:
         return []
 
 
-def move_champion(name: str, version: str, reason: str) -> None:
-    """Point ``champion`` at ``version`` and append the move to the model's champion history."""
+def move_champion(name: str, version: str, reason: str, rolled_back_from: str | None = None) -> None:
+    """Point ``champion`` at ``version`` and append the move to the model's champion history. Callers hold
+    the specialist's register lease (:func:`champion_lease`): the history is read, changed and written back."""
     past = history(name)
-    past.append({"version": str(version), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "reason": reason})
+    entry = {"version": str(version), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "reason": reason}
+    if rolled_back_from is not None:
+        entry["rolled_back_from"] = rolled_back_from
+    past.append(entry)
     client().set_registered_model_tag(name, HISTORY_TAG, json.dumps(past[-50:]))
     client().set_registered_model_alias(name, CHAMPION, str(version))
+
+
+def champion_lease(store: ObjectStore, name: str, wait_s: float = 900):
+    """The specialist's register lease: every move of its ``champion`` alias happens under it."""
+    return leases.held(store, f"register/{name}", wait_s=wait_s, ttl_s=300)
 
 
 def sweep_incomplete(name: str) -> list[str]:
@@ -302,7 +316,7 @@ def register_once(
     """:func:`register`, at most once per training key: check and register under the specialist's lease
     (another run may have registered this key meanwhile: its version is returned, ``created`` false)."""
     try:
-        with leases.held(store, f"register/{spec.name}", wait_s=900, ttl_s=300) as lease:
+        with champion_lease(store, spec.name) as lease:
             lease.check()  # fencing: before each side effect, this run must still hold the lease
             sweep_incomplete(spec.name)
             existing = find_version(spec.name, model.training_key)

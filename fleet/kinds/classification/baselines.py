@@ -21,15 +21,28 @@ from fleet.kinds.classification.predict import dir_size
 from fleet.models import base_models, base_store, cache
 from fleet.models.openai_client import BaselineError, ChatClient
 
+_TRIM = " \t\r\n.,;:!?\"'`*()[]{}<>"
+
 
 def label_of(labels: list[str], answer: str) -> int | None:
-    """The label a chat model's free-text answer names (exactly, or as the one label it contains), or None."""
-    a = answer.strip().lower().strip(" .\"'`")
+    """The label a chat model's answer is, exactly (case and surrounding punctuation aside), or None.
+
+    Only an exact answer counts: a label found inside a longer answer is not read as that label ("Not spam."
+    is not ``spam``), so an answer that says more than the label is an unknown label, never a wrong one."""
+    a = answer.strip(_TRIM).lower()
     for i, lab in enumerate(labels):
-        if a == lab.lower():
+        if a == lab.strip(_TRIM).lower():
             return i
-    hits = [i for i, lab in enumerate(labels) if lab.lower() in a]
-    return hits[0] if len(hits) == 1 else None
+    return None
+
+
+def classify_prompt(template: str, labels: list[str], descriptions: str, text: str) -> str:
+    """The prompt asking a chat model to classify ``text``: the text goes in as a JSON string (quoted, so
+    what it says cannot pass for the prompt's own words; the default template says it is data, not
+    instructions)."""
+    return template.format(
+        labels=", ".join(labels), descriptions=descriptions, text=json.dumps(text, ensure_ascii=False)
+    )
 
 
 def _outputs(labels: list[str], probs: np.ndarray) -> Outputs:
@@ -124,7 +137,7 @@ class OpenAIChatBaseline:
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         out = np.full((len(texts), len(self.labels)), 1.0 / len(self.labels))  # unparseable answer: no information
         for row, text in enumerate(texts):
-            prompt = self.spec.prompt.format(labels=", ".join(self.labels), descriptions=self.descriptions, text=text)
+            prompt = classify_prompt(self.spec.prompt, self.labels, self.descriptions, text)
             i = label_of(self.labels, self.client.complete([{"role": "user", "content": prompt}]))
             if i is not None:
                 out[row] = 0.0

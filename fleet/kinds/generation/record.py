@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from fleet.core.records import ModelRecord
 
@@ -11,12 +13,14 @@ class GeneratorRecord(ModelRecord):
     system: str | None
     output: str
     json_schema: dict[str, Any] | None
-    max_new_tokens: int
-    batch_size: int
-    max_length: int
-    max_prompt_tokens: int = 384  # a served prompt is cut to this (records written before it: the default)
-    engine: str | None = None  # what answers for it: llama-cpp or transformers (None, written before: llama-cpp)
-    gguf_quant: str = "f16"
+    # Read from the registry and sizing what is allocated (batch_size x token limits is llama.cpp's context):
+    # bounded to what the fleet file allows, so a record cannot make a server allocate without limit.
+    max_new_tokens: int = Field(gt=0, le=2048)
+    batch_size: int = Field(gt=0, le=256)
+    max_length: int = Field(gt=0, le=8192)
+    max_prompt_tokens: int = Field(384, gt=0, le=8192)  # a served prompt is cut to this (older records: default)
+    engine: Literal["llama-cpp", "transformers"] | None = None  # what answers (None, written before: llama-cpp)
+    gguf_quant: Literal["f16", "q8_0", "q4_k_m"] = "f16"
 
     @property
     def serving_engine(self) -> str:

@@ -3,17 +3,22 @@
 - ``POST /v1/specialists/{name}/predict`` ``{"inputs": [...]}``: the champion's answers (a classifier:
   label and score; a generative specialist: output, and json for JSON answers), and the version;
 - ``POST /v1/predict`` ``{"requests": [{"specialist": ..., "inputs": [...]}, ...]}``: many at once;
-- ``GET /healthz``: liveness (503 when a base made no progress for ``stall_s`` while work waits), and what
-  is served to a caller with the token; ``GET /metrics``: Prometheus (requests, latency histogram,
-  predictions per specialist, batch sizes, mixed batches, dropped log rows); ``GET /docs``: OpenAPI.
+- ``GET /livez``: liveness (the process answers; a long batch is no reason to restart it); ``GET /readyz``:
+  readiness (503 while nothing is served or a base made no progress for ``stall_s`` while work waits);
+  ``GET /healthz``: the same verdict as readiness, and what is served to a caller with a token;
+  ``GET /metrics``: Prometheus (requests, latency histogram, predictions per specialist, batch sizes, mixed
+  batches, dropped log rows); ``GET /docs``: OpenAPI.
 
-Who may ask: with a token set (``FLEET_SERVE_TOKEN``), every request but ``/healthz`` carries
-``Authorization: Bearer <token>`` (401 otherwise; compared in constant time). What one request may cost:
-rows, characters per text and body bytes are bounded (413 with a JSON error naming the limit), a base's
-queue is bounded (503 with ``Retry-After``), and an answer that takes longer than ``timeout_s`` is a 504
-(:class:`ServeLimits`). Every answer is logged to the specialist's traffic log (what drift monitoring
-reads), in batches, off the request's path (:class:`TrafficBuffer`). FastAPI because it gives the typed request models, validation and the OpenAPI page
-with little code, and runs on uvicorn; the model work happens in one thread per loaded base.
+Who may ask: with tokens set (``FLEET_SERVE_TOKEN``, or named ones in ``FLEET_SERVE_TOKENS``), every request
+but the three health paths carries ``Authorization: Bearer <token>``, checked on the headers before the body
+is read (401 otherwise; compared in constant time; :class:`Gate`). A specialist of the fleet without a
+champion (its alias removed: a kill switch) answers 503 saying so. What one request may cost: body bytes
+(declared or chunked), rows and characters per text are bounded (413 with a JSON error naming the limit), a
+base's queue is bounded (503 with ``Retry-After``), and an answer that takes longer than ``timeout_s`` is a
+504 (:class:`ServeLimits`). Every answer is logged to the specialist's traffic log (what drift monitoring and
+the flywheel's pool read) with the name of the token that asked, in batches, off the request's path
+(:class:`TrafficBuffer`). FastAPI because it gives the typed request models, validation and the OpenAPI
+page with little code, and runs on uvicorn; the model work happens in one thread per loaded base.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import time
 from dataclasses import dataclass, fields
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, Field
@@ -121,11 +126,18 @@ class Metrics:
 class Server:
     """The served hub with one batcher per loaded base, and the traffic log's buffer."""
 
-    def __init__(self, hub: Hub, store: ObjectStore | None, limits: ServeLimits, max_wait_ms: float = 10.0):
+    def __init__(
+        self,
+        hub: Hub,
+        store: ObjectStore | None,
+        limits: ServeLimits,
+        max_wait_ms: float = 10.0,
+        traffic_key: bytes | None = None,
+    ):
         self.hub, self.limits, self.max_wait_s = hub, limits, max_wait_ms / 1000
         self.metrics = Metrics()
         self.batchers: dict[int, Batcher] = {}
-        self.traffic = TrafficBuffer(store) if store is not None else None
+        self.traffic = TrafficBuffer(store, key=traffic_key) if store is not None else None
 
     def batcher(self, group: Any) -> Batcher:
         if id(group) not in self.batchers:
@@ -148,8 +160,11 @@ class Server:
         if longest > lim.max_chars:
             raise LimitError("max_chars", lim.max_chars, f"a text of {longest} characters; at most {lim.max_chars}")
 
-    async def answer(self, name: str, texts: list[str]) -> PredictResponse:
+    async def answer(self, name: str, texts: list[str], client: str = "anonymous") -> PredictResponse:
         served = self.hub.served.get(name)
+        if served is None and name in self.hub.withdrawn:
+            self.metrics.requests.labels(name, "withdrawn").inc()
+            raise HTTPException(503, f"{name} is not answering: {self.hub.withdrawn[name]}")
         if served is None:
             self.metrics.requests.labels(UNKNOWN, "unknown").inc()
             raise HTTPException(404, "no such specialist is served")
@@ -167,7 +182,7 @@ class Server:
         self.metrics.requests.labels(name, "ok").inc()
         self.metrics.predictions.labels(name, version).inc(len(texts))
         if self.traffic is not None:
-            self.traffic.add(name, version, served.kind.traffic_rows(texts, outputs))
+            self.traffic.add(name, version, [r | {"client": client} for r in served.kind.traffic_rows(texts, outputs)])
         answers = served.kind.to_frame(outputs).to_dict("records")
         return PredictResponse(specialist=name, version=version, answers=answers)
 
@@ -175,58 +190,103 @@ class Server:
         return [b.group.base_folder for b in self.batchers.values() if b.stalled(self.limits.stall_s)]
 
 
-class BodyLimit:
-    """ASGI middleware: a request body over ``max_bytes`` is refused with 413 before it is read whole."""
+OPEN_PATHS = ("/healthz", "/livez", "/readyz")  # answered without a token (and with no body read)
+CLIENT_KEY = "fleet.client"  # the ASGI scope's key for the name of the token a request carried
 
-    def __init__(self, app: Any, max_bytes: int):
+
+class Gate:
+    """ASGI middleware in front of the app: who may ask, and how much they may send, before any work.
+
+    The bearer token is checked on the headers alone, before a byte of the body is read or parsed, so an
+    unauthenticated request costs nothing but its headers (``/docs``, ``/openapi.json`` and ``/redoc`` are
+    behind it too). Then the body is read here, declared length or chunked, and refused with 413 as soon as
+    it passes ``max_bytes``; only a whole, bounded body reaches FastAPI. The name of the token that matched
+    (``tokens``: name -> secret; None: anyone) goes into the scope as ``fleet.client``."""
+
+    def __init__(self, app: Any, tokens: dict[str, str] | None, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
+        self.tokens = None if tokens is None else {n: t.encode() for n, t in tokens.items()}
+
+    def client(self, headers: dict[bytes, bytes]) -> str | None:
+        """The name of the token the request carries (every token compared in constant time), or None."""
+        if self.tokens is None:
+            return "anonymous"
+        scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
+        found = None
+        for name, secret in self.tokens.items():
+            if hmac.compare_digest(given.strip(), secret) and scheme.lower() == b"bearer":
+                found = name
+        return found
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._refuse(send)
-        seen = 0
-
-        async def counted() -> dict:
-            nonlocal seen
+        headers = dict(scope.get("headers") or [])
+        client = self.client(headers)
+        if client is None and scope["path"] not in OPEN_PATHS:
+            return await _refuse(
+                send, 401, {"detail": "a bearer token is required"}, [(b"www-authenticate", b"Bearer")]
+            )
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            return await self._too_large(send)
+        chunks, size, more = [], 0, True
+        while more:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise _TooLarge
-            return message
+            if message["type"] == "http.disconnect":
+                return None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                return await self._too_large(send)
+            more = message.get("more_body", False)
+        body, given = b"".join(chunks), False
 
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await self._refuse(send)
+        async def replay() -> dict:
+            nonlocal given
+            if not given:
+                given = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for the disconnect, as the server would
 
-    async def _refuse(self, send: Any) -> None:
+        await self.app({**scope, CLIENT_KEY: client}, replay, send)
+
+    async def _too_large(self, send: Any) -> None:
         body = {"detail": {"error": "request body too large", "limit": "max_body_bytes", "max": self.max_bytes}}
-        raw = json.dumps(body).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": raw})
+        await _refuse(send, 413, body)
 
 
-class _TooLarge(Exception):
-    pass
+async def _refuse(send: Any, status: int, body: dict, headers: list | None = None) -> None:
+    raw = json.dumps(body).encode()
+    head = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode()), *(headers or [])]
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    await send({"type": "http.response.body", "body": raw})
 
 
-def bearer(token: str | None):
-    """A dependency that lets a request through only with ``Authorization: Bearer <token>`` (any, if None)."""
+def _health_routes(app: FastAPI, server: Server) -> None:
+    hub = server.hub
 
-    def check(request: Request) -> None:
-        if token is not None and not authorized(request, token):
-            raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+    @app.get("/livez")
+    async def livez() -> JSONResponse:
+        """Liveness: the process answers (a long batch is no reason to restart it)."""
+        return JSONResponse({"status": "alive"})
 
-    return check
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Readiness: something is served and no base is stalled (else 503: send traffic elsewhere)."""
+        stalled = server.stalled()
+        ready = bool(hub.served) and not stalled
+        return JSONResponse({"status": "ready" if ready else "not ready"}, status_code=200 if ready else 503)
 
-
-def authorized(request: Request, token: str) -> bool:
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+    @app.get("/healthz")
+    async def healthz(request: Request) -> JSONResponse:
+        stalled = server.stalled()
+        body: dict[str, Any] = {"status": "stalled" if stalled else "ok"}
+        if request.scope.get(CLIENT_KEY) is not None:
+            served = {n: {"version": s.version, "task": s.kind.task, "int8": s.int8} for n, s in hub.served.items()}
+            body |= {"specialists": served, "bases": len(hub.groups), "switches": hub.reloads, "stalled": stalled}
+            body["withdrawn"] = dict(hub.withdrawn)
+        return JSONResponse(body, status_code=503 if stalled else 200)
 
 
 def create_app(
@@ -235,11 +295,14 @@ def create_app(
     reload_s: float = 5.0,
     max_wait_ms: float = 10.0,
     limits: ServeLimits | None = None,
-    token: str | None = None,
+    token: str | dict[str, str] | None = None,
+    traffic_key: bytes | None = None,
 ) -> Any:
-    """The FastAPI app (wrapped in the body-size limit). ``token``: None serves anyone who can connect."""
-    server = Server(hub, store, limits or ServeLimits(), max_wait_ms)
-    auth = [Depends(bearer(token))]
+    """The FastAPI app behind the :class:`Gate`. ``token``: one token, or named tokens (name -> token; the
+    name is logged with each request's traffic rows as the client that sent them); None serves anyone who
+    can connect."""
+    server = Server(hub, store, limits or ServeLimits(), max_wait_ms, traffic_key)
+    tokens = {"default": token} if isinstance(token, str) else token
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -257,30 +320,24 @@ def create_app(
         lifespan=lifespan,
     )
 
-    @app.post("/v1/specialists/{name}/predict", response_model=PredictResponse, dependencies=auth)
-    async def predict(name: str, request: PredictRequest) -> PredictResponse:
-        server.check(request.inputs)
-        return await server.answer(name, request.inputs)
+    @app.post("/v1/specialists/{name}/predict", response_model=PredictResponse)
+    async def predict(name: str, body: PredictRequest, request: Request) -> PredictResponse:
+        server.check(body.inputs)
+        return await server.answer(name, body.inputs, request.scope[CLIENT_KEY])
 
-    @app.post("/v1/predict", response_model=list[PredictResponse], dependencies=auth)
-    async def predict_many(batch: BatchRequest) -> list[PredictResponse]:
+    @app.post("/v1/predict", response_model=list[PredictResponse])
+    async def predict_many(batch: BatchRequest, request: Request) -> list[PredictResponse]:
         server.check([t for r in batch.requests for t in r.inputs])
-        return list(await asyncio.gather(*(server.answer(r.specialist, r.inputs) for r in batch.requests)))
+        client = request.scope[CLIENT_KEY]
+        return list(await asyncio.gather(*(server.answer(r.specialist, r.inputs, client) for r in batch.requests)))
 
-    @app.get("/healthz")
-    async def healthz(request: Request) -> JSONResponse:
-        stalled = server.stalled()
-        body: dict[str, Any] = {"status": "stalled" if stalled else "ok"}
-        if token is None or authorized(request, token):
-            served = {n: {"version": s.version, "task": s.kind.task, "int8": s.int8} for n, s in hub.served.items()}
-            body |= {"specialists": served, "bases": len(hub.groups), "switches": hub.reloads, "stalled": stalled}
-        return JSONResponse(body, status_code=503 if stalled else 200)
+    _health_routes(app, server)
 
-    @app.get("/metrics", dependencies=auth)
+    @app.get("/metrics")
     async def metrics() -> Response:
         if server.traffic is not None:
             server.metrics.log_dropped.set(server.traffic.dropped)
             server.metrics.log_buffered.set(server.traffic.buffered)
         return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    return BodyLimit(app, server.limits.max_body_bytes)
+    return Gate(app, tokens, server.limits.max_body_bytes)

@@ -39,27 +39,33 @@ class Batcher:
     on_batch: Callable[[int, int], None] = lambda rows, adapters: None  # metrics: rows, distinct adapters
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=1))
-    waiting_rows: int = 0  # rows of admitted requests not answered yet
+    waiting_rows: int = 0  # rows of admitted requests not answered (or dropped) yet
     running: bool = False  # a batch is in the model now
     last_progress: float = field(default_factory=time.monotonic)
 
     async def submit(self, specialist: str, texts: list[str]) -> list[tuple[Outputs, str]]:
-        """Each text's answer and the version that gave it; :class:`Busy` when the queue is full."""
+        """Each text's answer and the version that gave it; :class:`Busy` when the queue is full.
+
+        ``waiting_rows`` counts the rows of admitted requests until the model has answered them, and the
+        batcher uncounts what it put on the queue: a request that times out keeps its rows counted until the
+        batcher drops them from the queue (or its batch ends), so a stuck base fills the bound and refuses
+        more (503) instead of growing a queue of abandoned rows with every timeout."""
         if self.waiting_rows + len(texts) > self.max_queued_rows:
             raise Busy(f"{self.waiting_rows} rows are waiting for this base (at most {self.max_queued_rows})")
         if self.waiting_rows == 0:
             self.last_progress = time.monotonic()  # idle until now: not a stall
         self.waiting_rows += len(texts)
+        queued = 0  # rows put on the queue: the batcher uncounts those
         answered: list[tuple[Outputs, str]] = []
         try:
             for start in range(0, len(texts), self.max_rows):
                 part = texts[start : start + self.max_rows]
                 future = asyncio.get_running_loop().create_future()
-                await self.queue.put(Pending(specialist, part, future))
+                self.queue.put_nowait(Pending(specialist, part, future))
+                queued += len(part)
                 answered += await future
-                self.waiting_rows -= len(part)
         finally:
-            self.waiting_rows -= len(texts) - len(answered)
+            self.waiting_rows -= len(texts) - queued
         return answered
 
     def stalled(self, after_s: float) -> bool:
@@ -74,7 +80,9 @@ class Batcher:
                 batch.append(await asyncio.wait_for(self.queue.get(), left))
             except TimeoutError:
                 break
-        return [p for p in batch if not p.future.done()]  # a request that timed out is not answered
+        live = [p for p in batch if not p.future.done()]  # a request that timed out is not answered
+        self.waiting_rows -= sum(len(p.texts) for p in batch if p.future.done())
+        return live
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -93,6 +101,7 @@ class Batcher:
                 continue
             finally:
                 self.running, self.last_progress = False, time.monotonic()
+                self.waiting_rows -= len(rows)  # answered or failed, whether or not their request still waits
             self.on_batch(len(rows), len({a for a, _ in rows}))
             start = 0
             for p in batch:

@@ -42,6 +42,7 @@ class Hub:
         self.groups: dict[tuple, AdapterGroup] = {}
         self.reloads = 0
         self.broken: dict[tuple[str, str], float] = {}  # (specialist, version) that failed to load -> retry after
+        self.withdrawn: dict[str, str] = {}  # specialist to serve that has no champion -> why (answers 503)
         self._lock = threading.Lock()
 
     def _group(self, kind: SpecialistKind, base_folder: str, int8: bool) -> AdapterGroup:
@@ -71,6 +72,16 @@ class Hub:
         self.reloads += current is not None
         return f"{name} v{current.version if current else '-'} -> v{fresh.version}"
 
+    def _withdraw(self, name: str, current: Served | None) -> None:
+        """No ``champion`` alias: the specialist stops answering (a kill switch), saying why."""
+        if current is not None:
+            current.group.unroute(name)
+            del self.served[name]
+            log.warning("%s: the champion alias was removed; v%s is no longer served", name, current.version)
+            self.withdrawn[name] = f"its champion alias was removed (v{current.version} is no longer served)"
+        else:
+            self.withdrawn.setdefault(name, "it has no champion in the registry")
+
     def refresh(self, retire_after_s: float = 2.0) -> list[str]:
         """Load new champions and route to them; unload adapters retired earlier. Returns what changed."""
         changed = []
@@ -80,11 +91,15 @@ class Hub:
             numbers = registry.champion_numbers()  # one listing: checking 32 champions one by one held
             for name in self.names if self.names is not None else list(numbers):  # the GIL for 0.1-0.2 s
                 current, number = self.served.get(name), numbers.get(name)
-                if number is None or (current is not None and current.version == number):
+                if number is None:
+                    self._withdraw(name, current)
+                    continue
+                if current is not None and current.version == number:
                     continue
                 if time.monotonic() >= self.broken.get((name, number), 0.0):
                     try:
                         changed.append(self._switch(name, registry.client().get_model_version(name, number)))
+                        self.withdrawn.pop(name, None)
                     except Exception as exc:  # one broken champion: the others still load and serve
                         self.broken[(name, number)] = time.monotonic() + RETRY_BROKEN_S
                         log.error("%s v%s not served (the version before it, if any, still is): %s", name, number, exc)

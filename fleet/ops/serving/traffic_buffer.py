@@ -20,8 +20,16 @@ log = logging.getLogger("fleet.ops.serving")
 
 
 class TrafficBuffer:
-    def __init__(self, store: ObjectStore, flush_rows: int = 500, flush_s: float = 5.0, max_rows: int = 10_000):
+    def __init__(
+        self,
+        store: ObjectStore,
+        flush_rows: int = 500,
+        flush_s: float = 5.0,
+        max_rows: int = 10_000,
+        key: bytes | None = None,
+    ):
         self.store, self.flush_rows, self.flush_s, self.max_rows = store, flush_rows, flush_s, max_rows
+        self.key = key  # the traffic log's hashing key (None: the store's own)
         self.rows: dict[tuple[str, str], list[dict]] = defaultdict(list)  # (specialist, version) -> rows
         self.buffered = 0
         self.dropped = 0  # rows never logged: the buffer was full
@@ -54,7 +62,7 @@ class TrafficBuffer:
         ok = True
         for (name, version), rows in self._take().items():
             try:
-                traffic.log_predictions(self.store, name, rows, version)
+                traffic.log_predictions(self.store, name, rows, version, key=self.key)
                 self.written += len(rows)
             except Exception as exc:  # the store is away: keep the rows while there is room, else count them
                 log.warning("%s: traffic log write failed (%d rows kept or dropped): %s", name, len(rows), exc)
