@@ -567,7 +567,7 @@ def serve_models(
     tokens = settings.serve_clients()
     if tokens is None and not _loopback(host):
         _fail(f"--host {host}: serving beyond this machine needs a token; set FLEET_SERVE_TOKEN or FLEET_SERVE_TOKENS")
-    names = only or [s.name for s in _load(fleet, None)[1]]
+    names = only or _fleet_names(fleet)
     _forget_unneeded_secrets()
     import uvicorn
 
@@ -591,6 +591,20 @@ def serve_models(
         log_level="warning",
         timeout_graceful_shutdown=10,  # SIGTERM: in-flight requests get 10 s, then the server stops
     )
+
+
+def _fleet_names(fleet: Path) -> list[str]:
+    """The specialists a fleet file names (parsed and validated; their data and bases are not checked: the
+    server needs neither)."""
+    from fleet.core.settings import Settings
+    from fleet.core.spec import SpecError
+    from fleet.kinds import load_fleet
+
+    try:
+        return list(load_fleet(fleet, Settings.load().data_root_paths).specialists)
+    except SpecError as exc:
+        _fail(f"{exc} (the server serves the specialists of its fleet file; or name them with --only)")
+    return []
 
 
 def _forget_unneeded_secrets() -> None:
