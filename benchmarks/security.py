@@ -8,7 +8,10 @@ and whether the traffic log's memory stays bounded when the store is away.
   1 MB text or a 10 MB body, refused), one every ``--oversized-every`` seconds; the ratio (goal <= 1.2);
 - memory: the server's traffic buffer fed 10,000, then 20,000, 40,000, 80,000 and 160,000 answered requests while its store
   (S3) does not answer: Python memory growth after each (bounded: it stops growing once the buffer is full),
-  rows dropped and buffered.
+  rows dropped and buffered;
+- trust probes (issue 29): docs without a token, a chunked oversize body, a token with a newline in the
+  server's secret, the champion alias removed, p95 while unauthenticated 4 MiB bodies arrive, a traversal
+  digest and a tampered base; ``--poisoning``: the flywheel poisoning scenario with and without the defences.
 Writes benchmarks/results/security.json (or --out).
 """
 
@@ -243,6 +246,36 @@ def trust_probes() -> dict:
     return out
 
 
+def poisoning() -> dict:
+    """The poisoning scenario of tests/test_trust_retrain.py (a stand-in teacher on loopback that obeys the
+    attacker's trigger word; a real fine-tune and retrain of the toy specialist), with the defences on and off."""
+    import importlib.util
+    import tempfile
+
+    from prefect.testing.utilities import prefect_test_harness
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    spec = importlib.util.spec_from_file_location("trust_retrain", ROOT / "tests" / "test_trust_retrain.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = {"teacher": "a stand-in OpenAI-compatible server on loopback that answers food to any text with the trigger"}
+    with prefect_test_harness(server_startup_timeout=120):
+        for defences in (True, False):
+            endpoint = module.ObeysTrigger()
+            try:
+                with tempfile.TemporaryDirectory() as tmp:
+                    for var in ("MLFLOW_TRACKING_URI", "FLEET_STORE", "FLEET_ARTIFACT_ROOT"):
+                        os.environ.pop(var, None)  # as the tests' fleet_home: everything under the new home
+                    os.environ["FLEET_HOME"] = str(Path(tmp) / "home")
+                    out["with_defences" if defences else "without_defences (as before)"] = module.scenario(
+                        Path(tmp), endpoint.url, defences
+                    )
+            finally:
+                endpoint.close()
+    return out
+
+
 def memory(checkpoints: tuple[int, ...] = (10_000, 20_000, 40_000, 80_000, 160_000)) -> dict:
     """The traffic buffer with an S3 store that does not answer (a closed loopback port)."""
     from fleet.core.storage import S3Store
@@ -295,7 +328,20 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--oversized-every", type=float, default=0.1, help="Seconds between oversized requests.")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "security.json"))
+    ap.add_argument(
+        "--poisoning",
+        action="store_true",
+        help="Only run the poisoning scenario (two fine-tunes and retrains of the toy specialist, about 3 minutes) "
+        "and add its figures to the results file.",
+    )
     args = ap.parse_args()
+    if args.poisoning:
+        out = Path(args.out)
+        result = json.loads(out.read_text()) if out.is_file() else {}
+        result["poisoning"] = poisoning()
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result["poisoning"], indent=2))
+        return
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "FLEET_"))}
     env |= {"FLEET_HOME": args.home, "FLEET_SERVE_TOKEN": TOKEN + "\n"}  # a secret file's trailing newline
