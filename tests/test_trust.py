@@ -336,3 +336,87 @@ def test_timed_out_requests_do_not_leak_the_queue_bound():
 
     busy, queued = asyncio.run(main())
     assert busy > 0 and queued * 2 <= 8
+
+
+# ------------------------------------------------------------------------------------------ 9. smaller ones
+def test_data_roots_hold_score_sources_and_local_hf_folders(tmp_path):
+    from fleet.core.spec import source_in_roots
+    from fleet.data.sources import CurationError
+    from fleet.ops.batch import read_texts
+
+    allowed, elsewhere = tmp_path / "allowed", tmp_path / "elsewhere"
+    (allowed / "ds").mkdir(parents=True)
+    (elsewhere / "ds").mkdir(parents=True)
+    (elsewhere / "texts.csv").write_text("text\nhello\n")
+    assert source_in_roots(f"hf://{elsewhere / 'ds'}", [allowed])[0] is not None
+    assert source_in_roots(f"hf://{allowed / 'ds'}", [allowed]) == (None, f"hf://{(allowed / 'ds').resolve()}")
+    assert source_in_roots("hf://imdb", [allowed])[0] is None  # a hub name is not a local path
+    with pytest.raises(CurationError, match="outside the data roots"):
+        read_texts(str(elsewhere / "texts.csv"), roots=[allowed])
+    assert read_texts(str(elsewhere / "texts.csv")) == ["hello"]  # no roots configured: any path
+
+
+def test_a_refused_file_has_no_line_echoed_however_short(tmp_path):
+    from fleet.core.sections import DataSpec
+    from fleet.data.sources import CurationError, load_raw
+
+    (tmp_path / "secret.csv").write_text("hunter2\nx\n")
+    with pytest.raises(CurationError) as err:
+        load_raw(DataSpec(source=str(tmp_path / "secret.csv")))
+    assert "hunter2" not in str(err.value) and "not shown" in str(err.value)
+
+
+def test_a_review_file_is_marked_imported_only_after_its_labels_are_stored(tmp_path, monkeypatch):
+    """A crash between storing the labels and marking the file loses nothing, and importing it again applies
+    nothing twice."""
+    from fleet.labeling import flywheel, ledger
+
+    spec = _spec(tmp_path)
+    store = LocalStore(tmp_path / "store")
+    rows = pd.DataFrame({"id": ["a"], "text": ["Rain in Oslo"], "origin": "ingest:f", "first_seen": ["1"]})
+    monkeypatch.setattr(
+        flywheel,
+        "state",
+        lambda spec, store: flywheel.State(
+            flywheel.Champion("1", ""), rows, ledger.current(ledger.events(store, "toy"))
+        ),
+    )
+    monkeypatch.setattr(flywheel.audit, "flagged", lambda store, name: None)
+    task = {"data": {"fleet_id": "a", "specialist": "toy", "text": "Rain in Oslo"}}
+    task["annotations"] = [
+        {
+            "completed_by": {"email": "bo@x"},
+            "created_at": "2026-12-07T10:00:00Z",
+            "result": [{"value": {"choices": ["weather"]}}],
+        }
+    ]
+    payload = json.dumps([task]).encode()
+    real_claim = ledger.claim_import
+
+    def crash(*args, **kwargs):
+        raise OSError("power cut")
+
+    monkeypatch.setattr(ledger, "claim_import", crash)
+    with pytest.raises(OSError):
+        flywheel.import_review(spec, store, payload, "x.json")
+    assert ledger.current(ledger.events(store, "toy"))["human"].tolist() == ["weather"]  # stored before the mark
+    monkeypatch.setattr(ledger, "claim_import", real_claim)
+    flywheel.import_review(spec, store, payload, "x.json")  # marks it; applies nothing twice
+    assert len(ledger.events(store, "toy")) == 1
+    with pytest.raises(flywheel.LabelingError, match="imported before"):
+        flywheel.import_review(spec, store, payload, "x.json")
+
+
+def test_rows_given_up_no_longer_count_as_awaiting_the_teacher(tmp_path, monkeypatch):
+    """500 rows that always fail stop making the monitor's "pool grew" count (it used to re-fire hourly)."""
+    from fleet.labeling import flywheel, trust
+
+    spec = _spec(tmp_path, max_attempts=1)
+    store = LocalStore(tmp_path / "store")
+    rows = pd.DataFrame({"id": [f"r{i}" for i in range(500)], "text": "x", "origin": "ingest:f", "first_seen": "1"})
+    st = flywheel.State(flywheel.Champion("1", ""), rows, ledger_empty())
+    monkeypatch.setattr(flywheel.audit, "flagged_for_review", lambda store, name: None)
+    assert flywheel.summary(spec, store, st)["awaiting_teacher"] == 500
+    trust.record_failures(store, "toy", {f"r{i}": "failed" for i in range(500)})
+    counts = flywheel.summary(spec, store, st)
+    assert counts["awaiting_teacher"] == 0 and counts["teacher_given_up"] == 500
