@@ -457,3 +457,26 @@ def test_the_locks_pin_every_requirement_with_hashes_and_agree():
     assert "--require-hashes --no-deps -r requirements/image.lock" in dockerfile
     llama = _pins(root / "requirements/llama.lock")
     assert llama == {"llama-cpp-python": dev["llama-cpp-python"]}  # built apart (its own flags), the same pin
+
+
+def test_every_container_has_a_read_only_root_filesystem_and_writes_only_to_volumes():
+    for name, pod in _pod_specs():
+        mounted = {v["name"] for v in pod.get("volumes", [])}
+        for c in pod["containers"]:
+            assert c["securityContext"].get("readOnlyRootFilesystem") is True, (name, c["name"])
+            assert any(m["mountPath"] == "/tmp" for m in c.get("volumeMounts", [])), (name, c["name"])
+            assert {m["name"] for m in c["volumeMounts"]} <= mounted, (name, c["name"])
+
+
+def test_the_model_servers_probes_separate_liveness_from_readiness():
+    [(_, serve)] = [(n, d) for n, d in _k8s_docs() if n == "serve.yaml" and d["kind"] == "Deployment"]
+    c = serve["spec"]["template"]["spec"]["containers"][0]
+    assert c["livenessProbe"]["httpGet"]["path"] == "/livez" and c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert any(a.startswith("--fleet=") for a in c["args"])  # serves its fleet file's specialists, not every model
+
+
+def test_compose_binds_to_loopback_by_default_and_mlflow_grants_nothing_by_default():
+    text = (INFRA / "docker-compose.yml").read_text()
+    assert "${BIND_ADDRESS}" not in text and text.count("${BIND_ADDRESS:-127.0.0.1}:") >= 4
+    assert "default_permission = NO_PERMISSIONS" in text and "MLFLOW_FLASK_SERVER_SECRET_KEY" in text
+    assert "default_permission = NO_PERMISSIONS" in (K8S / "secrets.example.yaml").read_text()
