@@ -86,7 +86,7 @@ def _load(fleet: Path, only: list[str] | None, read_data: bool = False):
     from fleet.core.settings import Settings
     from fleet.core.spec import SpecError
     from fleet.data.sources import CurationError, check_source
-    from fleet.kinds import load_fleet
+    from fleet.kinds import kind_of, load_fleet
     from fleet.models.base_models import TrainingError, check_base_model
     from fleet.ops.preflight import check_data
 
@@ -100,6 +100,7 @@ def _load(fleet: Path, only: list[str] | None, read_data: bool = False):
         where = "base_model"
         try:
             check_base_model(s.base_model)
+            kind_of(s).check_base(s)
             where = "data.source"
             check_source(s.data)
             where = "data"

@@ -98,6 +98,10 @@ class SpecialistKind(ABC):
         """The rules for one row's expected answer."""
 
     @abstractmethod
+    def check_base(self, spec: SpecialistSpec) -> None:
+        """Refuse, before anything runs, a base this kind cannot train or answer with under ``spec``'s settings
+        (a ``TrainingError`` naming what is supported and the way out); nothing is loaded. Default: any base."""
+
     def check_dataset(self, spec: SpecialistSpec, good: pd.DataFrame, q: Quarantine) -> pd.DataFrame:
         """Rules over the whole cleaned set (e.g. enough examples per label); raises CurationError."""
 

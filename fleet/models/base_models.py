@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -102,12 +103,39 @@ def check_base_model(name: str) -> None:
     """Is the base model there? Without loading or converting it (for `fleet validate` and run pre-checks)."""
     alias = MODEL_ALIASES.get(name)
     if alias is None:
-        if resolve_base_model(name) == name:  # a hub id: in the local cache, or on a hub that answers
-            _check_hub_id(name)
+        if not Path(resolve_base_model(name)).is_dir():  # a hub id: in the local cache, or on a hub that answers
+            _check_hub_id(name)  # (an absolute folder path resolves to itself: it is not a hub id)
         return
     folder = _package_folder(name, alias)
     if alias.gguf is not None and not (folder / alias.gguf).is_file():
         raise TrainingError(f"base model {name!r}: {folder / alias.gguf} is missing from its package")
+
+
+def architecture(name: str) -> str | None:
+    """A base model's architecture (transformers' ``model_type``, e.g. ``llama``, ``qwen2``, ``gemma3``), read
+    without loading it: from the GGUF file a package ships, a folder's ``config.json``, or a hub id's cached
+    ``config.json``; None when it cannot be told without downloading."""
+    alias = MODEL_ALIASES.get(name)
+    if alias is not None and alias.gguf is not None:
+        from gguf import GGUFReader
+
+        field = GGUFReader(_package_folder(name, alias) / alias.gguf).get_field("general.architecture")
+        return None if field is None else str(field.contents())
+    config: Path | None = None
+    if alias is not None or Path(name).expanduser().is_dir():
+        config = Path(resolve_base_model(name)) / "config.json"
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name, "config.json")
+        config = Path(cached) if isinstance(cached, str) else None
+    if config is None or not config.is_file():
+        return None
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except (OSError, ValueError):
+        return None
+    return str(model_type) if model_type else None
 
 
 def _check_hub_id(name: str) -> None:

@@ -55,6 +55,22 @@ class TextGeneration(SpecialistKind):
         count = token_counter(load_tokenizer(spec.base_model), g.system)
         return answers.response_check(g.output, g.json_schema, count, g.max_prompt_tokens, g.max_response_tokens)
 
+    def check_base(self, spec: SpecialistSpec) -> None:
+        """llama.cpp (the default engine) answers with the base as the fleet's GGUF writer converts it, which
+        knows Llama-family bases only: any other architecture is refused here, before curation and training,
+        not after them."""
+        from fleet.models import base_models, gguf_export
+
+        if generation_of(spec).engine != "llama-cpp":
+            return
+        arch = base_models.architecture(spec.base_model)
+        if arch is not None and arch != gguf_export.ARCH:
+            raise base_models.TrainingError(
+                f"base model {spec.base_model!r} is a {arch} model, and the llama.cpp engine (the default) answers "
+                f"with Llama-family bases only (model_type {gguf_export.ARCH}: SmolLM2, TinyLlama, Llama 3, ...); set "
+                "`engine: transformers` in this specialist's generation section, or choose a Llama-family base"
+            )
+
     def check_dataset(self, spec: SpecialistSpec, good: pd.DataFrame, q: Quarantine) -> pd.DataFrame:
         if len(good) < 10:
             raise CurationError(
