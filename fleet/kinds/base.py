@@ -97,11 +97,11 @@ class SpecialistKind(ABC):
     def target_check(self, spec: SpecialistSpec) -> TargetCheck:
         """The rules for one row's expected answer."""
 
-    @abstractmethod
-    def check_base(self, spec: SpecialistSpec) -> None:
+    def check_base(self, spec: SpecialistSpec) -> None:  # noqa: B027 (a hook: most kinds take any base)
         """Refuse, before anything runs, a base this kind cannot train or answer with under ``spec``'s settings
         (a ``TrainingError`` naming what is supported and the way out); nothing is loaded. Default: any base."""
 
+    @abstractmethod
     def check_dataset(self, spec: SpecialistSpec, good: pd.DataFrame, q: Quarantine) -> pd.DataFrame:
         """Rules over the whole cleaned set (e.g. enough examples per label); raises CurationError."""
 
