@@ -33,9 +33,38 @@ app = typer.Typer(
 out = Console() if sys.stdout.isatty() else Console(width=160)
 err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=160)
 
-DEFAULT_FLEET = os.environ.get("FLEET_FILE", "deployments/fleet.yaml")
+NO_FLEET = (
+    "no fleet here: no .fleet/, fleet.yaml or deployments/fleet.yaml in {where} or a folder above it; run this "
+    "in your fleet's folder, or name it with --fleet FILE (or FLEET_FILE) and FLEET_HOME"
+)
+
+
+def _fleet_file(value: Path | None) -> Path:
+    """The fleet file: --fleet, else $FLEET_FILE, else the one of the fleet found from the current folder (as
+    git finds its repository). A fleet file named from outside a fleet's folder brings its home along: with
+    FLEET_HOME unset, the home is the one beside the fleet file (not a new, empty one here)."""
+    from fleet.core import discovery
+
+    path = value or (Path(os.environ["FLEET_FILE"]) if os.environ.get("FLEET_FILE") else None)
+    if path is None:
+        root = discovery.find_root()
+        if root is None:
+            _fail(NO_FLEET.format(where=Path.cwd()))
+        assert root is not None
+        return discovery.fleet_file(root) or root / discovery.FLEET_FILES[0]  # a home without a fleet file
+    if not os.environ.get("FLEET_HOME") and discovery.find_root() is None:
+        folder = path.expanduser().resolve().parent  # a fleet file named explicitly marks its fleet's folder
+        os.environ["FLEET_HOME"] = str((discovery.find_root(folder) or folder) / discovery.HOME_NAME)
+    return path
+
+
 FleetOpt = typer.Option(
-    DEFAULT_FLEET, "--fleet", "-f", help="The fleet file (default: $FLEET_FILE or deployments/fleet.yaml)."
+    None,
+    "--fleet",
+    "-f",
+    callback=_fleet_file,
+    help="The fleet file (default: $FLEET_FILE, else fleet.yaml or deployments/fleet.yaml in the nearest folder "
+    "at or above this one that has one).",
 )
 
 
@@ -55,7 +84,10 @@ def _settings(check: bool = False):
     from fleet.core.settings import Settings, SettingsError
 
     try:
-        settings = Settings.load().apply()
+        settings = Settings.load()
+        if not settings.home_found:  # never an empty home made wherever a command happens to run
+            _fail(NO_FLEET.format(where=Path.cwd()))
+        settings.apply()
     except (SettingsError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
         _fail(f"settings: {exc}")
     if check:

@@ -3,7 +3,8 @@
 Values come from the environment and, optionally, a dotenv-style file named by ``FLEET_ENV_FILE``
 (``fleet up`` writes one for its local stack). The environment wins over the file.
 
-The embedded default puts everything under one home folder (``FLEET_HOME``, default ``./.fleet``):
+The embedded default puts everything under one home folder (``FLEET_HOME``, default ``.fleet`` in the
+nearest folder at or above the current one that holds a fleet: ``fleet.core.discovery``):
 Prefect's home and temporary server, MLflow's SQLite store and artifacts, the object store, and run
 folders. The production profile points each at a server instead: ``PREFECT_API_URL`` (Prefect server on
 Postgres), ``MLFLOW_TRACKING_URI`` (MLflow server on Postgres with S3 artifacts), ``FLEET_STORE=s3://...``
@@ -24,7 +25,7 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fleet.core import compute
+from fleet.core import compute, discovery
 
 ENV_FILE_VAR = "FLEET_ENV_FILE"
 
@@ -41,7 +42,10 @@ class Settings(BaseSettings):
 
     # -- embedded state and the object store
     home: Path = Field(
-        Path(".fleet"), validation_alias=_env("FLEET_HOME"), description="Folder for all embedded state."
+        default_factory=discovery.default_home,
+        validation_alias=_env("FLEET_HOME"),
+        description="Folder for all embedded state; unset: .fleet in the nearest folder at or above the current "
+        "one that holds a .fleet/ or a fleet file (fleet.yaml, deployments/fleet.yaml), as git finds its repository.",
     )
     store: str | None = Field(
         None,
@@ -254,6 +258,11 @@ class Settings(BaseSettings):
             raise SettingsError("invalid settings" + where + ":\n" + "\n".join(lines)) from None
 
     # -- derived locations
+    @property
+    def home_found(self) -> bool:
+        """The home was named (``FLEET_HOME``) or found from the current folder (``fleet.core.discovery``)."""
+        return "home" in self.model_fields_set or discovery.find_root() is not None
+
     @property
     def mlflow_server(self) -> bool:
         """MLflow is tracked by a server (which places artifacts), not a database file or URI of its own."""
