@@ -39,10 +39,10 @@ $(TESTS): $(STAMP)
 # takes the dev lock's versions, so the image runs what the tests ran.
 lock:
 	$(PY) -m pip install --quiet "pip-tools>=7.4"
-	$(VENV)/bin/pip-compile pyproject.toml --extra demo --extra test --extra llm-server --generate-hashes \
+	$(VENV)/bin/pip-compile pyproject.toml --extra demo --extra test --extra llm-server --extra gguf --generate-hashes \
 		--allow-unsafe --strip-extras --no-header -o $(LOCK)
 	grep -E '^[A-Za-z0-9._-]+==' $(LOCK) | sed 's/ .*//' > .lock-constraints.txt
-	$(VENV)/bin/pip-compile pyproject.toml requirements/image.in --extra lang --generate-hashes --allow-unsafe \
+	$(VENV)/bin/pip-compile pyproject.toml requirements/image.in --extra lang --extra gguf --generate-hashes --allow-unsafe \
 		--strip-extras --no-header -c .lock-constraints.txt -o requirements/image.lock
 	rm -f .lock-constraints.txt
 

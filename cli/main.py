@@ -132,7 +132,7 @@ def _load(fleet: Path, only: list[str] | None, read_data: bool = False):
         where = "base_model"
         try:
             check_base_model(s.base_model)
-            kind_of(s).check_base(s)
+            notes += [f"{s.name}: {n}" for n in kind_of(s).check_base(s)]
             where = "data.source"
             check_source(s.data)
             where = "data"

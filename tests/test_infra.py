@@ -418,7 +418,7 @@ def test_each_role_has_its_own_service_account_and_secrets_have_no_values():
 
 def test_the_image_installs_no_demo_extras_by_default():
     dockerfile = (INFRA / "Dockerfile").read_text()
-    assert re.search(r"^ARG EXTRAS=lang$", dockerfile, re.M) and '-e ".[$EXTRAS]"' in dockerfile
+    assert re.search(r"^ARG EXTRAS=lang,gguf$", dockerfile, re.M) and '-e ".[$EXTRAS]"' in dockerfile
     assert "[demo" not in dockerfile.replace("EXTRAS=demo", "")
 
 
@@ -443,7 +443,7 @@ def test_the_locks_pin_every_requirement_with_hashes_and_agree():
     dev, image = _pins(root / "requirements/dev.lock"), _pins(root / "requirements/image.lock")
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
     wanted = project["dependencies"] + [
-        r for e in ("demo", "test", "llm-server") for r in project["optional-dependencies"][e]
+        r for e in ("demo", "test", "llm-server", "gguf") for r in project["optional-dependencies"][e]
     ]
     for req in map(Requirement, wanted):
         name = re.sub(r"[-_.]+", "-", req.name.lower())

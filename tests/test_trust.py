@@ -420,26 +420,3 @@ def test_rows_given_up_no_longer_count_as_awaiting_the_teacher(tmp_path, monkeyp
     trust.record_failures(store, "toy", {f"r{i}": "failed" for i in range(500)})
     counts = flywheel.summary(spec, store, st)
     assert counts["awaiting_teacher"] == 0 and counts["teacher_given_up"] == 500
-
-
-# -------------------------------------------------------------------------- issue 30: fail early, by design
-def test_a_base_the_llama_cpp_engine_cannot_convert_is_refused_before_anything_runs(tmp_path, fleet_home):
-    """A Qwen2 base with the default engine (llama.cpp) used to be refused only after curation and training;
-    `fleet validate` (and so `fleet run`) now names the architectures it converts and the way out."""
-    from typer.testing import CliRunner
-
-    from cli.main import app
-    from conftest import write_toy_generation
-
-    qwen = tmp_path / "qwen"
-    qwen.mkdir()
-    (qwen / "config.json").write_text(json.dumps({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]}))
-    path = write_toy_generation(tmp_path / "f")
-    path.write_text(
-        path.read_text().replace("    task: text-generation\n", f"    task: text-generation\n    base_model: {qwen}\n")
-    )
-    result = CliRunner().invoke(app, ["validate", "--fleet", str(path)])
-    assert result.exit_code == 2 and "Traceback" not in result.output
-    line = " ".join(result.output.split())
-    assert "is a qwen2 model" in line and "Llama-family" in line and "engine: transformers" in line, line
-    assert not (fleet_home / "runs").exists() or not any((fleet_home / "runs").iterdir())  # nothing ran

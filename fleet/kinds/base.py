@@ -97,9 +97,11 @@ class SpecialistKind(ABC):
     def target_check(self, spec: SpecialistSpec) -> TargetCheck:
         """The rules for one row's expected answer."""
 
-    def check_base(self, spec: SpecialistSpec) -> None:  # noqa: B027 (a hook: most kinds take any base)
+    def check_base(self, spec: SpecialistSpec) -> list[str]:
         """Refuse, before anything runs, a base this kind cannot train or answer with under ``spec``'s settings
-        (a ``TrainingError`` naming what is supported and the way out); nothing is loaded. Default: any base."""
+        (a ``TrainingError`` naming what is supported and the way out); nothing is loaded. Returns notes for the
+        user (what will be done otherwise than asked). Default: any base, no note."""
+        return []
 
     @abstractmethod
     def check_dataset(self, spec: SpecialistSpec, good: pd.DataFrame, q: Quarantine) -> pd.DataFrame:

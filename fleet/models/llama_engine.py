@@ -13,6 +13,7 @@ both engines see exactly the same prompt tokens. The context is not thread-safe:
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import logging
 import os
 import threading
@@ -28,6 +29,17 @@ from fleet.models.prompt_prefix import common_prefix
 
 _QUIET: list[Any] = []  # the log callback, kept alive as long as llama.cpp may call it
 log = logging.getLogger("fleet.models.llama_engine")
+
+
+def available() -> bool:
+    """llama-cpp-python is installed (the ``gguf`` extra; it builds from source with cmake and a compiler)."""
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def usable(engine: str) -> str:
+    """The engine that can answer: ``engine``, or transformers where it is llama-cpp and llama-cpp-python is
+    not installed (a classifier-only install, or a laptop without a compiler)."""
+    return "transformers" if engine == "llama-cpp" and not available() else engine
 
 
 def _quiet_llama() -> None:

@@ -55,14 +55,19 @@ class TextGeneration(SpecialistKind):
         count = token_counter(load_tokenizer(spec.base_model), g.system)
         return answers.response_check(g.output, g.json_schema, count, g.max_prompt_tokens, g.max_response_tokens)
 
-    def check_base(self, spec: SpecialistSpec) -> None:
+    def check_base(self, spec: SpecialistSpec) -> list[str]:
         """llama.cpp (the default engine) answers with the base as the fleet's GGUF writer converts it, which
         knows Llama-family bases only: any other architecture is refused here, before curation and training,
-        not after them."""
-        from fleet.models import base_models, gguf_export
+        not after them. Without llama-cpp-python installed, transformers answers instead (a note says so)."""
+        from fleet.models import base_models, gguf_export, llama_engine
 
         if generation_of(spec).engine != "llama-cpp":
-            return
+            return []
+        if not llama_engine.available():
+            return [
+                "llama-cpp-python is not installed, so transformers answers for it (engine: transformers); "
+                "install the `gguf` extra (pip install 'specialist-fleet[gguf]', cmake and a C++ compiler) for llama.cpp"
+            ]
         arch = base_models.architecture(spec.base_model)
         if arch is not None and arch != gguf_export.ARCH:
             raise base_models.TrainingError(
@@ -70,6 +75,7 @@ class TextGeneration(SpecialistKind):
                 f"with Llama-family bases only (model_type {gguf_export.ARCH}: SmolLM2, TinyLlama, Llama 3, ...); set "
                 "`engine: transformers` in this specialist's generation section, or choose a Llama-family base"
             )
+        return []
 
     def check_dataset(self, spec: SpecialistSpec, good: pd.DataFrame, q: Quarantine) -> pd.DataFrame:
         if len(good) < 10:

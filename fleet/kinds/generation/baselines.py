@@ -25,7 +25,7 @@ from fleet.kinds.classification.predict import dir_size
 from fleet.kinds.generation.chat_template import messages, render
 from fleet.kinds.generation.predict import generate, llama_generate
 from fleet.kinds.generation.spec import generation_of
-from fleet.models import base_models, base_store, cache
+from fleet.models import base_models, base_store, cache, llama_engine
 from fleet.models.openai_client import BaselineError, ChatClient
 
 
@@ -51,7 +51,7 @@ class PromptedBase:
         self.size_bytes: int | None = dir_size(folder)
         g = generation_of(spec)
         self.llama: Any = None
-        if g.engine == "llama-cpp":
+        if llama_engine.usable(g.engine) == "llama-cpp":
             self.tokenizer = base_models.load_tokenizer(folder)
             gguf = base_store.gguf_file(folder, base_store.digest(spec.base_model), g.gguf_quant)
             self.llama = cache.llama(str(gguf), g.batch_size)

@@ -11,7 +11,7 @@ from fleet.core.text import normalize_text
 from fleet.kinds.classification.predict import dir_size
 from fleet.kinds.generation.chat_template import messages, render
 from fleet.kinds.generation.record import GeneratorRecord
-from fleet.models import base_models, base_store, cache
+from fleet.models import base_models, base_store, cache, llama_engine
 from fleet.models.prompt_prefix import common_prefix
 
 
@@ -97,7 +97,7 @@ class Generator:
     ):
         self.name = name
         self.meta = GeneratorRecord.read(model_dir)
-        self.engine = engine or self.meta.serving_engine
+        self.engine = llama_engine.usable(engine or self.meta.serving_engine)
         self.quant = quant or self.meta.gguf_quant
         self.digest = base_store.version_digest(model_dir)
         self.size_bytes = dir_size(model_dir)  # the adapter: what this version adds to its base

@@ -16,7 +16,7 @@ from fleet.core.text import normalize_text
 from fleet.kinds.generation.chat_template import clip, messages, render
 from fleet.kinds.generation.predict import generate, llama_generate
 from fleet.kinds.generation.record import GeneratorRecord
-from fleet.models import base_models, base_store, cache
+from fleet.models import base_models, base_store, cache, llama_engine
 from fleet.models.adapter_group import AdapterGroup
 
 
@@ -33,7 +33,7 @@ class CausalGroup(AdapterGroup[GeneratorRecord]):
 
     def add(self, name: str, model_dir: Path) -> None:
         record = self.record_type.read(model_dir)
-        if record.serving_engine != "llama-cpp":
+        if llama_engine.usable(record.serving_engine) != "llama-cpp":
             return super().add(name, model_dir)
         digest = record.base_ref()[1]
         base = cache.llama(str(base_store.gguf_file(self.base_folder, digest, record.gguf_quant)), record.batch_size)
