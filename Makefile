@@ -22,7 +22,16 @@ $(PY):
 # token), and OpenMP (called from a thread other than the first, as Prefect tasks and the model server do,
 # its decoding took 2.3 times as long: 3.2 s instead of 1.4 s for one answer), and targets AVX2 rather than
 # the build machine.
-LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_CPU_REPACK=OFF -DGGML_OPENMP=OFF
+# LLAMA_BACKEND picks the build: cpu (default), cuda (an NVIDIA GPU; needs the CUDA toolkit's nvcc) or metal
+# (Apple silicon). The GPU builds hold every layer on the GPU (fleet/models/llama_engine.py); untested here.
+LLAMA_BACKEND ?= cpu
+LLAMA_CMAKE_cpu   := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_CPU_REPACK=OFF -DGGML_OPENMP=OFF
+LLAMA_CMAKE_cuda  := -DGGML_CUDA=ON -DGGML_CPU_REPACK=OFF -DGGML_OPENMP=OFF
+LLAMA_CMAKE_metal := -DGGML_METAL=ON -DGGML_CPU_REPACK=OFF -DGGML_OPENMP=OFF
+LLAMA_CMAKE := $(LLAMA_CMAKE_$(LLAMA_BACKEND))
+ifeq ($(LLAMA_CMAKE),)
+$(error LLAMA_BACKEND=$(LLAMA_BACKEND): choose cpu, cuda or metal)
+endif
 LLAMA_CACHE := $(HOME)/.cache/pip/specialist-fleet-llama-$(shell printf '%s' '$(LLAMA_CMAKE)' | sha256sum | cut -c1-12)
 $(STAMP): pyproject.toml $(LOCK) requirements/models.lock requirements/llama.lock | $(PY)
 	CMAKE_ARGS="$(LLAMA_CMAKE)" $(PY) -m pip install --quiet --cache-dir "$(LLAMA_CACHE)" --require-hashes \

@@ -78,6 +78,8 @@ class LlamaBase:
         self.digest = read_digest(self.path)
         self.slots, self.ctx_per_slot = max(1, slots), ctx_per_slot
         mparams = llama_cpp.llama_model_default_params()
+        # a CUDA or Metal build (make LLAMA_BACKEND=cuda|metal) holds every layer on the GPU; a CPU build none
+        mparams.n_gpu_layers = 999 if llama_cpp.llama_supports_gpu_offload() else 0
         self.model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), mparams)
         if not self.model:
             raise GgufError(f"{self.path}: llama.cpp could not load it as a model")

@@ -15,19 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet.core.sections import TrainSpec
-
-
-def use_cpu() -> bool:
-    import torch
-
-    return not torch.cuda.is_available()
-
-
-def bf16_ok() -> bool:
-    """bf16 mixed precision where the GPU supports it (never on CPU: slower there)."""
-    import torch
-
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+from fleet.models import device
 
 
 def training_args(cfg: TrainSpec, run_dir: Path, examples: int, progress: bool, **extra: Any) -> Any:
@@ -52,8 +40,7 @@ def training_args(cfg: TrainSpec, run_dir: Path, examples: int, progress: bool, 
         seed=cfg.seed,
         data_seed=cfg.seed,
         report_to="none",
-        use_cpu=use_cpu(),
-        bf16=bf16_ok(),
+        **device.current().training_flags(),  # cpu, or the GPU with bf16 / fp16 (fleet.models.device)
         disable_tqdm=not progress,
         dataloader_num_workers=0,
         remove_unused_columns=False,
@@ -116,11 +103,11 @@ def environment(threads: int) -> dict[str, str]:
     import torch
     import transformers
 
-    device = "cpu" if use_cpu() else torch.cuda.get_device_name(0)
+    where = device.current()
     return {
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "peft": peft.__version__,
         "torch_threads": str(threads),
-        "device": device,
+        "device": where.name,  # "cpu", or the GPU's name
     }

@@ -18,21 +18,16 @@ from fleet.kinds import kind_of
 from fleet.kinds.base import Baseline, Predictor, SpecialistKind
 from fleet.metrics.gate import gate, slice_regressions
 from fleet.metrics.timing import measure
+from fleet.models import device
 from fleet.models.base_models import ml_imports
 from fleet.stages import score_cache
-
-
-def _on_gpu() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def contender(
     kind: SpecialistKind, spec: SpecialistSpec, role: str, predictor: Predictor, test: pd.DataFrame
 ) -> ContenderScore:
     """One contender scored on ``test``, with its measured cost."""
-    outputs, cost = measure(predictor.predict, test["text"].tolist(), spec.evaluation, _on_gpu())
+    outputs, cost = measure(predictor.predict, test["text"].tolist(), spec.evaluation, device.current().gpu)
     score = kind.score(spec, role, predictor.name, outputs, test)
     return score.model_copy(
         update={"cost": cost, "size_bytes": predictor.size_bytes, "parameters": predictor.parameters()}

@@ -18,7 +18,7 @@ import numpy as np
 from fleet.core.results import Outputs
 from fleet.core.sections import BaselineSpec
 from fleet.kinds.classification.predict import dir_size
-from fleet.models import base_models, base_store, cache
+from fleet.models import base_models, base_store, cache, device
 from fleet.models.openai_client import BaselineError, ChatClient
 
 _TRIM = " \t\r\n.,;:!?\"'`*()[]{}<>"
@@ -95,7 +95,9 @@ class HFZeroShotBaseline:
         self.name = spec.name or f"hf-zero-shot {spec.model}"
         try:
             self.pipe = pipeline(
-                "zero-shot-classification", model=base_models.resolve_base_model(spec.model or ""), device=-1
+                "zero-shot-classification",
+                model=base_models.resolve_base_model(spec.model or ""),
+                device=device.current().pipeline_device,  # the GPU when there is one
             )
         except Exception as exc:  # transformers raises OSError/ValueError/KeyError for unusable models
             raise BaselineError(f"baseline {self.name}: cannot load {spec.model!r} ({exc})") from None

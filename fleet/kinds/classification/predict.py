@@ -9,6 +9,7 @@ import numpy as np
 
 from fleet.core.results import Outputs
 from fleet.models import base_models, base_store, cache
+from fleet.models.device import current as current_device
 from fleet.models.encoders import by_length
 
 
@@ -22,8 +23,6 @@ class TextClassifier:
     """A saved specialist model: texts in, labels and probabilities out."""
 
     def __init__(self, model_dir: str | Path, device: str | None = None, name: str = "specialist"):
-        import torch
-
         base_models.ml_imports()
         from transformers import AutoTokenizer
 
@@ -41,7 +40,7 @@ class TextClassifier:
         self.model, meta = load_classifier(model_dir, encoder)
         self.labels: list[str] = meta.labels
         self.max_length: int = meta.max_length
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = device or current_device().device
         self.model.to(self.device)
         self.size_bytes = dir_size(model_dir)
         self.identity = f"classifier {base_store.version_digest(model_dir)} {self.device}"  # what its answers depend on
