@@ -31,7 +31,7 @@ from fleet.core.storage import ObjectStore
 from fleet.kinds import kind_of
 from fleet.models.base_models import base_model_id
 from fleet.report.model_card import model_card
-from fleet.stages import registered_bases, tracking
+from fleet.stages import pyfunc, registered_bases, tracking
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -202,7 +202,10 @@ def _log_model(spec: SpecialistSpec, model: TrainedModel, how: Registering) -> s
             name="model",
             python_model=str(PYFUNC_CODE),
             artifacts={"model": str(artifact)},
-            pip_requirements=["torch", "transformers", "peft", "pandas"],
+            code_paths=[pyfunc.code_path()],  # the fleet's own code: it loads without this repository
+            pip_requirements=pyfunc.requirements(),  # exact pins, the versions that trained and scored it
+            signature=pyfunc.SIGNATURE,  # a list of texts in
+            input_example=pyfunc.EXAMPLE,
             registered_model_name=spec.name,
         )
     return str(info.registered_model_version)
