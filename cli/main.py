@@ -597,8 +597,10 @@ def serve_models(
     settings = _settings()
     if int8 not in ("auto", "off"):
         _fail(f"--int8 {int8}: must be auto or off")
+    from fleet.core.sections import is_loopback
+
     tokens = settings.serve_clients()
-    if tokens is None and not _loopback(host):
+    if tokens is None and not is_loopback(host):
         _fail(f"--host {host}: serving beyond this machine needs a token; set FLEET_SERVE_TOKEN or FLEET_SERVE_TOKENS")
     names = only or _fleet_names(fleet)
     _forget_unneeded_secrets()
@@ -645,17 +647,6 @@ def _forget_unneeded_secrets() -> None:
     none of those secrets stays in the environment that its threads and any child process inherit."""
     for var in ("PREFECT_API_KEY", "PREFECT_API_AUTH_STRING", "FLEET_SERVE_TOKEN", "FLEET_SERVE_TOKENS"):
         os.environ.pop(var, None)
-
-
-def _loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @app.command()

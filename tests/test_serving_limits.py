@@ -180,7 +180,7 @@ def test_an_unreachable_store_drops_and_counts_rows_with_bounded_memory(tmp_path
 
 @pytest.mark.parametrize("host,ok", [("127.0.0.1", True), ("localhost", True), ("::1", True), ("0.0.0.0", False)])
 def test_only_loopback_is_served_without_a_token(host, ok):
-    from cli.main import _loopback
+    from fleet.core.sections import is_loopback as _loopback
 
     assert _loopback(host) is ok
 

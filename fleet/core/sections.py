@@ -22,12 +22,13 @@ def check_endpoint(url: str) -> str:
         raise ValueError(f"{url[:80]!r}: expected an http(s) URL")
     if parts.username or parts.password:
         raise ValueError("put no credentials in the URL; name the variable holding the key with api_key_env")
-    if parts.scheme == "http" and not _loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ValueError(f"{url[:80]!r}: plain http only to a loopback address (127.0.0.1, ::1, localhost); use https")
     return url
 
 
-def _loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """``host`` names this machine only (a loopback address, or localhost)."""
     if host == "localhost":
         return True
     try:
