@@ -378,7 +378,10 @@ def test_a_review_file_is_marked_imported_only_after_its_labels_are_stored(tmp_p
         flywheel,
         "state",
         lambda spec, store: flywheel.State(
-            flywheel.Champion("1", ""), rows, ledger.current(ledger.events(store, "toy"))
+            flywheel.Champion("1", ""),
+            rows,
+            ledger.current(ledger.events(store, "toy")),
+            frozenset(ledger.events(store, "toy")["batch"].dropna()),
         ),
     )
     monkeypatch.setattr(flywheel.audit, "flagged", lambda store, name: None)

@@ -46,12 +46,14 @@ class State:
     champion: Champion
     rows: pd.DataFrame  # pool.POOL_COLUMNS
     labels: pd.DataFrame  # ledger.current
+    batches: frozenset[str] = frozenset()  # the ledger's batch names (an imported file's is its hash)
 
 
 def state(spec: SpecialistSpec, store: ObjectStore) -> State:
     champ = champion(spec)
     rows = pool.build(spec, store, champ.dataset_version).rows
-    return State(champ, rows, ledger.current(ledger.events(store, spec.name)))
+    events = ledger.events(store, spec.name)
+    return State(champ, rows, ledger.current(events), frozenset(events["batch"].dropna().astype(str)))
 
 
 def _answers_prefix(name: str, version: str) -> str:
@@ -157,7 +159,7 @@ def import_review(spec: SpecialistSpec, store: ObjectStore, payload: bytes, sour
     if store.exists(marker):
         raise LabelingError(f"{source}: this file was imported before; nothing applied")
     batch = ledger.import_batch(payload)
-    if batch not in set(ledger.events(store, spec.name)["batch"]):
+    if batch not in st.batches:
         ledger.record(store, spec.name, got.events, batch=batch)
     ledger.claim_import(store, spec.name, payload, {"source": source, "rows": len(got.events)})
     return got
