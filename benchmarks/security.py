@@ -48,7 +48,15 @@ def free_port() -> int:
 
 def post(url: str, body: bytes, token: str | None = TOKEN) -> int:
     headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
-    req = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    return status(urllib.request.Request(url, data=body, method="POST", headers=headers))
+
+
+def get(url: str, token: str | None = None) -> int:
+    return status(urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {}))
+
+
+def status(req: urllib.request.Request) -> int:
+    """The status the server answers ``req`` with; 0 when it closed the connection first."""
     try:
         with urllib.request.urlopen(req, timeout=120) as r:
             r.read()
@@ -80,16 +88,6 @@ def chunked(port: int, path: str, size: int, token: str | None = TOKEN) -> int:
                 sent += 0x4000
             s.sendall(b"0\r\n\r\n")
         return int(s.recv(1024).decode(errors="replace").split(" ", 2)[1])
-
-
-def get(url: str, token: str | None = None) -> int:
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            r.read()
-            return r.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 def cases(url: str, port: int, name: str) -> dict[str, int]:

@@ -27,6 +27,7 @@ import pandas as pd
 
 from fleet.core.sections import LabelingSpec
 from fleet.core.storage import ObjectStore, StorageError, get_json
+from fleet.ops import traffic
 
 _AUDIT = random.SystemRandom()  # not seeded, not predictable from the texts: a sender cannot dodge the audit
 
@@ -91,12 +92,7 @@ def record_failures(store: ObjectStore, name: str, failed: dict[str, str]) -> No
 
 def failures(store: ObjectStore, name: str) -> pd.DataFrame:
     """Per row id: how often the teacher failed it (``tries``) and when last (``last``)."""
-    rows = []
-    for key in store.list(_failures_prefix(name)):
-        try:
-            rows += [json.loads(line) for line in store.get_bytes(key).decode().splitlines() if line.strip()]
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise StorageError(f"{key}: not JSON lines ({exc})") from None
+    rows = [r for key in store.list(_failures_prefix(name)) for r in traffic.read_part(store, key)]
     if not rows:
         return pd.DataFrame(columns=pd.Index(["id", "tries", "last"]))
     df = pd.DataFrame(rows)
