@@ -260,3 +260,44 @@ def test_prefect_server_restarted_during_a_fleet_run(tmp_path):
     for name in ("toy", "toy2"):
         assert client.get_model_version_by_alias(name, "champion").tags["train_key"]
     assert "Traceback" not in second.stdout + second.stderr
+
+
+def test_a_run_on_another_machine_resumes_from_the_stored_checkpoint(tmp_path, monkeypatch, caplog):
+    """A worker dies after its first checkpoint: a retry elsewhere (its own empty run folder) resumes from the
+    checkpoint in the store, not from zero; once the model is stored, the stored checkpoints are gone."""
+    spec = toy_spec(tmp_path / "f")
+    store = LocalStore(tmp_path / "store")
+    dataset = curate(spec, store)
+    key = training.training_key(spec, dataset.version)
+    real_save = training.StoredCheckpoints.save
+
+    class WorkerDied(Exception):
+        pass
+
+    def save_then_die(self, folder, step):
+        real_save(self, folder, step)
+        raise WorkerDied(f"killed after step {step}")
+
+    monkeypatch.setattr(training.StoredCheckpoints, "save", save_then_die)
+    with pytest.raises(WorkerDied):
+        training.ensure_trained(spec, store, dataset.version, tmp_path / "worker-a" / "runs", progress=False)
+    monkeypatch.undo()
+    latest = storage.get_json(store, f"checkpoints/toy/{key}/latest.json")
+    stored_files = store.list(f"checkpoints/toy/{key}/{latest['folder']}/")
+    assert latest["step"] > 0 and any(k.endswith("trainer_state.json") for k in stored_files)
+    assert not store.exists(f"models/toy/{key}/manifest.json")
+
+    caplog.set_level("WARNING", logger="fleet.stages.training")
+    model = training.ensure_trained(spec, store, dataset.version, tmp_path / "worker-b" / "runs", progress=False)
+    assert model.resumed_from is not None and model.resumed_from.endswith(f"checkpoint-{latest['step']}")
+    assert f"resuming from the stored checkpoint of step {latest['step']}" in caplog.text
+    assert store.exists(f"models/toy/{key}/manifest.json") and store.list(f"checkpoints/toy/{key}/") == []
+    # the same bits as a fine-tune that was never interrupted (the checkpoint holds the optimizer and RNG state)
+    clean = training.ensure_trained(spec, LocalStore(tmp_path / "clean"), *_same_data(spec, tmp_path), progress=False)
+    resumed_weights = (Path(model.model_dir) / "adapter_model.safetensors").read_bytes()
+    assert resumed_weights == (Path(clean.model_dir) / "adapter_model.safetensors").read_bytes()
+
+
+def _same_data(spec, tmp_path):
+    dataset = curate(spec, LocalStore(tmp_path / "clean"))
+    return dataset.version, tmp_path / "clean-runs"

@@ -1,6 +1,9 @@
 """What every kind's fine-tuning shares: transformers' Trainer settings, checkpoints and resuming.
 
-Checkpoints go to ``RUN_DIR/checkpoints``; an interrupted run resumes from the last one. The
+Checkpoints go to ``RUN_DIR/checkpoints``; an interrupted run resumes from the last one. Under ``mirrored``
+each checkpoint is also handed to a mirror as it is written (the stage keeps them in the object store), and a
+run without a local checkpoint resumes from the mirror's: a retry on another machine goes on where the
+stopped one was. The
 Trainer runs on accelerate, so the same code trains on one CPU, one GPU, or several GPUs under
 ``accelerate launch`` / ``torchrun`` (where each process trains on its share of each batch).
 """
@@ -8,11 +11,12 @@ Trainer runs on accelerate, so the same code trains on one CPU, one GPU, or seve
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fleet.core.sections import TrainSpec
 from fleet.models import device
@@ -56,9 +60,48 @@ def last_checkpoint(run_dir: Path) -> str | None:
     return get_last_checkpoint(str(out)) if out.is_dir() else None
 
 
+class CheckpointMirror(Protocol):
+    """Where checkpoints are kept besides this machine's run folder."""
+
+    def save(self, folder: Path, step: int) -> None: ...
+
+    def fetch(self, checkpoints: Path) -> str | None:
+        """The newest mirrored checkpoint, fetched into ``checkpoints``; None when there is none."""
+        ...
+
+
+_MIRROR: contextvars.ContextVar[CheckpointMirror | None] = contextvars.ContextVar("fleet_checkpoints", default=None)
+
+
+@contextlib.contextmanager
+def mirrored(mirror: CheckpointMirror) -> Iterator[None]:
+    """Fine-tunes started in this context hand each checkpoint to ``mirror`` and resume from its newest."""
+    token = _MIRROR.set(mirror)
+    try:
+        yield
+    finally:
+        _MIRROR.reset(token)
+
+
+def _mirror_callback(mirror: CheckpointMirror) -> Any:
+    from transformers import TrainerCallback
+
+    class Mirror(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                mirror.save(Path(args.output_dir) / f"checkpoint-{state.global_step}", state.global_step)
+
+    return Mirror()
+
+
 def train(trainer: Any, run_dir: Path) -> tuple[dict, str | None]:
     """Run (or resume) training; returns the Trainer's metrics and the checkpoint it resumed from."""
+    mirror = _MIRROR.get()
     resume = last_checkpoint(run_dir)
+    if resume is None and mirror is not None and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        resume = mirror.fetch(run_dir / "checkpoints")  # (ranks of a distributed launch share the local one)
+    if mirror is not None:
+        trainer.add_callback(_mirror_callback(mirror))
     out = trainer.train(resume_from_checkpoint=resume)
     return dict(out.metrics), resume
 

@@ -3,8 +3,10 @@
 A model is stored under ``models/NAME/TRAINING_KEY/`` (data version + base model + labels + training
 settings) with its ``manifest.json`` written last, so the check survives new processes and never sees
 a half-uploaded model. What is stored is the adapter (a few MB); its base is stored once, under
-``bases/DIGEST/``. Checkpoints are deleted once the model is stored: they only serve a run that can
-still resume. How a model is trained is its kind's business (``fleet.kinds``).
+``bases/DIGEST/``. Each fine-tuning checkpoint is mirrored to ``checkpoints/NAME/TRAINING_KEY/`` as it is
+written (the newest kept, its pointer ``latest.json`` written after its files), so a run retried on another
+machine resumes where a dead one stopped; checkpoints are deleted once the model is stored. How a model is
+trained is its kind's business (``fleet.kinds``).
 """
 
 from __future__ import annotations
@@ -54,6 +56,53 @@ def model_prefix(name: str, key: str) -> str:
     return f"models/{name}/{key}"
 
 
+class StoredCheckpoints:
+    """A fine-tune's checkpoints in the object store (``trainer.CheckpointMirror``): the newest one only."""
+
+    def __init__(self, store: ObjectStore, name: str, key: str):
+        self.store, self.name, self.prefix = store, name, f"checkpoints/{name}/{key}"
+
+    def latest(self) -> dict | None:
+        return (
+            get_json(self.store, f"{self.prefix}/latest.json")
+            if self.store.exists(f"{self.prefix}/latest.json")
+            else None
+        )
+
+    def save(self, folder: Path, step: int) -> None:
+        previous = self.latest()
+        self.store.upload_dir(folder, f"{self.prefix}/step-{step}")
+        put_json(self.store, f"{self.prefix}/latest.json", {"step": step, "folder": f"step-{step}"})  # after its files
+        if previous is not None and previous["folder"] != f"step-{step}":
+            self._delete(f"{self.prefix}/{previous['folder']}/")
+        log.info("%s: checkpoint of step %d stored", self.name, step)
+
+    def fetch(self, checkpoints: Path) -> str | None:
+        latest = self.latest()
+        if latest is None:
+            return None
+        local = checkpoints / f"checkpoint-{latest['step']}"
+        partial = checkpoints / f".fetching-{latest['step']}"
+        shutil.rmtree(partial, ignore_errors=True)
+        self.store.download_dir(f"{self.prefix}/{latest['folder']}", partial)
+        partial.rename(local)
+        log.warning(
+            "%s: resuming from the stored checkpoint of step %d (a run before this one stopped there)",
+            self.name,
+            latest["step"],
+        )
+        return str(local)
+
+    def clear(self) -> None:
+        if self.store.exists(f"{self.prefix}/latest.json"):
+            self.store.delete(f"{self.prefix}/latest.json")  # first: no reader follows it into a folder being deleted
+        self._delete(f"{self.prefix}/")
+
+    def _delete(self, prefix: str) -> None:
+        for key in self.store.list(prefix):
+            self.store.delete(key)
+
+
 def stored(spec: SpecialistSpec, store: ObjectStore, key: str, runs_dir: Path) -> TrainedModel | None:
     """The model stored under ``key``, fetched to this machine's run folder, or None."""
     prefix = model_prefix(spec.name, key)
@@ -101,7 +150,13 @@ def _train(
 ) -> TrainedModel:
     key = run_dir.name
     train = versions.load_split(store, spec.name, dataset_version, "train")
-    with compute.slot(), cache.RNG, trainer.fixed_threads(spec.train.cpu_threads) as threads:
+    checkpoints = StoredCheckpoints(store, spec.name, key)
+    with (
+        compute.slot(),
+        cache.RNG,
+        trainer.fixed_threads(spec.train.cpu_threads) as threads,
+        trainer.mirrored(checkpoints),
+    ):
         start = time.monotonic()
         fit = kind_of(spec).train(spec, train, run_dir, progress=progress)
         fit_seconds = round(time.monotonic() - start, 2)
@@ -120,4 +175,5 @@ def _train(
         manifest = model.model_dump(exclude={"model_dir", "reused"})
         put_json(store, f"{model_prefix(spec.name, key)}/manifest.json", manifest)
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # stored: nothing left to resume
+        checkpoints.clear()
     return model
