@@ -118,25 +118,35 @@ def clean_install(torch: str) -> dict:
     """One real `make install` from the public index, in a copy of the checkout (its tracked files)."""
     with tempfile.TemporaryDirectory() as tmp:
         files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+        checkout = Path(tmp) / "checkout"
         for name in filter(None, files.decode().split("\0")):
-            (Path(tmp) / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, Path(tmp) / name)
+            (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, checkout / name)
         env = lock.public_pip_env()
-        env["PIP_NO_CACHE_DIR"] = "1"  # nothing from this machine's pip cache either
+        home = Path(tmp) / "home"  # an empty home: no pip cache (the Makefile's llama.cpp build cache included)
+        home.mkdir()
+        env.update(HOME=str(home), PIP_NO_CACHE_DIR="1")
+        env.pop("XDG_CACHE_HOME", None)
         started = time.perf_counter()
         r = subprocess.run(
             ["make", "install", f"TORCH={torch}", f"PYTHON={sys.executable}"],
-            cwd=tmp,
+            cwd=checkout,
             env=env,
             capture_output=True,
             text=True,
         )
         seconds = time.perf_counter() - started
-        record = {"torch": torch, "seconds": round(seconds, 1), "ok": r.returncode == 0}
+        record = {
+            "torch": torch,
+            "seconds": round(seconds, 1),
+            "ok": r.returncode == 0,
+            "what": "make install in a copy of the checkout, an empty HOME (no pip cache: llama.cpp built from "
+            "source), the public index alone",
+        }
         if r.returncode != 0:
             record["error"] = (r.stderr or r.stdout)[-1500:]
             return record
-        py = Path(tmp) / ".venv" / "bin" / "python"
+        py = checkout / ".venv" / "bin" / "python"
         probe = "import torch, transformers, peft, mlflow, prefect, llama_cpp, fleet; print(torch.__version__)"
         out = subprocess.run([str(py), "-c", probe], capture_output=True, text=True, env=env)
         record["import_check"] = out.stdout.strip() or out.stderr[-500:]

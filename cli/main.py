@@ -658,14 +658,19 @@ def deploy(
     train_cron: str | None = typer.Option("0 3 * * *", help="Cron of the fleet training deployment."),
 ) -> None:
     """Register every deployment with a work pool, for `prefect worker start --pool POOL`."""
-    _settings()
+    settings = _settings()
     _load(fleet, None)
     if not os.environ.get("PREFECT_API_URL"):
         _fail("PREFECT_API_URL is not set: deployments for workers live on a Prefect server")
+    from fleet.core.spec import SpecError
+    from fleet.core.storage import StorageError
     from flows.deployments import deploy_to_pool
 
-    ids = deploy_to_pool(str(fleet.resolve()), pool, train_cron or None)
-    out.print(f"{len(ids)} deployment(s) registered with work pool {pool}")
+    try:
+        ids = deploy_to_pool(str(fleet.resolve()), pool, settings.store_handle(), train_cron or None)
+    except (SpecError, StorageError) as exc:
+        _fail(str(exc))
+    out.print(f"{len(ids)} deployment(s) registered with work pool {pool} (the fleet file shipped through the store)")
 
 
 @app.command("settings")

@@ -1,17 +1,19 @@
 """The fleet's Prefect deployments: scheduled training and monitoring, retraining on drift events, and one
 specialist at a time (what the fleet flow runs per specialist with FLEET_TASK_RUNNER=deployments).
 
-`fleet serve` serves them all from one process; `fleet deploy` registers them with a work pool.
+`fleet serve` serves them all from one process; `fleet deploy` registers them with a work pool (the fleet
+file shipped through the object store, so workers on other machines need only the servers).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import Flow
 from prefect.deployments.runner import EntrypointType
 from prefect.events import DeploymentEventTrigger
 
+from fleet.core import shipping
+from fleet.core.storage import ObjectStore
 from fleet.kinds import load_fleet
 from flows.fleet_run import fleet_flow
 from flows.label import label_flow
@@ -21,8 +23,6 @@ from flows.score import score_flow
 from flows.specialist import specialist_flow
 from tasks.drift import DRIFT_EVENT
 from tasks.labeling import POOL_EVENT
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def drift_trigger(fleet_file: str) -> DeploymentEventTrigger:
@@ -50,10 +50,11 @@ def pool_trigger(name: str, fleet_file: str) -> DeploymentEventTrigger:
     )
 
 
-def specs(fleet_file: str, train_cron: str | None) -> list[dict]:
-    """What to deploy: (flow, name, parameters, schedule or triggers) for every deployment."""
+def specs(fleet_file: str, train_cron: str | None, fleet_parameter: str | None = None) -> list[dict]:
+    """What to deploy: (flow, name, parameters, schedule or triggers) for every deployment; their
+    ``fleet_file`` is ``fleet_parameter`` (a shipped copy) or the fleet file's absolute path."""
     fleet = load_fleet(fleet_file)
-    fleet_file = str(Path(fleet_file).resolve())
+    fleet_file = fleet_parameter or str(Path(fleet_file).resolve())
     out = [
         {
             "flow": fleet_flow,
@@ -134,23 +135,23 @@ def runner_deployments(fleet_file: str, train_cron: str | None = "0 3 * * *"):
     ]
 
 
-def deploy_to_pool(fleet_file: str, pool: str, train_cron: str | None = "0 3 * * *") -> list[str]:
-    """Register every deployment with a work pool (`prefect worker start --pool POOL` runs them from this checkout)."""
-    from prefect import flow as prefect_flow
-
-    ids = []
-    for d in specs(fleet_file, train_cron):
-        remote: Flow = prefect_flow.from_source(source=str(ROOT), entrypoint=d["entrypoint"])  # type: ignore[assignment]
-        ids.append(
-            str(
-                remote.deploy(
-                    name=d["name"],
-                    work_pool_name=pool,
-                    parameters=d["parameters"],
-                    cron=d["cron"],
-                    triggers=d["triggers"],
-                    print_next_steps=False,
-                )
+def deploy_to_pool(fleet_file: str, pool: str, store: ObjectStore, train_cron: str | None = "0 3 * * *") -> list[str]:
+    """Register every deployment with a work pool, for workers that share nothing but the servers: no pull
+    step (the project is installed where a worker runs; flows load by module path), and the fleet file and
+    the data files beside it shipped through the object store, the deployments' ``fleet_file`` naming the
+    shipped copy. After changing the fleet file: deploy again."""
+    shipped = shipping.ship(fleet_file, store)
+    return [
+        str(
+            d["flow"]
+            .to_deployment(
+                name=d["name"],
+                parameters=d["parameters"],
+                cron=d["cron"],
+                triggers=d["triggers"],
+                entrypoint_type=EntrypointType.MODULE_PATH,
             )
+            .apply(work_pool_name=pool)
         )
-    return ids
+        for d in specs(fleet_file, train_cron, fleet_parameter=shipped)
+    ]

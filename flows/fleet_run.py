@@ -4,7 +4,9 @@
 - ``dask``: each specialist runs in a Dask worker, of a local cluster (``FLEET_DASK_WORKERS`` processes)
   or of the cluster at ``FLEET_DASK_ADDRESS``.
 - ``deployments``: each specialist is one run of the ``specialist`` deployment (``FLEET_SPECIALIST_DEPLOYMENT``)
-  on its work pool, so each can get its own machine or GPU pod; this flow waits for them all.
+  on its work pool, so each can get its own machine or GPU pod; this flow waits for them all. The fleet file
+  (and the data files beside it that it names) travels through the object store (``fleet.core.shipping``):
+  the workers share nothing with this process but the servers.
 """
 
 from __future__ import annotations
@@ -78,12 +80,13 @@ def fleet_flow(
     runner = task_runner(settings) if settings.task_runner != "deployments" else ThreadPoolTaskRunner(len(names) or 1)
     with runner.duplicate() as r:
         if settings.task_runner == "deployments":
+            shipped = t.ship_fleet(fleet_file, settings)
             futures = {
                 n: r.submit(
                     run_specialist_deployment,
                     {
                         "name": n,
-                        "fleet_file": fleet_file,
+                        "fleet_file": shipped,
                         "trigger": trigger,
                         "deployment": settings.specialist_deployment,
                     },

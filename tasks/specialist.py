@@ -11,6 +11,7 @@ from prefect.cache_policies import NONE
 from prefect.tasks import exponential_backoff
 
 from fleet import kinds
+from fleet.core import shipping
 from fleet.core.results import (
     DatasetVersion,
     EvaluationReport,
@@ -44,14 +45,36 @@ def _pictures(figures: dict[str, bytes]) -> str:
     )
 
 
+def read_fleet(fleet_file: str, settings: Settings) -> FleetSpec:
+    """The fleet file at a path, or one shipped through the store (``store:fleets/DIGEST``, fetched into the
+    home: a worker elsewhere needs nothing but the servers); its relative data files came along with it."""
+    roots = settings.data_root_paths
+    if shipping.is_shipped(fleet_file):
+        folder = settings.home / "fleets"
+        path = shipping.fetch(fleet_file, settings.store_handle(), folder)
+        return load_fleet(path, None if roots is None else [*roots, folder.resolve()])
+    return load_fleet(fleet_file, roots)
+
+
 @task(name="load-spec", cache_policy=NONE)
 def load_spec(fleet_file: str, name: str, settings: Settings) -> SpecialistSpec:
-    return load_fleet(fleet_file, settings.data_root_paths).select([name])[0]
+    return read_fleet(fleet_file, settings).select([name])[0]
 
 
 @task(name="load-fleet", cache_policy=NONE)
 def load_fleet_spec(fleet_file: str, settings: Settings) -> FleetSpec:
-    return load_fleet(fleet_file, settings.data_root_paths)
+    return read_fleet(fleet_file, settings)
+
+
+@task(name="ship-fleet", cache_policy=NONE)
+def ship_fleet(fleet_file: str, settings: Settings) -> str:
+    """The fleet file and its relative data files stored once in the object store; the reference workers
+    fetch them by (already a reference: as is)."""
+    if shipping.is_shipped(fleet_file):
+        return fleet_file
+    ref = shipping.ship(fleet_file, settings.store_handle())
+    get_run_logger().info("fleet file %s shipped to the store as %s", fleet_file, ref)
+    return ref
 
 
 @task(name="curate", cache_policy=NONE)
