@@ -257,8 +257,9 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     fleet: Path = FleetOpt,
 ) -> None:
-    """The champion of each specialist against the general baselines, read from the MLflow registry."""
-    _settings()
+    """The champion of each specialist against the general baselines, read from the MLflow registry; and the
+    specialist runs found stuck on workers in the last two days."""
+    settings = _settings()
     from fleet.core.spec import SpecError
     from fleet.kinds import load_fleet
     from fleet.ops.leaderboard import flat, fleet_status
@@ -272,9 +273,13 @@ def status(
         rows = fleet_status(names)
     except RegistryError as exc:
         _fail(str(exc))
+    stuck = _stuck_runs(settings)
     if as_json:
         extras = _flywheel.status_extras(names, fleet)
-        print(json.dumps([r.model_dump(mode="json") | extras.get(r.specialist, {}) for r in rows], indent=2))
+        rows_out = [r.model_dump(mode="json") | extras.get(r.specialist, {}) for r in rows]
+        for row in rows_out:
+            row["stuck_runs"] = [f for f in stuck if f.get("specialist") == row["specialist"]]
+        print(json.dumps(rows_out, indent=2))
         return
     table = Table(
         title="fleet status: champion vs strongest general baseline (gate metric, 95% CI; cost per 1,000 predictions)"
@@ -291,6 +296,26 @@ def status(
             ]
         )
     out.print(table)
+    if stuck:
+        table = Table(title="stuck specialist runs, last two days (FLEET_STUCK_AFTER_S without a sign of life)")
+        for col in ("specialist", "run_id", "state", "silent_s", "on", "action"):
+            table.add_column(col)
+        for f in stuck:
+            table.add_row(
+                *(str(f.get(col) or "") for col in ("specialist", "run_id", "state", "silent_s", "on", "action"))
+            )
+        out.print(table)
+
+
+def _stuck_runs(settings) -> list[dict]:
+    from fleet.core.storage import StorageError
+    from fleet.ops.heartbeats import recent_stuck
+
+    try:
+        return recent_stuck(settings.store_handle())
+    except StorageError as exc:
+        err.print(f"[yellow]stuck runs not read: {exc}[/yellow]")
+        return []
 
 
 @app.command()
@@ -656,8 +681,12 @@ def deploy(
     ),
     fleet: Path = FleetOpt,
     train_cron: str | None = typer.Option("0 3 * * *", help="Cron of the fleet training deployment."),
+    only: list[str] = typer.Option(
+        [], "--deployment", "-d", help="Register only this deployment (repeat; default: all), e.g. specialist."
+    ),
 ) -> None:
-    """Register every deployment with a work pool, for `prefect worker start --pool POOL`."""
+    """Register every deployment with a work pool, for `prefect worker start --pool POOL` on any machine that
+    reaches the servers (the fleet file travels through the object store)."""
     settings = _settings()
     _load(fleet, None)
     if not os.environ.get("PREFECT_API_URL"):
@@ -667,7 +696,7 @@ def deploy(
     from flows.deployments import deploy_to_pool
 
     try:
-        ids = deploy_to_pool(str(fleet.resolve()), pool, settings.store_handle(), train_cron or None)
+        ids = deploy_to_pool(str(fleet.resolve()), pool, settings.store_handle(), train_cron or None, only or None)
     except (SpecError, StorageError) as exc:
         _fail(str(exc))
     out.print(f"{len(ids)} deployment(s) registered with work pool {pool} (the fleet file shipped through the store)")

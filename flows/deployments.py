@@ -135,11 +135,17 @@ def runner_deployments(fleet_file: str, train_cron: str | None = "0 3 * * *"):
     ]
 
 
-def deploy_to_pool(fleet_file: str, pool: str, store: ObjectStore, train_cron: str | None = "0 3 * * *") -> list[str]:
+def deploy_to_pool(
+    fleet_file: str,
+    pool: str,
+    store: ObjectStore,
+    train_cron: str | None = "0 3 * * *",
+    only: list[str] | None = None,
+) -> list[str]:
     """Register every deployment with a work pool, for workers that share nothing but the servers: no pull
     step (the project is installed where a worker runs; flows load by module path), and the fleet file and
     the data files beside it shipped through the object store, the deployments' ``fleet_file`` naming the
-    shipped copy. After changing the fleet file: deploy again."""
+    shipped copy (``only``: these deployments, by name). After changing the fleet file: deploy again."""
     shipped = shipping.ship(fleet_file, store)
     return [
         str(
@@ -154,4 +160,5 @@ def deploy_to_pool(fleet_file: str, pool: str, store: ObjectStore, train_cron: s
             .apply(work_pool_name=pool)
         )
         for d in specs(fleet_file, train_cron, fleet_parameter=shipped)
+        if not only or d["name"] in only
     ]

@@ -17,8 +17,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from fleet.core.results import FleetRunError, SpecialistResult
 from fleet.core.settings import Settings
+from fleet.ops import heartbeats
 from flows.specialist import DEFAULT_FLEET_FILE, specialist_flow
 from tasks import specialist as t
+from tasks import watchdog
 
 
 def task_runner(settings: Settings):
@@ -47,24 +49,40 @@ def run_specialist(name: str, fleet_file: str, trigger: str) -> SpecialistResult
 
 
 @task(name="specialist-deployment", task_run_name="{name}", cache_policy=NONE)
-def run_specialist_deployment(name: str, fleet_file: str, trigger: str, deployment: str) -> SpecialistResult:
-    """One run of the specialist deployment (on a worker elsewhere); its result comes back through the object store."""
+def run_specialist_deployment(
+    name: str, fleet_file: str, trigger: str, deployment: str, work_queue: str | None = None
+) -> SpecialistResult:
+    """Runs of the specialist deployment (on workers elsewhere) until one completes: a run that crashed, or
+    that the watchdog found stuck (``tasks.watchdog``), is started again, up to ``specialist_attempts`` runs,
+    on whichever worker takes it; a run that failed (the specialist's own error) is not. ``work_queue``: the
+    pool's queue for it (the GPU queue for `compute: gpu`). Its result comes back through the object store,
+    with where each attempt ran."""
     from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
-    run: FlowRun = run_deployment(  # type: ignore[assignment]  # called from sync code: a FlowRun, not a coroutine
-        deployment,
-        parameters={"name": name, "fleet_file": fleet_file, "trigger": trigger},
-        flow_run_name=name,
-        timeout=None,
-        as_subflow=True,
-    )
-    state = run.state
-    get_run_logger().info("%s: flow run %s ended %s", name, run.id, state.name if state else "without a state")
-    if state is None or not state.is_completed():
-        ended = f"{state.name}: {state.message}" if state else "without a state"
-        raise RuntimeError(f"{name}: deployment run {run.name} ({run.id}) ended {ended}")
-    return t.stored_result(Settings.load(), str(run.id))
+    settings, logger = Settings.load(), get_run_logger()
+    attempts: list[str] = []
+    for attempt in range(1, settings.specialist_attempts + 1):
+        run: FlowRun = run_deployment(  # type: ignore[assignment]  # called from sync code: a FlowRun
+            deployment,
+            parameters={"name": name, "fleet_file": fleet_file, "trigger": trigger},
+            flow_run_name=name,
+            work_queue_name=work_queue,
+            timeout=0,  # returns at once: the watchdog waits
+            as_subflow=True,
+        )
+        state = watchdog.wait_for(run.id, name, settings, logger)
+        beat = heartbeats.last(settings.store_handle(), str(run.id))
+        attempts.append(f"attempt {attempt} (run {run.id}): {state.name} on {beat['on'] if beat else 'no worker'}")
+        logger.info("%s: %s", name, attempts[-1])
+        if state.is_completed():
+            result = t.stored_result(settings, str(run.id))
+            result.attempts = attempts
+            t.store_result(settings, result, str(run.id))  # with where each attempt ran
+            return result
+        if not state.is_crashed():
+            raise RuntimeError(f"{name}: deployment run {run.name} ({run.id}) ended {state.name}: {state.message}")
+    raise RuntimeError(f"{name}: no run completed in {len(attempts)} attempt(s): {'; '.join(attempts)}")
 
 
 @flow(name="fleet", flow_run_name="fleet-{trigger}")
@@ -73,7 +91,9 @@ def fleet_flow(
 ) -> list[SpecialistResult]:
     """Run every selected specialist through the settings' task runner; one failure does not stop the others."""
     settings = Settings.load().apply()
-    names = [s.name for s in t.load_fleet_spec(fleet_file, settings).select(only)]
+    selected = t.load_fleet_spec(fleet_file, settings).select(only)
+    names = [s.name for s in selected]
+    queues = {s.name: settings.gpu_work_queue if s.compute == "gpu" else None for s in selected}
     get_run_logger().info(
         "%d specialist(s) through the %s runner: %s", len(names), settings.task_runner, ", ".join(names)
     )
@@ -89,6 +109,7 @@ def fleet_flow(
                         "fleet_file": shipped,
                         "trigger": trigger,
                         "deployment": settings.specialist_deployment,
+                        "work_queue": queues[n],
                     },
                 )
                 for n in names

@@ -6,9 +6,11 @@ import os
 import socket
 
 from prefect import flow
+from prefect.runtime import flow_run
 
 from fleet.core.results import Lineage, SpecialistResult
 from fleet.core.settings import Settings
+from fleet.ops import heartbeats
 from fleet.stages import summary
 from tasks import specialist as t
 
@@ -25,6 +27,19 @@ def specialist_flow(
     (the report that raised the alarm) is tagged on the new version for lineage.
     """
     settings = Settings.load().apply()
+    on = f"{settings.worker_name or socket.gethostname()}:{os.getpid()}"
+    run_id = flow_run.id
+    if run_id is None:  # no flow run to follow
+        return _specialist(name, fleet_file, trigger, drift_report, settings, on)
+    # a heartbeat in the store while it runs: the fleet run waiting for it on another machine tells a slow
+    # run from one whose worker is gone (fleet.ops.heartbeats)
+    with heartbeats.beating(settings.store_handle(), run_id, on, settings.heartbeat_s):
+        return _specialist(name, fleet_file, trigger, drift_report, settings, on)
+
+
+def _specialist(
+    name: str, fleet_file: str, trigger: str, drift_report: str | None, settings: Settings, on: str
+) -> SpecialistResult:
     spec = t.load_spec(fleet_file, name, settings)
     dataset = t.curate(spec, settings, with_feedback=trigger == "drift")
     result = t.find_registered(spec, dataset, settings)
@@ -37,6 +52,6 @@ def specialist_flow(
             spec, dataset, model, report, Lineage(trigger=trigger, drift_report=drift_report), settings, reference
         )
         result = summary.trained(dataset, report, reg)
-    result.ran_on = f"{socket.gethostname()}:{os.getpid()}"
+    result.ran_on = on
     t.store_result(settings, result)
     return result

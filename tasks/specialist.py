@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import socket
+from collections.abc import Iterator
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -108,9 +111,53 @@ def find_registered(spec: SpecialistSpec, dataset: DatasetVersion, settings: Set
 
 @task(name="fine-tune", cache_policy=NONE)
 def fine_tune(spec: SpecialistSpec, dataset: DatasetVersion, settings: Settings) -> TrainedModel:
-    return training.ensure_trained(
-        spec, settings.store_handle(), dataset.version, settings.runs_dir, wait_s=settings.train_wait_s
-    )
+    with fine_tune_slot(settings):
+        model = training.ensure_trained(
+            spec,
+            settings.store_handle(),
+            dataset.version,
+            settings.runs_dir,
+            wait_s=settings.train_wait_s,
+            lease_ttl_s=settings.lease_ttl_s,
+        )
+    if model.resumed_from:  # a run before this one (here, or on a worker that is gone) stopped there
+        step = model.resumed_from.rsplit("checkpoint-", 1)[-1]
+        get_run_logger().info("%s: fine-tune resumed from the checkpoint of step %s", spec.name, step)
+    return model
+
+
+def fine_tune_limit(settings: Settings) -> str:
+    return f"fine-tune-{settings.worker_name or socket.gethostname()}"
+
+
+@contextlib.contextmanager
+def fine_tune_slot(settings: Settings) -> Iterator[None]:
+    """On a worker (a run of a deployment): one of the worker's fine-tune slots, a Prefect global concurrency
+    limit (``fine-tune-WORKER``, ``fine_tune_slots``), made when missing; so at most that many fine-tunes of
+    this worker hold its GPU while other runs' curation, evaluation and I/O go on. In-process runners: none
+    (the process's compute slots, ``fleet.core.compute``, bound them)."""
+    from prefect.runtime import deployment
+
+    if deployment.id is None:
+        yield
+        return
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    name = fine_tune_limit(settings)
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            with contextlib.suppress(ObjectAlreadyExists):  # another run of this worker made it meanwhile
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=settings.fine_tune_slots)
+                )
+    get_run_logger().info("waiting for a slot of %s", name)
+    with concurrency(name, occupy=1, strict=True):
+        yield
 
 
 @task(name="evaluate-general", cache_policy=NONE)
@@ -210,12 +257,14 @@ def result_key(flow_run_id: str) -> str:
 
 
 @task(name="store-result", **_MLFLOW)
-def store_result(settings: Settings, result: SpecialistResult) -> None:
-    """Keep the specialist flow's result in the object store, where a parent on another machine can read it."""
+def store_result(settings: Settings, result: SpecialistResult, run_id: str | None = None) -> None:
+    """Keep the result of the specialist flow run ``run_id`` (default: this one) in the object store, where a
+    parent on another machine can read it."""
     from prefect.runtime import flow_run
 
-    if flow_run.id:
-        put_json(settings.store_handle(), result_key(flow_run.id), result.model_dump(mode="json"))
+    run_id = run_id or flow_run.id
+    if run_id:
+        put_json(settings.store_handle(), result_key(run_id), result.model_dump(mode="json"))
 
 
 def stored_result(settings: Settings, flow_run_id: str) -> SpecialistResult:

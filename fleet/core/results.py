@@ -249,6 +249,9 @@ class SpecialistResult(_Result):
     metric: str | None = None
     scores: dict[str, float | None] = Field(default_factory=dict, description="The gate metric of each role.")
     ran_on: str = ""
+    attempts: list[str] = Field(
+        default_factory=list, description="deployments: each run of it, its end and where it ran (retries too)."
+    )
     error: str | None = None
 
 

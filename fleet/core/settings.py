@@ -123,6 +123,53 @@ class Settings(BaseSettings):
         validation_alias=_env("FLEET_SPECIALIST_DEPLOYMENT"),
         description="deployments: the FLOW/DEPLOYMENT run once per specialist.",
     )
+    worker_name: str | None = Field(
+        None,
+        validation_alias=_env("FLEET_WORKER_NAME"),
+        description="deployments: this worker's name in the fleet run's report of where each specialist ran "
+        "(unset: the host name).",
+    )
+    gpu_work_queue: str = Field(
+        "gpu",
+        validation_alias=_env("FLEET_GPU_WORK_QUEUE"),
+        description="deployments: the work queue of the runs of specialists with `compute: gpu` (its workers "
+        "are on GPU machines).",
+    )
+    fine_tune_slots: int = Field(
+        1,
+        ge=1,
+        validation_alias=_env("FLEET_FINE_TUNE_SLOTS"),
+        description="deployments: fine-tunes at once per worker, a Prefect global concurrency limit "
+        "(fine-tune-WORKER) made when missing; curation, evaluation and I/O of other runs go on beside them.",
+    )
+    specialist_attempts: int = Field(
+        2,
+        ge=1,
+        le=10,
+        validation_alias=_env("FLEET_SPECIALIST_ATTEMPTS"),
+        description="deployments: runs of a specialist before it counts as failed (a crashed or stuck run is "
+        "started again, on whichever worker takes it).",
+    )
+    heartbeat_s: float = Field(
+        30.0,
+        gt=0,
+        validation_alias=_env("FLEET_HEARTBEAT_S"),
+        description="deployments: how often a specialist run writes its heartbeat to the store.",
+    )
+    stuck_after_s: float = Field(
+        300.0,
+        gt=0,
+        validation_alias=_env("FLEET_STUCK_AFTER_S"),
+        description="deployments: a specialist run Running without a heartbeat, or Late/Pending, this long is "
+        "stuck: reported (fleet status, event fleet.run.stuck); a silent Running one is marked Crashed and retried.",
+    )
+    lease_ttl_s: float = Field(
+        600.0,
+        ge=5,
+        validation_alias=_env("FLEET_LEASE_TTL_S"),
+        description="How long a lease (one trainer per training key) outlives a holder that stopped renewing it "
+        "(a lost worker) before another run takes it over.",
+    )
 
     traffic_hash_key: SecretStr | None = Field(
         None,

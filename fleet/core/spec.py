@@ -11,7 +11,7 @@ import copy
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
@@ -95,6 +95,11 @@ class SpecialistSpec(_Model):
         "each kind has a default.",
     )
     data: DataSpec
+    compute: Literal["cpu", "gpu"] = Field(
+        "cpu",
+        description="What its runs need: gpu sends them to the GPU work queue (FLEET_GPU_WORK_QUEUE) when "
+        "specialists run as deployments (FLEET_TASK_RUNNER=deployments); cpu: the pool's default queue.",
+    )
     labels: dict[str, str] = Field(
         ..., description="Classifiers: label -> natural-language description (used by the zero-shot baseline)."
     )

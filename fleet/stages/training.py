@@ -122,9 +122,11 @@ def ensure_trained(
     runs_dir: str | Path,
     progress: bool = True,
     wait_s: float = 4 * 3600,
+    lease_ttl_s: float = 600.0,
 ) -> TrainedModel:
     """The model for (spec, dataset version): fetched from the store if it was trained before, else trained now
-    (``wait_s``: how long to wait while another run trains the same key)."""
+    (``wait_s``: how long to wait while another run trains the same key; ``lease_ttl_s``: how long the key's
+    lease outlives a holder that died, before this run takes it over and resumes from its stored checkpoint)."""
     ml_imports()  # before this thread imports a kind's training code: stages run in threads side by side
     runs_dir = Path(runs_dir)
     key = training_key(spec, dataset_version)
@@ -138,7 +140,7 @@ def ensure_trained(
     if not trainer.is_main_process():  # a rank of a distributed launch: its main process holds the lease
         return _train(spec, store, dataset_version, runs_dir / spec.name / key, progress)
     # one trainer per key, across processes and machines; a run that waited finds the model stored
-    with leases.held(store, f"train/{spec.name}/{key}", wait_s=wait_s, on_wait=waiting):
+    with leases.held(store, f"train/{spec.name}/{key}", wait_s=wait_s, ttl_s=lease_ttl_s, on_wait=waiting):
         found = stored(spec, store, key, runs_dir)
         return (
             found if found is not None else _train(spec, store, dataset_version, runs_dir / spec.name / key, progress)
