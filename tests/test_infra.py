@@ -246,6 +246,32 @@ def check_k8s_object(doc: dict, where: str) -> None:
         ApiClient()._ApiClient__deserialize(doc, KINDS[kind])
     except ValueError as exc:
         pytest.fail(f"{where}: {exc}")
+    schema_errors = k8s_schema_errors(doc)
+    assert not schema_errors, f"{where}:\n" + "\n".join(schema_errors)
+
+
+K8S_VERSION = "1.30"  # the oldest Kubernetes the manifests are for (README: Kubernetes with GPUs)
+
+
+def k8s_schema_errors(doc: dict) -> list[str]:
+    """The object against the Kubernetes API's own OpenAPI schemas, offline (kubernetes-validate carries them),
+    strictly: a field the API does not know is an error, as `kubectl apply --validate=strict` makes it."""
+    import kubernetes_validate
+
+    try:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        return [f"{'.'.join(map(str, exc.path)) or '(top)'}: {exc.message}"]
+    return []
+
+
+def test_the_schema_check_catches_what_the_api_server_would_refuse():
+    good = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"a": "b"}}
+    assert k8s_schema_errors(good) == []
+    assert k8s_schema_errors({**good, "dta": {"a": "b"}})  # an unknown field (strict)
+    assert k8s_schema_errors({**good, "data": {"a": 1}})  # a number where the API takes a string
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"}, "spec": {"template": {"spec": {}}}}
+    assert k8s_schema_errors(job)  # a pod without containers
 
 
 def test_the_checker_catches_mistakes():
@@ -328,7 +354,13 @@ def render_job(values: dict) -> dict:
     template = json.loads((K8S / "gpu-base-job-template.json").read_text())
     jsonschema.validate(values, template["variables"])  # what the Prefect server checks of a deployment's job variables
     config = asyncio.run(KubernetesWorkerJobConfiguration.from_template_and_values(template, values))
-    config.prepare_for_flow_run(FlowRun(id=uuid.uuid4(), flow_id=uuid.uuid4(), name="sms-spam"))
+    run = FlowRun(  # as the fleet run submits a specialist (flows/fleet_run.py): its name and parameters
+        id=uuid.uuid4(),
+        flow_id=uuid.uuid4(),
+        name="sms-spam",
+        parameters={"name": "sms-spam", "fleet_file": "store:fleets/" + "0" * 24, "trigger": "schedule"},
+    )
+    config.prepare_for_flow_run(run)
     job = json.loads(json.dumps(config.job_manifest))
     # prefect-kubernetes insists on these two under the pod template (its default template has them there,
     # and it refuses a template without them), though they are Job fields: the API server drops them.
