@@ -74,6 +74,19 @@ def stack(tmp_path_factory):
         fleet_stack.down(home, progress=lambda *_: None)
 
 
+def stack_s3(st):
+    """An S3 client of the stack's object store (moto's server accepts any key)."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=st.env["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+    )
+
+
 def three_specialist_fleet(folder: Path) -> Path:
     """The toy specialist three times: alpha and beta (trained in seconds) and gamma (12 epochs: long enough
     to lose its worker after a checkpoint)."""
@@ -136,7 +149,6 @@ def test_workers_on_two_machines_share_nothing_but_the_servers(stack, tmp_path):
     """Two `prefect worker` processes, each with its own home and empty working folder, run the specialists of
     a fleet submitted with FLEET_TASK_RUNNER=deployments; one is killed in the middle of a fine-tune and its
     specialist finishes on the other, resumed from the checkpoint in the store (issue 31)."""
-    import boto3
     from mlflow import MlflowClient
 
     home, env, _, _ = stack
@@ -151,13 +163,7 @@ def test_workers_on_two_machines_share_nothing_but_the_servers(stack, tmp_path):
     )
     fleet("deploy", "--pool", "dist", "--fleet", str(fleet_file), "--train-cron", "", "-d", "specialist", env=env)
     workers = {n: start_worker(n, "dist", tmp_path / "workers", env) for n in ("w1", "w2")}
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=st.env["AWS_ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="y",
-    )
+    s3 = stack_s3(st)
 
     def keys(prefix: str) -> list[str]:
         pages = s3.get_paginator("list_objects_v2").paginate(Bucket="fleet", Prefix=prefix)
@@ -287,20 +293,13 @@ def test_fleet_up_run_down(stack, tmp_path):
         assert "trained" in run.stdout
 
         # MLflow (on PostgreSQL): version 1 is champion, and its artifacts are in the bucket
-        import boto3
         import psycopg2
         from mlflow import MlflowClient
 
         client = MlflowClient(tracking_uri=st.env["MLFLOW_TRACKING_URI"])
         v1 = client.get_model_version_by_alias("toy", "champion")
         assert v1.version == "1"
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=st.env["AWS_ENDPOINT_URL"],
-            region_name="us-east-1",
-            aws_access_key_id="x",
-            aws_secret_access_key="y",
-        )
+        s3 = stack_s3(st)
         keys = [
             o["Key"]
             for page in s3.get_paginator("list_objects_v2").paginate(Bucket="fleet")
