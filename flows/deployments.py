@@ -21,6 +21,7 @@ from flows.monitor import monitor_flow
 from flows.retrain import retrain_flow
 from flows.score import score_flow
 from flows.specialist import specialist_flow
+from flows.watchdog import watchdog_flow
 from tasks.drift import DRIFT_EVENT
 from tasks.labeling import POOL_EVENT
 
@@ -105,6 +106,17 @@ def specs(fleet_file: str, train_cron: str | None, fleet_parameter: str | None =
             "name": "score",
             "parameters": {},
             "cron": None,
+            "triggers": None,
+        }
+    )
+    # Stuck specialist runs on workers, every 5 minutes (tasks.watchdog.sweep).
+    out.append(
+        {
+            "flow": watchdog_flow,
+            "entrypoint": "flows.watchdog:watchdog_flow",
+            "name": "watchdog",
+            "parameters": {},
+            "cron": "*/5 * * * *",
             "triggers": None,
         }
     )

@@ -7,6 +7,11 @@ and never started it), or Late that long (no worker takes it). Each finding is r
 and emitted as the event ``fleet.run.stuck``; a stuck Running or Pending run is marked Crashed, so the fleet
 run starts it again (``FLEET_SPECIALIST_ATTEMPTS``) and whichever worker is free takes it. A Late run is only
 reported: another run would wait in the same queue.
+
+``sweep`` applies the same rules to every run of the specialist deployment, for the ``watchdog`` deployment
+(every 5 minutes): it catches stuck runs that no fleet run is waiting for (a drift retrain's, one started by
+hand, one whose fleet run died too). It only marks and reports them; starting them again is the waiting
+fleet run's (or the next schedule's) business.
 """
 
 from __future__ import annotations
@@ -57,6 +62,51 @@ def report_stuck(name: str, run_id: str, state: State, silent_s: float, action: 
     return finding
 
 
+def _verdict(state: State, run_id: str, settings: Settings) -> tuple[float, bool] | None:
+    """(silence, crash it) when the run is stuck, else None."""
+    silent = _silence(state, run_id, settings)
+    if silent <= settings.stuck_after_s:
+        return None
+    return silent, state.type in (StateType.RUNNING, StateType.PENDING)
+
+
+def _act(client, name: str, run_id: UUID, state: State, silent: float, crash: bool, settings: Settings) -> dict:
+    action = "marked Crashed" if crash else "reported (waiting for a worker)"
+    finding = report_stuck(name, str(run_id), state, silent, action, settings)
+    if crash:
+        message = f"no sign of life for {silent:.0f} s in {state.name} (its worker is gone)"
+        client.set_flow_run_state(run_id, Crashed(message=message), force=True)
+    return finding
+
+
+def sweep(settings: Settings, deployment: str | None = None) -> list[dict]:
+    """Every run of the specialist deployment (``FLOW/DEPLOYMENT``) found stuck now, marked and reported."""
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+
+    deployment_name = (deployment or settings.specialist_deployment).split("/")[-1]
+    waiting = [StateType.RUNNING, StateType.PENDING, StateType.SCHEDULED]
+    findings = []
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=waiting))),
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment_name])),
+            limit=200,
+        )
+        for run in runs:
+            state = run.state
+            verdict = _verdict(state, str(run.id), settings) if state is not None else None
+            if state is not None and verdict is not None:
+                name = str((run.parameters or {}).get("name") or run.name)
+                findings.append(_act(client, name, run.id, state, *verdict, settings))
+    return findings
+
+
 def wait_for(
     run_id: UUID, name: str, settings: Settings, logger: logging.Logger | logging.LoggerAdapter = log
 ) -> State:
@@ -71,24 +121,19 @@ def wait_for(
                 continue
             if state.is_final():
                 return state
-            silent = _silence(state, str(run_id), settings)
-            if silent > settings.stuck_after_s:
-                crash = state.type in (StateType.RUNNING, StateType.PENDING)
-                action = "marked Crashed, started again" if crash else "reported (waiting for a worker)"
-                if crash or not reported:
-                    finding = report_stuck(name, str(run_id), state, silent, action, settings)
-                    logger.warning(
-                        "%s: run %s stuck (%s, no sign of life for %.0f s on %s): %s",
-                        name,
-                        run_id,
-                        state.name,
-                        silent,
-                        finding["on"] or "no worker",
-                        action,
-                    )
-                    reported = True
-                if crash:
-                    message = f"no sign of life for {silent:.0f} s in {state.name} (its worker is gone)"
-                    client.set_flow_run_state(run_id, Crashed(message=message), force=True)
-                    return client.read_flow_run(run_id).state or Crashed(message=message)
+            verdict = _verdict(state, str(run_id), settings)
+            if verdict is not None and (verdict[1] or not reported):
+                finding = _act(client, name, run_id, state, *verdict, settings)
+                logger.warning(
+                    "%s: run %s stuck (%s, no sign of life for %.0f s on %s): %s",
+                    name,
+                    run_id,
+                    state.name,
+                    verdict[0],
+                    finding["on"] or "no worker",
+                    finding["action"],
+                )
+                reported = True
+                if verdict[1]:  # marked Crashed: the caller starts it again
+                    return client.read_flow_run(run_id).state or state
             time.sleep(poll_s)

@@ -31,6 +31,7 @@ def test_prefect_yaml_matches_the_fleet_and_the_code():
             "specialist",
             "score",
             "label",
+            "watchdog",
         )
     [trigger] = deps["retrain-on-drift"]["triggers"]
     assert trigger["expect"] == [DRIFT_EVENT] and trigger["parameters"]["name"] == "{{ event.resource['fleet.name'] }}"
@@ -52,7 +53,9 @@ def test_served_deployments_have_schedules_and_the_drift_trigger(tmp_path, monke
         "specialist",
         "score",
         "retrain-on-drift",
+        "watchdog",
     }
+    assert deps["watchdog"].schedules  # stuck runs found even when no fleet run waits for them
     assert deps["monitor-sms-spam"].schedules and deps["fleet-train"].schedules
     [trigger] = deps["retrain-on-drift"].triggers
     assert trigger.expect == {"fleet.specialist.drift-detected"}

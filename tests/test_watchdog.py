@@ -58,3 +58,37 @@ def test_findings_are_kept_for_fleet_status_newest_first(tmp_path):
     time.sleep(0.01)
     heartbeats.record_stuck(store, {"run_id": b, "specialist": "y", "state": "Late", "silent_s": 400.0})
     assert [f["run_id"] for f in heartbeats.recent_stuck(store)] == [b, a]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_sweep_crashes_a_silent_run_and_leaves_a_beating_one(tmp_path, monkeypatch):
+    """The watchdog deployment's sweep, against a real (temporary) Prefect server: two runs of the specialist
+    deployment marked Running; the one without a heartbeat is marked Crashed and reported, the other is not."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Running as RunningState
+
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path))
+    monkeypatch.setenv("FLEET_STUCK_AFTER_S", "1")
+    settings = Settings.load()
+
+    @flow(name="specialist")
+    def specialist(name: str) -> None:  # a stand-in with the deployment's name: the sweep only reads runs
+        pass
+
+    deployment_id = specialist.to_deployment(name="specialist").apply()
+    with get_client(sync_client=True) as client:
+        silent, beating = (
+            client.create_flow_run_from_deployment(deployment_id, parameters={"name": n}) for n in ("silent", "beating")
+        )
+        for run in (silent, beating):
+            client.set_flow_run_state(run.id, RunningState(), force=True)
+        time.sleep(1.5)
+        heartbeats.beat(settings.store_handle(), str(beating.id), "w1:1")
+        findings = watchdog.sweep(settings)
+        assert [(f["specialist"], f["state"], f["action"]) for f in findings] == [
+            ("silent", "Running", "marked Crashed")
+        ]
+        assert client.read_flow_run(silent.id).state.is_crashed()
+        assert client.read_flow_run(beating.id).state.is_running()
+    assert [f["run_id"] for f in heartbeats.recent_stuck(settings.store_handle())] == [str(silent.id)]
