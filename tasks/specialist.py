@@ -126,6 +126,9 @@ def fine_tune(spec: SpecialistSpec, dataset: DatasetVersion, settings: Settings)
     return model
 
 
+SLOT_TAKEN, SLOT_RELEASED = "took a slot of", "released a slot of"
+
+
 def fine_tune_limit(settings: Settings) -> str:
     return f"fine-tune-{settings.worker_name or socket.gethostname()}"
 
@@ -155,9 +158,14 @@ def fine_tune_slot(settings: Settings) -> Iterator[None]:
                 client.create_global_concurrency_limit(
                     GlobalConcurrencyLimitCreate(name=name, limit=settings.fine_tune_slots)
                 )
-    get_run_logger().info("waiting for a slot of %s", name)
+    logger = get_run_logger()
+    logger.info("waiting for a slot of %s", name)
     with concurrency(name, occupy=1, strict=True):
-        yield
+        logger.info("%s %s", SLOT_TAKEN, name)  # these two lines time the hold (benchmarks/distributed.py)
+        try:
+            yield
+        finally:
+            logger.info("%s %s", SLOT_RELEASED, name)
 
 
 @task(name="evaluate-general", cache_policy=NONE)
