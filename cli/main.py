@@ -250,6 +250,8 @@ def _print_rows(rows) -> None:
     for r in rows:
         if r.status == "failed":
             err.print(f"[red]{r.specialist}[/]: {escape(str(r.error))}", highlight=False)
+        if len(r.attempts) > 1:  # retried on workers (FLEET_TASK_RUNNER=deployments): where each attempt ran
+            out.print(f"{r.specialist}: " + "; ".join(r.attempts), highlight=False)
 
 
 @app.command()

@@ -155,7 +155,7 @@ def test_workers_on_two_machines_share_nothing_but_the_servers(stack, tmp_path):
     st = fleet_stack.Stack.read(home / "stack")
     api = st.env["PREFECT_API_URL"]
     env = {**env, **st.env, "FLEET_ENV_FILE": str(fleet_stack.env_file(home))}
-    env.update(FLEET_HEARTBEAT_S="2", FLEET_STUCK_AFTER_S="30", FLEET_LEASE_TTL_S="20", FLEET_SPECIALIST_ATTEMPTS="2")
+    env.update(FLEET_HEARTBEAT_S="2", FLEET_STUCK_AFTER_S="45", FLEET_LEASE_TTL_S="20", FLEET_SPECIALIST_ATTEMPTS="2")
     fleet_file = three_specialist_fleet(tmp_path / "submitter")
     prefect_bin = str(Path(sys.executable).parent / "prefect")
     subprocess.run(
@@ -230,6 +230,7 @@ def test_workers_on_two_machines_share_nothing_but_the_servers(stack, tmp_path):
         killed_at = time.monotonic()
         stdout, stderr = submit.communicate(timeout=400)
         assert submit.returncode == 0, stdout[-3000:] + stderr[-3000:]
+        assert f"gamma: attempt 1 (run {first['id']}): Crashed on {victim}:" in stdout  # fleet run says where
         recovery_s = time.monotonic() - killed_at
         result = result_of("gamma")  # the newest completed run of gamma
         survivor = "w2" if victim == "w1" else "w1"
