@@ -24,6 +24,7 @@ llama-cpp-python (an sdist, built by the Makefile) keeps its own llama.lock.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -196,6 +197,7 @@ class Source:
     requires: list[str]
 
 
+@functools.cache  # the dev and the image lock ask for the same packages: one metadata build each
 def source_package(req: str, extra: str = "") -> Source:
     """Resolve ``req`` (an sdist-only package) here, without its dependencies; read its metadata."""
     installs, error = dry_run(None, ["--no-deps", req])

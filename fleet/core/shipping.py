@@ -14,7 +14,7 @@ import hashlib
 import json
 import re
 import shutil
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import yaml
 
@@ -68,7 +68,7 @@ def _files(fleet_file: Path) -> dict[str, bytes]:
             )
         if not path.is_file():
             raise SpecError(where, [f"data source {src}: file not found ({path})"])
-        files[PurePosixPath(path.relative_to(folder).as_posix()).as_posix()] = path.read_bytes()
+        files[path.relative_to(folder).as_posix()] = path.read_bytes()
     return files
 
 
