@@ -93,7 +93,6 @@ def fleet_flow(
     settings = Settings.load().apply()
     selected = t.load_fleet_spec(fleet_file, settings).select(only)
     names = [s.name for s in selected]
-    queues = {s.name: settings.gpu_work_queue if s.compute == "gpu" else None for s in selected}
     get_run_logger().info(
         "%d specialist(s) through the %s runner: %s", len(names), settings.task_runner, ", ".join(names)
     )
@@ -101,6 +100,7 @@ def fleet_flow(
     with runner.duplicate() as r:
         if settings.task_runner == "deployments":
             shipped = t.ship_fleet(fleet_file, settings)
+            queues = {s.name: t.work_queue(s, settings) for s in selected}
             futures = {
                 n: r.submit(
                     run_specialist_deployment,

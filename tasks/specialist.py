@@ -30,6 +30,7 @@ from fleet.core.storage import get_json, put_json
 from fleet.data import versions
 from fleet.kinds import load_fleet
 from fleet.labeling import flywheel
+from fleet.models import base_models
 from fleet.ops import leaderboard, traffic
 from fleet.stages import curation, evaluation, profiles, registry, summary, training
 
@@ -67,6 +68,28 @@ def load_spec(fleet_file: str, name: str, settings: Settings) -> SpecialistSpec:
 @task(name="load-fleet", cache_policy=NONE)
 def load_fleet_spec(fleet_file: str, settings: Settings) -> FleetSpec:
     return read_fleet(fleet_file, settings)
+
+
+def work_queue(spec: SpecialistSpec, settings: Settings) -> str | None:
+    """The work queue of a specialist's deployment runs: the GPU queue for `compute: gpu`, or for `compute:
+    auto` with a base heavier than ``cpu_max_base_gb`` (its weight files, when they can be told without a
+    download); None: the pool's default queue."""
+    if spec.compute == "auto":
+        try:
+            size = base_models.weights_gb(spec.base_model)
+        except (OSError, base_models.TrainingError):
+            size = None
+        needs_gpu = size is not None and size > settings.cpu_max_base_gb
+        if needs_gpu:
+            get_run_logger().info(
+                "%s: its base's weights are %.1f GB (more than FLEET_CPU_MAX_BASE_GB=%.1f): the GPU queue",
+                spec.name,
+                size,
+                settings.cpu_max_base_gb,
+            )
+    else:
+        needs_gpu = spec.compute == "gpu"
+    return settings.gpu_work_queue if needs_gpu else None
 
 
 @task(name="ship-fleet", cache_policy=NONE)

@@ -135,6 +135,13 @@ class Settings(BaseSettings):
         description="deployments: the work queue of the runs of specialists with `compute: gpu` (its workers "
         "are on GPU machines).",
     )
+    cpu_max_base_gb: float = Field(
+        4.0,
+        gt=0,
+        validation_alias=_env("FLEET_CPU_MAX_BASE_GB"),
+        description="deployments: a specialist with `compute: auto` whose base's weight files are larger "
+        "than this (GB) goes to the GPU work queue.",
+    )
     fine_tune_slots: int = Field(
         1,
         ge=1,

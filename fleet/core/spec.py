@@ -95,10 +95,11 @@ class SpecialistSpec(_Model):
         "each kind has a default.",
     )
     data: DataSpec
-    compute: Literal["cpu", "gpu"] = Field(
-        "cpu",
-        description="What its runs need: gpu sends them to the GPU work queue (FLEET_GPU_WORK_QUEUE) when "
-        "specialists run as deployments (FLEET_TASK_RUNNER=deployments); cpu: the pool's default queue.",
+    compute: Literal["auto", "cpu", "gpu"] = Field(
+        "auto",
+        description="What its runs need when specialists run as deployments (FLEET_TASK_RUNNER=deployments): "
+        "gpu sends them to the GPU work queue (FLEET_GPU_WORK_QUEUE), cpu to the pool's default queue; auto: "
+        "gpu when the base's weights are larger than FLEET_CPU_MAX_BASE_GB, else cpu.",
     )
     labels: dict[str, str] = Field(
         ..., description="Classifiers: label -> natural-language description (used by the zero-shot baseline)."

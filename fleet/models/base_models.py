@@ -138,6 +138,29 @@ def architecture(name: str) -> str | None:
     return str(model_type) if model_type else None
 
 
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.gguf")
+
+
+def weights_gb(name: str) -> float | None:
+    """The size of a base model's weight files in GB, read without loading or converting it: the GGUF file a
+    package ships, a folder's weight files, or a hub id's cached ones; None when it cannot be told without
+    downloading."""
+    alias = MODEL_ALIASES.get(name)
+    if alias is not None and alias.gguf is not None:
+        files = [_package_folder(name, alias) / alias.gguf]
+    elif alias is not None or Path(name).expanduser().is_dir():
+        folder = Path(resolve_base_model(name))
+        files = [f for pattern in WEIGHT_FILES for f in folder.glob(pattern)]
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name, "config.json")
+        snapshot = Path(cached).parent if isinstance(cached, str) else None
+        files = [f for pattern in WEIGHT_FILES for f in snapshot.glob(pattern)] if snapshot else []
+    sizes = [f.stat().st_size for f in files if f.is_file()]
+    return sum(sizes) / 1e9 if sizes else None
+
+
 def _check_hub_id(name: str) -> None:
     from huggingface_hub import model_info, try_to_load_from_cache
 
