@@ -360,8 +360,11 @@ def predict(
     alias: str = typer.Option("champion", help="Registry alias to use."),
     version: str | None = typer.Option(None, help="A version number instead of an alias."),
     log: bool = typer.Option(True, help="Append the predictions to the specialist's traffic log (for drift)."),
+    fleet: Path = FleetOpt,
+    cascade: bool = typer.Option(True, help="Escalate unsure answers to the fleet file's serving.fallback."),
 ) -> None:
-    """Answer texts with a specialist's registered model; prints its answer (a classifier: label, score) and the text.
+    """Answer texts with a specialist's registered model; prints its answer (a classifier: label, score), who
+    answered (specialist, or fallback when the cascade escalated) and the text.
 
     The version's files are loaded by its kind, as serving loads them: no code from the registry is run."""
     settings = _settings()
@@ -371,7 +374,7 @@ def predict(
 
     from fleet.core.records import ModelRecord
     from fleet.kinds import kind_of
-    from fleet.ops import traffic
+    from fleet.ops import escalation, traffic
     from fleet.stages import registry
 
     hf_logging.disable_progress_bar()  # keep the output a clean table of predictions
@@ -382,18 +385,24 @@ def predict(
             folder = registry.download_model_dir(name, number, tmp)
             kind = kind_of(ModelRecord.read(folder).task)
             outputs = kind.load(folder, name).predict(list(texts))
-            frame = kind.to_frame(outputs)
+            tags = registry.client().get_model_version(name, number).tags or {}
         except Exception as exc:  # no such version, an unreachable registry, a broken model folder
             first = (getattr(exc, "message", None) or str(exc)).splitlines()[0]
             _fail(f"{uri}: cannot load ({first}); train it with `fleet run --only {name}`")
-    answers = frame.to_dict("records")
-    for text, answer in zip(texts, answers):
+    spec = _fleet_specs(fleet, required=False).get(name) if cascade else None
+    routed = escalation.route(spec, kind, list(texts), outputs, escalation.threshold_of(tags))
+    frame = kind.to_frame(routed.outputs)
+    for text, answer, who, problem in zip(texts, frame.to_dict("records"), routed.answered_by, routed.errors):
+        if problem:
+            err.print(f"[yellow]fallback failed[/] ({problem}): the specialist's answer is shown", highlight=False)
         if "output" in frame:  # a generative specialist: its answer as it wrote it
             print(answer["output"])
-        else:  # plain TSV, for pipes: the answer's fields, then the text
-            print("\t".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in answer.values()) + f"\t{text}")
+        else:  # plain TSV, for pipes: the answer's fields, who answered, then the text
+            fields = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in answer.values()]
+            print("\t".join([*fields, who]) + f"\t{text}")
     if log:
-        rows = [r | {"client": "cli:predict"} for r in kind.traffic_rows(list(texts), outputs)]
+        extra = escalation.traffic_fields(routed, kind, list(texts))
+        rows = [r | {"client": "cli:predict"} | e for r, e in zip(kind.traffic_rows(list(texts), outputs), extra)]
         traffic.log_predictions(settings.store_handle(), name, rows, number, key=settings.traffic_key)
 
 
@@ -629,7 +638,10 @@ def serve_models(
     tokens = settings.serve_clients()
     if tokens is None and not is_loopback(host):
         _fail(f"--host {host}: serving beyond this machine needs a token; set FLEET_SERVE_TOKEN or FLEET_SERVE_TOKENS")
-    names = only or _fleet_names(fleet)
+    specs = _fleet_specs(fleet, required=not only)
+    names = only or list(specs)
+    if only and not specs:
+        err.print(f"[yellow]note:[/] {fleet} not read: no cascade to a fallback model (serving.fallback)")
     _forget_unneeded_secrets()
     import uvicorn
 
@@ -647,7 +659,9 @@ def serve_models(
     auth = f"bearer token required ({len(tokens)} client(s))" if tokens else "no token (loopback only)"
     err.print("serving " + "; ".join(changed) + f" on http://{host}:{port} ({auth}; OpenAPI: /docs)", highlight=False)
     uvicorn.run(
-        create_app(hub, settings.store_handle(), reload_interval, max_wait_ms, limits, tokens, settings.traffic_key),
+        create_app(
+            hub, settings.store_handle(), reload_interval, max_wait_ms, limits, tokens, settings.traffic_key, specs
+        ),
         host=host,
         port=port,
         log_level="warning",
@@ -655,18 +669,19 @@ def serve_models(
     )
 
 
-def _fleet_names(fleet: Path) -> list[str]:
-    """The specialists a fleet file names (parsed and validated; their data and bases are not checked: the
-    server needs neither)."""
+def _fleet_specs(fleet: Path, required: bool = True) -> dict:
+    """The specialists a fleet file names, with their settings (parsed and validated; their data and bases are
+    not checked: the server needs neither). Not ``required`` (--only names them): {} when it cannot be read."""
     from fleet.core.settings import Settings
     from fleet.core.spec import SpecError
     from fleet.kinds import load_fleet
 
     try:
-        return list(load_fleet(fleet, Settings.load().data_root_paths).specialists)
+        return dict(load_fleet(fleet, Settings.load().data_root_paths).specialists)
     except SpecError as exc:
-        _fail(f"{exc} (the server serves the specialists of its fleet file; or name them with --only)")
-    return []
+        if required:
+            _fail(f"{exc} (the server serves the specialists of its fleet file; or name them with --only)")
+    return {}
 
 
 def _forget_unneeded_secrets() -> None:

@@ -32,7 +32,7 @@ from fleet.kinds import load_fleet
 from fleet.labeling import flywheel
 from fleet.models import base_models
 from fleet.ops import leaderboard, traffic
-from fleet.stages import curation, evaluation, profiles, registry, summary, training
+from fleet.stages import cascade, curation, evaluation, profiles, registry, summary, training
 
 # Stages decide for themselves whether work is needed (content hashes, training keys), so
 # Prefect's input hashing is off: it cannot hash models, and it would not survive a new process.
@@ -107,6 +107,13 @@ def ship_fleet(fleet_file: str, settings: Settings) -> str:
 def curate(spec: SpecialistSpec, settings: Settings, with_feedback: bool = False) -> DatasetVersion:
     store = settings.store_handle()
     extra = traffic.read_all(store, "feedback", spec.name) if with_feedback else None
+    try:
+        learned = flywheel.learn_from_fallback(spec, store)  # escalations teach: the fallback's answers
+    except flywheel.LabelingError as exc:
+        learned = 0
+        get_run_logger().info("%s: escalations not read (%s)", spec.name, exc)
+    if learned:
+        get_run_logger().info("%s: %d escalated request(s) labelled by the fallback's answers", spec.name, learned)
     reviewed = flywheel.training_rows(spec, store)  # the flywheel's labels, into the training split only
     ds = curation.curate(spec, store, extra, reviewed)
     get_run_logger().info(
@@ -215,6 +222,23 @@ def evaluate(
     store = settings.store_handle()
     test = versions.load_split(store, spec.name, dataset.version, "test")
     report = evaluation.judge(spec, test, model, others, store)
+    if spec.serving.fallback is not None:
+        validation, train = (versions.load_split(store, spec.name, dataset.version, s) for s in ("validation", "train"))
+        cas = cascade.calibrate(spec, report, model, validation, test, train, store)
+        report = report.model_copy(update={"cascade": cas})
+        if cas is not None:
+            get_run_logger().info(
+                "%s: cascade to %s keeps %.1f%% of test requests on the specialist (%s %.4f vs the fallback's %.4f; "
+                "%.4f vs %.4f per 1,000)",
+                spec.name,
+                cas.fallback,
+                100 * cas.kept_share.value,
+                cas.metric,
+                cas.cascade_quality.value,
+                cas.fallback_quality.value,
+                cas.cost_per_1k["cascade"].value,
+                cas.cost_per_1k["fallback"].value,
+            )
     create_markdown_artifact(
         key=f"{spec.name}-evaluation",
         markdown=evaluation.report_markdown(report) + _pictures(kinds.kind_of(spec).figures(report)),

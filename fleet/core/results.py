@@ -97,6 +97,11 @@ class Outputs(_Result):
     predictions: list[str]
     probabilities: list[list[float]] | None = None
     tokens: list[int] | None = Field(None, description="Generated tokens per row (generative contenders).")
+    confidence: list[float] | None = Field(
+        None,
+        description="Per row, how sure the model is of its answer where a kind needs more than the probabilities: "
+        "a generative answer's mean token log-probability; a chat model's 1 (an answer in the label set) or 0.",
+    )
 
     @classmethod
     def concat(cls, parts: list[Outputs]) -> Outputs:
@@ -108,6 +113,20 @@ class Outputs(_Result):
             predictions=[x for p in parts for x in p.predictions],
             probabilities=joined("probabilities"),
             tokens=joined("tokens"),
+            confidence=joined("confidence"),
+        )
+
+    def rows(self, index: list[int]) -> Outputs:
+        """The answers of the rows at ``index``, in that order."""
+
+        def pick(xs: list | None) -> list | None:
+            return None if xs is None else [xs[i] for i in index]
+
+        return Outputs(
+            predictions=[self.predictions[i] for i in index],
+            probabilities=pick(self.probabilities),
+            tokens=pick(self.tokens),
+            confidence=pick(self.confidence),
         )
 
 
@@ -153,6 +172,35 @@ class GeneralScores(_Result):
     champion_version: str | None = None
 
 
+class CascadeReport(_Result):
+    """The specialist in front of a general fallback: the confidence threshold chosen on the validation split
+    and what the cascade does on the test split (``fleet.metrics.cascade``)."""
+
+    fallback: str = Field(description="The fallback model's name.")
+    metric: str = Field(description="The per-request quality the cascade is judged by (accuracy, a per-row score).")
+    target: str
+    threshold: float = Field(description="Escalate when the calibrated confidence (P(correct)) is below this.")
+    raw_threshold: float = Field(
+        description="The same threshold on the specialist's raw confidence (what serving reads)."
+    )
+    calibration: dict[str, list[float]] = Field(
+        default_factory=dict, description="The isotonic map: raw confidence points x and P(correct) y."
+    )
+    validation_rows: int
+    validation: dict[str, float] = Field(default_factory=dict, description="Kept share and qualities on validation.")
+    test_rows: int
+    kept_share: Metric
+    cascade_quality: Metric
+    specialist_quality: Metric
+    fallback_quality: Metric
+    cost_per_1k: dict[str, Metric] = Field(
+        default_factory=dict,
+        description="Cost per 1,000 requests of the cascade, the specialist and the fallback alone.",
+    )
+    fallback_reused: bool = Field(False, description="The fallback's test answers were a stored baseline's.")
+    note: str = ""
+
+
 class EvaluationReport(_Result):
     specialist: str
     task: str
@@ -167,6 +215,7 @@ class EvaluationReport(_Result):
     baselines: list[ContenderScore]
     paired_tests: dict[str, PairedTest] = Field(default_factory=dict)
     decision: GateDecision
+    cascade: CascadeReport | None = None
 
     @property
     def baseline(self) -> ContenderScore:
@@ -193,6 +242,7 @@ class DecisionRecord(_Result):
     contenders: dict[str, ContenderScore | None]
     baselines: list[ContenderScore]
     paired_tests: dict[str, PairedTest]
+    cascade: CascadeReport | None = None
 
     @classmethod
     def of(cls, report: EvaluationReport, trigger: str, decided_at: str) -> DecisionRecord:
@@ -214,6 +264,7 @@ class DecisionRecord(_Result):
             contenders={r: strip(c) for r, c in report.contenders().items()},
             baselines=[b.model_copy(update={"outputs": None}) for b in report.baselines],
             paired_tests=report.paired_tests,
+            cascade=report.cascade,
         )
 
     def score(self, role: str) -> float | None:

@@ -175,6 +175,8 @@ class BaselineSpec(_Model):
     price_per_1k_input_tokens: float = Field(0.0, ge=0)
     price_per_1k_output_tokens: float = Field(0.0, ge=0)
     timeout_s: float = Field(30.0, gt=0)
+    max_concurrency: int = Field(4, ge=1, le=256, description="openai-chat: requests in flight at once.")
+    max_retries: int = Field(2, ge=0, le=10, description="openai-chat: retries of a failed request (with backoff).")
 
     @field_validator("api_key_env")
     @classmethod
@@ -426,4 +428,78 @@ class LabelingSpec(_Model):
         ge=0,
         description="What the teacher may cost per day (UTC, at its configured prices; checked after each batch "
         "of 32 rows); unset: no limit.",
+    )
+
+
+class CascadeSpec(_Model):
+    """How sure the specialist must be to answer alone (``fleet.metrics.cascade``)."""
+
+    target: Literal["match-fallback", "max-fallback-share"] = Field(
+        "match-fallback",
+        description="match-fallback: the fewest escalations whose quality on the validation split is within "
+        "epsilon of the fallback's alone; max-fallback-share: the best quality escalating at most "
+        "max_fallback_share of requests.",
+    )
+    epsilon: float = Field(0.01, ge=0, le=1, description="match-fallback: the quality the cascade may give up.")
+    max_fallback_share: float = Field(
+        0.3, ge=0, le=1, description="max-fallback-share: the share of requests sent to the fallback at most."
+    )
+    calibration_rows: int = Field(
+        500, ge=20, description="Validation rows the confidence is calibrated and the threshold chosen on (at most)."
+    )
+
+
+class ServingSpec(_Model):
+    """How a specialist answers in production: alone, or through a cascade to a general model."""
+
+    fallback: BaselineSpec | None = Field(
+        None,
+        description="The general model a request escalates to when the specialist is unsure, in the form of a "
+        "baseline (openai-chat for a hosted API or a large model on a GPU box, gguf, base-model, ...). Unset: "
+        "the specialist answers everything.",
+    )
+    cascade: CascadeSpec = Field(default_factory=CascadeSpec)
+    max_concurrency: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Requests in flight to the fallback at once, per specialist (server and evaluation).",
+    )
+    timeout_s: float = Field(
+        10.0, gt=0, le=300, description="A fallback answer later than this is given up: the specialist's is served."
+    )
+    retries: int = Field(2, ge=0, le=10, description="openai-chat fallbacks: retries of a failed request.")
+
+
+class SlaSpec(_Model):
+    """What a specialist promises its callers; the monitor checks each traffic window against it."""
+
+    p95_ms: float | None = Field(None, gt=0, description="95th percentile of a request's answer time, in ms.")
+    max_error_rate: float | None = Field(
+        None, ge=0, le=1, description="Share of requests answered with an error (busy, timeout) or a failed fallback."
+    )
+    min_quality: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Classifiers: the estimated score of the window (drift.min_estimated_score's estimate), or "
+        "the accuracy on reviewed labels where there are some.",
+    )
+    on_quality_breach: Literal["alert", "escalate-all"] = Field(
+        "alert",
+        description="escalate-all: after a quality breach, all of this specialist's traffic goes to the "
+        "fallback until a retrained champion is promoted (needs serving.fallback).",
+    )
+
+
+class TcoSpec(_Model):
+    """Prices the monthly bill (``fleet tco``) is figured with, beyond the evaluation's compute prices."""
+
+    price_per_review: float = Field(0.5, ge=0, description="What one human review decision costs.")
+    api_price_change_per_year: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="The fallback's price a year from now as a share of today's (API prices for equal "
+        "capability have fallen about tenfold a year: 0.1); projections compound it per month.",
     )

@@ -28,8 +28,11 @@ from fleet.core.sections import (
     LoraSpec,
     NearDuplicateSpec,
     PiiSpec,
+    ServingSpec,
+    SlaSpec,
     SliceSpec,
     SplitSpec,
+    TcoSpec,
     TrainSpec,
     _Model,
 )
@@ -47,10 +50,13 @@ __all__ = [
     "LoraSpec",
     "NearDuplicateSpec",
     "PiiSpec",
+    "ServingSpec",
+    "SlaSpec",
     "SliceSpec",
     "SpecError",
     "SpecialistSpec",
     "SplitSpec",
+    "TcoSpec",
     "TrainSpec",
     "load_fleet",
     "parse_fleet",
@@ -111,6 +117,9 @@ class SpecialistSpec(_Model):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     drift: DriftSpec = Field(default_factory=DriftSpec)
     labeling: LabelingSpec = Field(default_factory=LabelingSpec)
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+    sla: SlaSpec = Field(default_factory=SlaSpec)
+    tco: TcoSpec = Field(default_factory=TcoSpec)
 
     @field_validator("name")
     @classmethod
@@ -157,6 +166,14 @@ class SpecialistSpec(_Model):
                 f"labeling.teacher: {teacher.kind} cannot label for a {self.task} specialist "
                 f"(use {', '.join(sorted(self.baseline_kinds))})"
             )
+        fallback = self.serving.fallback
+        if fallback is not None and fallback.kind not in self.baseline_kinds:
+            raise ValueError(
+                f"serving.fallback: {fallback.kind} cannot answer for a {self.task} specialist "
+                f"(use {', '.join(sorted(self.baseline_kinds))})"
+            )
+        if self.sla.on_quality_breach == "escalate-all" and fallback is None:
+            raise ValueError("sla.on_quality_breach: escalate-all needs serving.fallback (where else would it go?)")
         if self.gate.metric not in self.gate_metrics:
             raise ValueError(
                 f"gate.metric: {self.gate.metric} does not apply to {self.task} "

@@ -158,6 +158,19 @@ class SpecialistKind(ABC):
         """An int8 serving path's parity check (``fleet.kinds.classification.int8.Int8Parity``), or None without one."""
         return None
 
+    # ------------------------------------------------------------------ cascade (serving.fallback)
+    @abstractmethod
+    def confidence(self, spec: SpecialistSpec, outputs: Outputs) -> np.ndarray:
+        """Per row, how sure the answer is (higher: surer; any scale): what the cascade's threshold reads."""
+
+    @abstractmethod
+    def row_quality(self, spec: SpecialistSpec, outputs: Outputs, references: list[str]) -> tuple[str, np.ndarray]:
+        """(the metric's name, per-row quality in [0, 1]) of answers against the expected ones."""
+
+    def usable(self, spec: SpecialistSpec, outputs: Outputs) -> np.ndarray:
+        """Per row, whether a fallback's answer may be served (and taught): e.g. a label of the set. Default: all."""
+        return np.ones(len(outputs.predictions), dtype=bool)
+
     # ------------------------------------------------------------------ serving
     @abstractmethod
     def serving_group(self, base_folder: str, int8: bool) -> AdapterGroup:

@@ -16,11 +16,13 @@ import pandas as pd
 
 from fleet.core import leases
 from fleet.core.spec import SpecialistSpec
-from fleet.core.storage import ObjectStore
+from fleet.core.storage import ObjectStore, StorageError, get_json, put_json
 from fleet.data import versions
+from fleet.data.cleaning import Cleaner, Quarantine, Verdict
 from fleet.kinds import kind_of
 from fleet.labeling import audit, ledger, pool, queue, teacher, trust
 from fleet.labeling.ledger import LabelingError
+from fleet.ops import traffic
 from fleet.stages import registry
 
 ANSWER_COLUMNS = ["id", "specialist", "specialist_confidence", "uncertainty"]
@@ -125,6 +127,67 @@ def teacher_label(spec: SpecialistSpec, store: ObjectStore, progress: bool = Fal
             return run
     except leases.LeaseBusy as exc:
         raise LabelingError(f"{spec.name}: another labelling run is going on ({exc}); nothing was asked") from None
+
+
+FALLBACK_READ = "labeling/{name}/fallback-read.json"  # the traffic parts whose fallback answers were taken
+
+
+def _fallback_answers(store: ObjectStore, name: str, target: str) -> tuple[pd.DataFrame, list[str]]:
+    """The fallback's answers in traffic parts not read before: (text, answer, origin) rows, and every part."""
+    key = FALLBACK_READ.format(name=name)
+    parts = traffic.part_keys(store, "traffic", name)
+    try:
+        done = set(get_json(store, key)) if store.exists(key) else set()
+    except (StorageError, ValueError, TypeError):
+        done = set()
+    rows = [
+        {"text": r["text"], target: r["fallback_answer"], "origin": pool.origin_of(r)}
+        for part in parts
+        if part not in done
+        for r in traffic.read_part(store, part)
+        if r.get("answered_by") == "fallback"
+        and isinstance(r.get("fallback_answer"), str)
+        and isinstance(r.get("text"), str)
+    ]
+    return pd.DataFrame(rows, columns=pd.Index(["text", target, "origin"])), parts
+
+
+def learn_from_fallback(spec: SpecialistSpec, store: ObjectStore) -> int:
+    """The fallback's answers to escalated requests, as teacher labels (by ``fallback:NAME``) of their pooled
+    rows: the next retrain learns where the specialist was unsure. The flywheel's rules hold: only rows of the
+    pool (cleaned, not in the dataset, no near-duplicate of a held-out row), an answer the kind accepts as a
+    target (a label of the set...), a random ``labeling.audit_share`` drawn for review, and the per-source cap
+    and the teacher audit at training. A row a human or a teacher labelled already is left as it is. Returns
+    the labels recorded."""
+    kind = kind_of(spec)
+    answers, parts = _fallback_answers(store, spec.name, kind.target)
+    if answers.empty:
+        if parts:
+            put_json(store, FALLBACK_READ.format(name=spec.name), parts)
+        return 0
+    st = state(spec, store)
+    by_text = dict(zip(st.rows["text"], st.rows["id"]))
+    labelled = set(st.labels["id"]) if len(st.labels) else set()
+    check = kind.target_check(spec)
+    fb = spec.serving.fallback
+    who = f"fallback:{(fb.name or fb.kind + ' ' + (fb.model or '')) if fb else 'unknown'}"
+    cleaner = Cleaner(spec.curation, lambda text, target: Verdict(target), Quarantine(kind.target))
+    events: dict[str, ledger.LabelEvent] = {}
+    for i, (text, answer, origin) in enumerate(zip(answers["text"], answers[kind.target], answers["origin"])):
+        rec = cleaner.row(i, text, "")
+        rid = None if rec is None else by_text.get(rec["text"])
+        if rec is None or rid is None or rid in labelled or rid in events:
+            continue
+        verdict = check(rec["text"], str(answer))
+        if verdict.rule is not None:
+            continue
+        audit = trust.draw_audit(spec.labeling.audit_share)
+        events[rid] = ledger.LabelEvent(
+            rid, rec["text"], verdict.value, "teacher", who, confidence=1.0, origin=str(origin), audit=audit
+        )
+    ledger.record(store, spec.name, list(events.values()))
+    put_json(store, FALLBACK_READ.format(name=spec.name), parts)  # after the labels: a crash reads them again
+    return len(events)
 
 
 def decide(store: ObjectStore, name: str, rid: str, text: str, label: str | None, reviewer: str) -> None:

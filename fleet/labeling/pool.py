@@ -75,7 +75,7 @@ def _parts(spec: SpecialistSpec, store: ObjectStore) -> list[str]:
     return keys + store.list(_ingest_prefix(spec.name))
 
 
-def _origin(r: dict) -> str:
+def origin_of(r: dict) -> str:
     """Who sent a record's text: an ingested file (``ingest:FILE``), a served client (``client:NAME``, the
     token's name), another fleet command (``cli:predict``, ``batch``), or ``traffic`` (logged before clients were)."""
     if isinstance(r.get("origin"), str):
@@ -89,7 +89,7 @@ def _origin(r: dict) -> str:
 def _records(store: ObjectStore, key: str) -> list[dict]:
     """A part's rows as (text, origin, time): traffic records name their client, ingested ones their file."""
     return [
-        {"text": r["text"], "origin": _origin(r), "time": r.get("time", "")}
+        {"text": r["text"], "origin": origin_of(r), "time": r.get("time", "")}
         for r in traffic.read_part(store, key)
         if isinstance(r.get("text"), str)
     ]

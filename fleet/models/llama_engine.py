@@ -63,6 +63,7 @@ class _Seq:
     prompt: list[int]
     out: list[int]
     pos: int = 0
+    logprob: float = 0.0  # the sum of the chosen tokens' log-probabilities
 
 
 class LlamaBase:
@@ -229,6 +230,8 @@ class LlamaBase:
             step: list[int] = []
             for s, row in zip(live, logits):
                 token = int(np.argmax(row))
+                top = float(row[token])
+                seqs[s].logprob += -float(np.log(np.exp(row - top).sum()))  # log-softmax at the greedy token
                 seqs[s].out.append(token)
                 ends = llama_cpp.llama_vocab_is_eog(self.vocab, token) if stop is None else token in stop
                 if not ends and len(seqs[s].out) < max_new_tokens:
@@ -249,6 +252,16 @@ class LlamaBase:
         """Greedy answers (token ids, the stop token included when one was generated) to tokenized prompts,
         with ``adapter`` (a name given to :meth:`add_adapter`) or the bare base; ``stop``: the tokens that end
         an answer (None: the model's end-of-generation tokens)."""
+        return self.generate_scored(prompts, max_new_tokens, stop, adapter)[0]
+
+    def generate_scored(
+        self,
+        prompts: Sequence[list[int]],
+        max_new_tokens: int,
+        stop: Sequence[int] | None,
+        adapter: str | None = None,
+    ) -> tuple[list[list[int]], list[float]]:
+        """:meth:`generate`'s answers, and each answer's mean token log-probability (how sure the model was)."""
         self._check_lengths(prompts, max_new_tokens)
         seqs = [_Seq(i, list(p), []) for i, p in enumerate(prompts)]
         order = sorted(seqs, key=lambda q: len(q.prompt))  # similar lengths finish together
@@ -257,7 +270,7 @@ class LlamaBase:
             for start in range(0, len(order), self.slots):
                 ends = None if stop is None else frozenset(stop)
                 self._round(order[start : start + self.slots], max_new_tokens, ends)
-        return [q.out for q in seqs]
+        return [q.out for q in seqs], [q.logprob / max(len(q.out), 1) for q in seqs]
 
     def next_token_logits(self, prompts: Sequence[list[int]], adapter: str | None = None) -> np.ndarray:
         """The logits of the token after each tokenized prompt, one row per prompt: for scoring a fixed set of

@@ -1,69 +1,95 @@
 """A client for any OpenAI-compatible ``/chat/completions`` endpoint (a hosted model, vLLM, llama.cpp...).
 
-It counts the tokens the endpoint reports, so a baseline's cost is what the API would bill at the
-configured prices. Errors name the endpoint and the cause.
+It goes through the ``openai`` client (retries with backoff, timeouts), asks up to ``max_concurrency``
+questions at once, and counts the tokens the endpoint reports, so a baseline's or a fallback's cost is what
+the API would bill at the configured prices. Errors name the endpoint and the cause.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from fleet.core.sections import BaselineSpec
+
+T = TypeVar("T")
 
 
 class BaselineError(RuntimeError):
     """A baseline could not be built or queried; the message names it and the cause."""
 
 
-@dataclass
 class ChatClient:
-    spec: BaselineSpec
-    name: str
-    tokens_in: int = 0
-    tokens_out: int = 0
+    def __init__(self, spec: BaselineSpec, name: str):
+        from openai import OpenAI
 
-    @property
-    def key(self) -> str:
-        return os.environ.get(self.spec.api_key_env, "")
-
-    def _post(self, body: dict) -> dict:
-        url = (self.spec.url or "").rstrip("/") + "/chat/completions"
-        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {self.key}"} if self.key else {})}
-        req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=self.spec.timeout_s) as resp:
-                return json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            raise BaselineError(f"baseline {self.name}: {self.spec.url} answered HTTP {exc.code}") from None
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            raise BaselineError(f"baseline {self.name}: cannot reach {self.spec.url} ({exc})") from None
-        except json.JSONDecodeError:
-            raise BaselineError(f"baseline {self.name}: {self.spec.url} did not answer JSON") from None
+        self.spec, self.name = spec, name
+        self.tokens_in = self.tokens_out = 0
+        self._lock = threading.Lock()
+        self.client = OpenAI(
+            base_url=(spec.url or "").rstrip("/"),
+            api_key=os.environ.get(spec.api_key_env) or "unset",  # the client wants one; "unset" sends no secret
+            max_retries=spec.max_retries,
+            timeout=spec.timeout_s,
+        )
 
     def complete(self, messages: list[dict], max_tokens: int | None = None) -> str:
-        """The assistant's answer to ``messages`` (temperature 0)."""
-        body: dict = {"model": self.spec.model, "temperature": 0, "messages": messages}
-        if max_tokens is not None:
-            body["max_tokens"] = max_tokens
-        data = self._post(body)
-        usage = data.get("usage") or {}
-        self.tokens_in += int(usage.get("prompt_tokens", 0))
-        self.tokens_out += int(usage.get("completion_tokens", 0))
-        try:
-            return str(data["choices"][0]["message"]["content"])
-        except (KeyError, IndexError, TypeError):
-            raise BaselineError(f"baseline {self.name}: unexpected answer shape from {self.spec.url}") from None
+        """The assistant's answer to ``messages`` (temperature 0); a ``BaselineError`` after the retries."""
+        return self.complete_counted(messages, max_tokens)[0]
 
-    def cost_per_1k(self, n: int) -> float:
-        """What the calls so far cost, per 1,000 of ``n`` predictions."""
-        if n == 0:
-            return 0.0
-        spend = (
+    def complete_counted(self, messages: list[dict], max_tokens: int | None = None) -> tuple[str, int]:
+        """:meth:`complete`'s answer and the tokens the endpoint says it generated."""
+        import openai
+
+        try:
+            resp = self.client.chat.completions.create(
+                model=self.spec.model or "",
+                messages=messages,  # type: ignore[arg-type]
+                temperature=0,
+                max_tokens=openai.omit if max_tokens is None else max_tokens,  # omitted: the endpoint's own limit
+            )
+        except openai.APIStatusError as exc:
+            raise BaselineError(f"baseline {self.name}: {self.spec.url} answered HTTP {exc.status_code}") from None
+        except openai.APITimeoutError:
+            raise BaselineError(
+                f"baseline {self.name}: {self.spec.url} gave no answer in {self.spec.timeout_s:g} s"
+            ) from None
+        except openai.APIConnectionError as exc:
+            raise BaselineError(
+                f"baseline {self.name}: cannot reach {self.spec.url} ({exc.__cause__ or exc})"
+            ) from None
+        except (openai.OpenAIError, ValueError):  # ValueError: a body that is not JSON
+            raise BaselineError(f"baseline {self.name}: {self.spec.url} did not answer JSON") from None
+        if not isinstance(getattr(resp, "choices", None), list) or not resp.choices:
+            raise BaselineError(f"baseline {self.name}: unexpected answer shape from {self.spec.url}")
+        usage = resp.usage
+        out_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        with self._lock:
+            self.tokens_in += int(getattr(usage, "prompt_tokens", 0) or 0)
+            self.tokens_out += out_tokens
+        message = getattr(resp.choices[0], "message", None)
+        content = getattr(message, "content", None)
+        if not isinstance(content, str):
+            raise BaselineError(f"baseline {self.name}: unexpected answer shape from {self.spec.url}")
+        return content, out_tokens
+
+    def map(self, ask: Callable[[str], T], items: Sequence[str]) -> list[T]:
+        """``ask`` of every item, ``spec.max_concurrency`` at once, in the items' order."""
+        if len(items) <= 1 or self.spec.max_concurrency == 1:
+            return [ask(x) for x in items]
+        with ThreadPoolExecutor(max_workers=min(self.spec.max_concurrency, len(items))) as pool:
+            return list(pool.map(ask, items))
+
+    def spend(self) -> float:
+        """What the calls so far cost at the configured prices."""
+        return (
             self.tokens_in * self.spec.price_per_1k_input_tokens
             + self.tokens_out * self.spec.price_per_1k_output_tokens
         ) / 1000
-        return spend / n * 1000
+
+    def cost_per_1k(self, n: int) -> float:
+        """What the calls so far cost, per 1,000 of ``n`` predictions."""
+        return 0.0 if n == 0 else self.spend() / n * 1000

@@ -167,6 +167,14 @@ def _tags(
             if c is None or metric in c.metrics:
                 tags[f"{role}.{metric}"] = "none" if c is None else f"{c.value(metric):.4f}"
         tags[f"{role}.model"] = "none" if c is None else c.model
+    if report.cascade is not None:  # what serving reads: escalate below the raw threshold
+        cas = report.cascade
+        tags |= {
+            "cascade.fallback": cas.fallback,
+            "cascade.raw_threshold": repr(float(cas.raw_threshold)),
+            "cascade.threshold": f"{cas.threshold:.4f}",
+            "cascade.kept_share": f"{cas.kept_share.value:.4f}",
+        }
     return tags
 
 

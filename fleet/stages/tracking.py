@@ -45,6 +45,16 @@ def _metrics(model: TrainedModel, report: EvaluationReport) -> dict[str, float]:
         numbers |= {
             f"{role}_slice_{s}_{k}": m.value for s, sl in c.slices.items() if sl.n for k, m in sl.metrics.items()
         }
+    cas = report.cascade
+    if cas is not None:
+        numbers |= {
+            "cascade_threshold": cas.threshold,
+            "cascade_kept_share": cas.kept_share.value,
+            "cascade_quality": cas.cascade_quality.value,
+            "cascade_specialist_quality": cas.specialist_quality.value,
+            "cascade_fallback_quality": cas.fallback_quality.value,
+            **{f"cascade_cost_per_1k_{k}": m.value for k, m in cas.cost_per_1k.items()},
+        }
     return {"".join(ch if ch.isalnum() or ch in "_./ -" else "_" for ch in k): float(v) for k, v in numbers.items()}
 
 

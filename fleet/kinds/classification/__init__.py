@@ -166,6 +166,19 @@ class TextClassification(SpecialistKind):
         labels = sorted(set(references) | set(a.predictions) | set(b.predictions))
         return scoring.paired_test(labels, references, a, b)
 
+    def confidence(self, spec: SpecialistSpec, outputs: Outputs) -> np.ndarray:
+        probs = np.asarray(outputs.probabilities, dtype=float)
+        return probs.max(axis=1) if len(probs) else np.zeros(0)
+
+    def row_quality(self, spec: SpecialistSpec, outputs: Outputs, references: list[str]) -> tuple[str, np.ndarray]:
+        return "accuracy", (np.array(outputs.predictions) == np.array(references)).astype(float)
+
+    def usable(self, spec: SpecialistSpec, outputs: Outputs) -> np.ndarray:
+        known = np.array([p in spec.labels for p in outputs.predictions], dtype=bool)
+        if outputs.confidence is not None:  # a chat model whose answer was no label of the set says 0
+            known &= np.asarray(outputs.confidence, dtype=float) > 0
+        return known
+
     def figures(self, report: EvaluationReport) -> dict[str, bytes]:
         y = scoring.codes(report.labels, report.references)
         out = {}

@@ -138,16 +138,23 @@ class OpenAIChatBaseline:
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         out = np.full((len(texts), len(self.labels)), 1.0 / len(self.labels))  # unparseable answer: no information
-        for row, text in enumerate(texts):
+
+        def ask(text: str) -> int | None:
             prompt = classify_prompt(self.spec.prompt, self.labels, self.descriptions, text)
-            i = label_of(self.labels, self.client.complete([{"role": "user", "content": prompt}]))
+            return label_of(self.labels, self.client.complete([{"role": "user", "content": prompt}]))
+
+        for row, i in enumerate(self.client.map(ask, texts)):
             if i is not None:
                 out[row] = 0.0
                 out[row, i] = 1.0
         return out
 
     def predict(self, inputs: list[str]) -> Outputs:
-        return _outputs(self.labels, self.predict_proba(inputs))
+        """The answers; ``confidence`` 1 where the answer was a label of the set, 0 where it was not (then the
+        probabilities are uniform and the prediction means nothing: a cascade does not serve it)."""
+        probs = self.predict_proba(inputs)
+        known = [float(p.max() == 1.0) for p in probs]
+        return _outputs(self.labels, probs).model_copy(update={"confidence": known})
 
     def parameters(self) -> int | None:
         return None

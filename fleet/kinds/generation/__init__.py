@@ -142,6 +142,26 @@ class TextGeneration(SpecialistKind):
     def paired_test(self, spec: SpecialistSpec, references: list[str], a: Outputs, b: Outputs) -> PairedTest:
         return scoring.paired_test(spec, references, a, b)
 
+    def confidence(self, spec: SpecialistSpec, outputs: Outputs) -> np.ndarray:
+        """The answer's mean token log-probability (0 at best); a JSON answer that breaks the schema is below
+        every valid one (-1000 plus its log-probability), so it escalates first."""
+        n = len(outputs.predictions)
+        lp = np.zeros(n) if outputs.confidence is None else np.asarray(outputs.confidence, dtype=float)
+        g = generation_of(spec)
+        if g.output == "json":
+            ok = np.array([answers.valid(a, g.json_schema) for a in outputs.predictions], dtype=bool)
+            lp = np.where(ok, lp, lp - 1000.0)
+        return lp
+
+    def row_quality(self, spec: SpecialistSpec, outputs: Outputs, references: list[str]) -> tuple[str, np.ndarray]:
+        return spec.gate.metric, scoring.row_metric(spec, scoring.per_row(spec, outputs, references)).astype(float)
+
+    def usable(self, spec: SpecialistSpec, outputs: Outputs) -> np.ndarray:
+        g = generation_of(spec)
+        if g.output == "json":
+            return np.array([answers.parse_json(a) is not None for a in outputs.predictions], dtype=bool)
+        return np.array([bool(a.strip()) for a in outputs.predictions], dtype=bool)
+
     def figures(self, report: EvaluationReport) -> dict[str, bytes]:
         m = report.metric
         scores = [(c.model, c.value(m)) for c in [report.challenger, report.champion, *report.baselines] if c]

@@ -129,13 +129,13 @@ class ChatBaseline:
         return None
 
     def predict(self, inputs: list[str]) -> Outputs:
-        g, texts, tokens = generation_of(self.spec), [], []
-        for prompt in inputs:
-            before = self.client.tokens_out
-            answer = self.client.complete(messages(g.system, normalize_text(prompt)), max_tokens=g.max_new_tokens)
-            texts.append(answer.strip())
-            tokens.append(self.client.tokens_out - before)
-        return Outputs(predictions=texts, tokens=tokens)
+        g = generation_of(self.spec)
+
+        def ask(prompt: str) -> tuple[str, int]:
+            return self.client.complete_counted(messages(g.system, normalize_text(prompt)), max_tokens=g.max_new_tokens)
+
+        answered = self.client.map(ask, inputs)
+        return Outputs(predictions=[a.strip() for a, _ in answered], tokens=[n for _, n in answered])
 
     def billed_cost_per_1k(self, n_predictions: int) -> float | None:
         return self.client.cost_per_1k(n_predictions)

@@ -50,7 +50,7 @@ def generate(
     prefix = [] if adapter_names else common_prefix(ids)  # the prefix's keys differ per adapter
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    texts, counts = [""] * len(ids), [0] * len(ids)
+    texts, counts, logprobs = [""] * len(ids), [0] * len(ids), [0.0] * len(ids)
     with torch.inference_mode():
         cache = model(input_ids=torch.tensor([prefix]), use_cache=True).cache if prefix else None
         for start in range(0, len(order), batch_size):
@@ -66,11 +66,16 @@ def generate(
                 do_sample=False,
                 pad_token_id=pad,
                 eos_token_id=tokenizer.eos_token_id,
+                output_scores=True,
+                return_dict_in_generate=True,
                 **extra,
             )
-            for i, seq in zip(rows, out[:, enc["input_ids"].shape[1] :]):
+            new = out.sequences[:, enc["input_ids"].shape[1] :]
+            chosen = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+            for j, (i, seq) in enumerate(zip(rows, new)):
                 texts[i], counts[i] = _decoded(tokenizer, seq)
-    return Outputs(predictions=texts, tokens=counts)
+                logprobs[i] = round(float(chosen[j, : counts[i]].mean()) if counts[i] else 0.0, 6)
+    return Outputs(predictions=texts, tokens=counts, confidence=logprobs)
 
 
 def llama_generate(
@@ -81,9 +86,9 @@ def llama_generate(
     engines answer from the same tokens."""
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     stop = [tokenizer.eos_token_id]
-    outs = base.generate(ids, max_new_tokens, stop, adapter)
+    outs, logprobs = base.generate_scored(ids, max_new_tokens, stop, adapter)
     texts = [tokenizer.decode(o, skip_special_tokens=True).strip() for o in outs]
-    return Outputs(predictions=texts, tokens=[len(o) for o in outs])
+    return Outputs(predictions=texts, tokens=[len(o) for o in outs], confidence=[round(x, 6) for x in logprobs])
 
 
 class Generator:

@@ -130,7 +130,7 @@ def score(spec: SpecialistSpec, role: str, name: str, outputs: Outputs, test: pd
     )
 
 
-def _row_metric(spec: SpecialistSpec, rows: Rows) -> np.ndarray:
+def row_metric(spec: SpecialistSpec, rows: Rows) -> np.ndarray:
     metric = spec.gate.metric
     if metric == "field_f1":
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -147,7 +147,7 @@ def paired_test(spec: SpecialistSpec, references: list[str], a: Outputs, b: Outp
         return mcnemar_exact(ones, ra.exact, rb.exact)
     from scipy.stats import permutation_test
 
-    x, y = _row_metric(spec, ra), _row_metric(spec, rb)
+    x, y = row_metric(spec, ra), row_metric(spec, rb)
     if np.allclose(x, y):
         return PairedTest(test="paired permutation", a_wins=0, b_wins=0, p_value=1.0)
     res = permutation_test(

@@ -40,7 +40,10 @@ from pydantic import BaseModel, Field
 
 from fleet.core.results import Outputs
 from fleet.core.settings import Settings
+from fleet.core.spec import SpecialistSpec
 from fleet.core.storage import ObjectStore
+from fleet.ops import escalation
+from fleet.ops.escalation import Fallback
 from fleet.ops.serving.batcher import Batcher, Busy
 from fleet.ops.serving.hub import Hub
 from fleet.ops.serving.traffic_buffer import TrafficBuffer
@@ -116,6 +119,16 @@ class Metrics:
         self.mixed = Counter("fleet_mixed_batches", "Batches with rows of more than one specialist", registry=r)
         self.log_dropped = Gauge("fleet_traffic_rows_dropped", "Answered rows not logged (buffer full)", registry=r)
         self.log_buffered = Gauge("fleet_traffic_rows_buffered", "Answered rows waiting to be logged", registry=r)
+        self.answered = Counter(
+            "fleet_answers", "Answered inputs by who answered", ["specialist", "answered_by"], registry=r
+        )
+        self.escalations = Counter("fleet_escalations", "Inputs sent to the fallback", ["specialist"], registry=r)
+        self.fallback_errors = Counter(
+            "fleet_fallback_errors", "Escalated inputs the fallback did not answer usably", ["specialist"], registry=r
+        )
+        self.fallback_cost = Counter(
+            "fleet_fallback_cost", "What the fallback billed (its prices)", ["specialist"], registry=r
+        )
 
     def batch(self, rows: int, specialists: int) -> None:
         self.batch_rows.observe(rows)
@@ -133,11 +146,16 @@ class Server:
         limits: ServeLimits,
         max_wait_ms: float = 10.0,
         traffic_key: bytes | None = None,
+        specs: dict[str, SpecialistSpec] | None = None,
     ):
         self.hub, self.limits, self.max_wait_s = hub, limits, max_wait_ms / 1000
         self.metrics = Metrics()
         self.batchers: dict[int, Batcher] = {}
         self.traffic = TrafficBuffer(store, key=traffic_key) if store is not None else None
+        self.specs = specs or {}
+        self.fallbacks: dict[str, Fallback] = {}
+        self.in_flight: dict[str, asyncio.Semaphore] = {}
+        self.escalate_all: set[str] = set()  # specialists an SLA breach sends wholly to the fallback
 
     def batcher(self, group: Any) -> Batcher:
         if id(group) not in self.batchers:
@@ -178,13 +196,62 @@ class Server:
             self.metrics.requests.labels(name, "timeout").inc()
             raise HTTPException(504, f"no answer within {self.limits.timeout_s:g} s") from None
         outputs, version = Outputs.concat([o for o, _ in results]), results[0][1]
-        self.metrics.latency.labels(name).observe(time.perf_counter() - start)
+        routed = await self.cascade(name, served, texts, outputs)
+        elapsed = time.perf_counter() - start
+        self.metrics.latency.labels(name).observe(elapsed)
         self.metrics.requests.labels(name, "ok").inc()
         self.metrics.predictions.labels(name, version).inc(len(texts))
+        kind = served.kind
         if self.traffic is not None:
-            self.traffic.add(name, version, [r | {"client": client} for r in served.kind.traffic_rows(texts, outputs)])
-        answers = served.kind.to_frame(outputs).to_dict("records")
+            extra = escalation.traffic_fields(routed, kind, texts)
+            rows = kind.traffic_rows(texts, outputs)  # the specialist's own answers: what drift watches
+            stamp = {"client": client, "latency_ms": round(elapsed * 1000, 2)}
+            self.traffic.add(name, version, [r | stamp | e for r, e in zip(rows, extra)])
+        marks = escalation.answer_fields(routed, kind)
+        answers = [a | m for a, m in zip(kind.to_frame(routed.outputs).to_dict("records"), marks)]
         return PredictResponse(specialist=name, version=version, answers=answers)
+
+    async def cascade(self, name: str, served: Any, texts: list[str], outputs: Outputs) -> escalation.Routed:
+        """The specialist's answers, with the fallback's where it was unsure (``fleet.ops.escalation``)."""
+        spec = self.specs.get(name)
+        rows = (
+            []
+            if spec is None
+            else escalation.to_escalate(served.kind, spec, outputs, served.threshold, name in self.escalate_all)
+        )
+        asked = await self.ask_fallback(name, spec, [texts[i] for i in rows]) if rows and spec else None
+        routed = escalation.merge(outputs, rows, asked)
+        m = self.metrics
+        for who in (escalation.SPECIALIST, escalation.FALLBACK):
+            count = routed.answered_by.count(who)
+            if count:
+                m.answered.labels(name, who).inc(count)
+        if rows:
+            m.escalations.labels(name).inc(len(rows))
+            m.fallback_errors.labels(name).inc(sum(e is not None for e in routed.errors))
+            m.fallback_cost.labels(name).inc(routed.cost)
+        return routed
+
+    async def ask_fallback(self, name: str, spec: SpecialistSpec, texts: list[str]) -> escalation.Asked:
+        """The fallback's answers, at most ``serving.max_concurrency`` calls in flight for this specialist and
+        within ``serving.timeout_s`` (a call past it keeps its slot until it ends, so a slow fallback cannot
+        pile up threads); a failure is an answer saying so."""
+        s = spec.serving
+        fb = self.fallbacks.setdefault(name, Fallback(spec))
+        gate = self.in_flight.setdefault(name, asyncio.Semaphore(s.max_concurrency))
+        failed = escalation.Asked(None, [False] * len(texts))
+        try:
+            await asyncio.wait_for(gate.acquire(), s.timeout_s)
+        except TimeoutError:
+            failed.error = f"fallback busy: {s.max_concurrency} calls in flight for {s.timeout_s:g} s"
+            return failed
+        future = asyncio.get_running_loop().run_in_executor(fb.pool, fb.ask, texts)
+        future.add_done_callback(lambda _: gate.release())
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), s.timeout_s)
+        except TimeoutError:
+            failed.error = f"no fallback answer within {s.timeout_s:g} s"
+            return failed
 
     def stalled(self) -> list[str]:
         return [b.group.base_folder for b in self.batchers.values() if b.stalled(self.limits.stall_s)]
@@ -297,11 +364,12 @@ def create_app(
     limits: ServeLimits | None = None,
     token: str | dict[str, str] | None = None,
     traffic_key: bytes | None = None,
+    specs: dict[str, SpecialistSpec] | None = None,
 ) -> Any:
     """The FastAPI app behind the :class:`Gate`. ``token``: one token, or named tokens (name -> token; the
     name is logged with each request's traffic rows as the client that sent them); None serves anyone who
     can connect."""
-    server = Server(hub, store, limits or ServeLimits(), max_wait_ms, traffic_key)
+    server = Server(hub, store, limits or ServeLimits(), max_wait_ms, traffic_key, specs)
     tokens = {"default": token} if isinstance(token, str) else token
 
     @contextlib.asynccontextmanager
@@ -311,6 +379,8 @@ def create_app(
         watcher.start()
         yield
         stop.set()
+        for fb in server.fallbacks.values():
+            fb.close()
         if server.traffic is not None:
             server.traffic.close()
 

@@ -19,6 +19,7 @@ from fleet.kinds import kind_of
 from fleet.kinds.base import SpecialistKind
 from fleet.models import base_store
 from fleet.models.adapter_group import AdapterGroup
+from fleet.ops import escalation
 from fleet.stages import registry
 
 log = logging.getLogger("fleet.ops.serving")
@@ -32,6 +33,7 @@ class Served:
     group: AdapterGroup
     kind: SpecialistKind
     int8: bool
+    threshold: float | None = None  # the version's cascade threshold (raw confidence), when it has one
 
 
 class Hub:
@@ -60,7 +62,7 @@ class Hub:
         int8 = self.int8 == "auto" and kind.int8_served(version.tags or {})
         group = self._group(kind, base, int8)
         group.add(f"{name}-v{version.version}", folder)
-        return Served(name, str(version.version), group, kind, int8)
+        return Served(name, str(version.version), group, kind, int8, escalation.threshold_of(version.tags or {}))
 
     def _switch(self, name: str, version) -> str:
         current = self.served.get(name)
