@@ -58,6 +58,8 @@ def label(name: str = typer.Argument(..., help="The specialist."), fleet: Path =
         result = label_flow(name=name, fleet_file=str(fleet.resolve()))
     except LabelingError as exc:
         _fail(str(exc))
+    if result.get("fallback_labels"):
+        out.print(f"{name}: {result['fallback_labels']} escalated request(s) labelled by the fallback's answers")
     run = result.get("teacher")
     if run:
         out.print(
@@ -202,7 +204,8 @@ def audit(
 
 
 def status_extras(names: list[str], fleet: Path) -> dict[str, dict]:
-    """Per specialist of the fleet file: its review queue's size and the monitor's latest estimated score."""
+    """Per specialist of the fleet file: its review queue's size, the monitor's latest estimated score and its
+    latest SLA check (the breaches, or ok; all traffic to the fallback after a quality breach)."""
     import contextlib
 
     from fleet.core.settings import Settings
@@ -211,6 +214,7 @@ def status_extras(names: list[str], fleet: Path) -> dict[str, dict]:
     from fleet.kinds import load_fleet
     from fleet.labeling import flywheel
     from fleet.labeling.ledger import LabelingError
+    from fleet.ops import sla
 
     specs = {}
     with contextlib.suppress(SpecError, OSError):
@@ -226,5 +230,9 @@ def status_extras(names: list[str], fleet: Path) -> dict[str, dict]:
         if store.exists(key):
             signal = (get_json(store, key).get("signals") or {}).get("estimated_performance")
             cell["estimated score"] = None if not signal else round(float(signal["statistic"]), 4)
+        checked = sla.latest(store, name)
+        cell["sla"] = None if checked is None else "; ".join(checked.breaches) or "ok"
+        if checked is not None and checked.escalate_all:
+            cell["sla"] += " (all traffic to the fallback)"
         extras[name] = cell
     return extras

@@ -152,7 +152,27 @@ def validate(fleet: Path = FleetOpt) -> None:
     """Check the fleet file, read each data source through, check the base models and servers; train nothing."""
     _settings(check=True)
     _, selected = _load(fleet, None, read_data=True)
+    problems = [p for p in (_sla_check(s) for s in selected if s.sla.p95_ms is not None) if p]
+    if problems:
+        _fail(f"invalid fleet file {fleet}:\n" + "\n".join(f"  - {p}" for p in problems))
     out.print(f"{fleet}: {len(selected)} specialist(s) OK: {', '.join(s.name for s in selected)}")
+
+
+def _sla_check(spec) -> str | None:
+    """An SLA's p95 that its champion's measured single-request latency already breaks (None: fine, or no
+    champion measured yet)."""
+    from fleet.ops import sla
+    from fleet.stages import registry
+
+    try:
+        champ = registry.champion_version(spec.name)
+        record = registry.decision_record(spec.name, champ) if champ is not None else None
+    except Exception as exc:  # the registry away: say so, do not refuse the file for it
+        err.print(f"[yellow]note:[/] {spec.name}: sla.p95_ms not checked against a measurement ({exc})")
+        return None
+    score = record.contenders.get("challenger") if record is not None else None
+    measured = score.cost.latency_p50_ms if score is not None else None
+    return sla.unattainable(spec, measured, str(champ.version)) if champ is not None else None
 
 
 @app.command()
@@ -494,7 +514,8 @@ def simulate(
 def monitor(
     fleet: Path = FleetOpt, only: list[str] | None = typer.Option(None, "--only", help="Monitor only this specialist.")
 ) -> None:
-    """Check each specialist's latest traffic window for drift; emit a Prefect event when it drifted."""
+    """Check each specialist's latest traffic window for drift and against its SLA; emit a Prefect event when it
+    drifted (fleet.specialist.drift-detected) or broke its SLA (fleet.sla.violated)."""
     _settings()
     _load(fleet, only)
     from flows.monitor import monitor_fleet_flow
@@ -504,7 +525,45 @@ def monitor(
             f"{r['specialist']}: {r['status']}"
             + (f" (fired: {', '.join(r['fired'])}; event {r['event_id']})" if r.get("event_id") else "")
             + f"  report {r['report_id']}"
+            + (
+                f"\n  SLA breached: {'; '.join(r['sla_breaches'])} (event {r['sla_event_id']})"
+                if r.get("sla_breaches")
+                else ""
+            )
         )
+
+
+@app.command()
+def tco(
+    month: str | None = typer.Option(None, "--month", help="The month to bill, YYYY-MM (default: this one, UTC)."),
+    requests: int | None = typer.Option(
+        None, "--requests", help="Requests a month to project at (default: the month's own), spread as observed."
+    ),
+    months: int = typer.Option(12, "--months", min=1, max=120, help="Months to project."),
+    fleet: Path = FleetOpt,
+) -> None:
+    """Each specialist's cost for a month (training, inference, fallback, teacher, reviews) against sending all
+    of its traffic to its fallback, and the months ahead at a stated volume with the fallback's price falling
+    (tco.api_price_change_per_year): the break-even month. Also a Prefect artifact, MLflow metrics (experiment
+    fleet-tco) and a PNG of cumulative cost (stored as tco/MONTH.png)."""
+    from datetime import UTC, datetime
+
+    settings = _settings()
+    _load(fleet, None)
+    from fleet.ops.tco import month_bounds
+
+    month = month or datetime.now(UTC).strftime("%Y-%m")
+    try:
+        month_bounds(month)
+    except ValueError as exc:
+        _fail(str(exc))
+    errors.quiet_prefect()
+    from flows.tco import tco_flow
+
+    result = tco_flow(month=month, fleet_file=str(fleet.resolve()), requests_per_month=requests, months=months)
+    print(result["markdown"])  # markdown tables, as they are (no console markup)
+    if result.get("projections"):
+        out.print(f"cumulative cost plot: {settings.store_handle().url}/tco/{month}.png", highlight=False)
 
 
 @app.command()

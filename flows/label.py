@@ -13,9 +13,11 @@ from tasks import specialist as t
 
 @flow(name="label", flow_run_name="label-{name}")
 def label_flow(name: str, fleet_file: str = DEFAULT_FLEET_FILE) -> dict:
-    """One specialist: teacher labels for its unlabelled pool, then its review queue (counts returned)."""
+    """One specialist: the fallback's answers to its escalated requests and teacher labels for its unlabelled
+    pool, then its review queue (counts returned)."""
     settings = Settings.load().apply()
     spec = t.load_spec(fleet_file, name, settings)
+    learned = lab.fallback_labels(spec, settings)
     run = lab.teacher_label(spec, settings)
     counts = lab.review_queue(spec, settings)
-    return {"specialist": name, "teacher": None if run is None else run.as_dict(), **counts}
+    return {"specialist": name, "fallback_labels": learned, "teacher": None if run is None else run.as_dict(), **counts}

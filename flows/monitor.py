@@ -18,6 +18,7 @@ def monitor_flow(name: str, fleet_file: str = DEFAULT_FLEET_FILE) -> dict:
     spec = t.load_spec(fleet_file, name, settings)
     report = d.check_drift(spec, settings)
     event_id = d.emit_drift(report) if report.drifted else None
+    sla_event = d.emit_sla(report.sla) if report.sla is not None and report.sla.breaches else None
     awaiting = lab.awaiting_teacher(spec, settings)
     pool_event = lab.emit_pool_grew(spec, awaiting) if awaiting >= spec.labeling.trigger_rows else None
     return {
@@ -27,6 +28,8 @@ def monitor_flow(name: str, fleet_file: str = DEFAULT_FLEET_FILE) -> dict:
         "event_id": event_id,
         "fired": report.fired,
         "pool_event_id": pool_event,
+        "sla_breaches": report.sla.breaches if report.sla is not None else [],
+        "sla_event_id": sla_event,
     }
 
 

@@ -13,7 +13,7 @@ from prefect.events import emit_event
 from fleet.core.settings import Settings
 from fleet.core.spec import SpecialistSpec
 from fleet.core.storage import put_json
-from fleet.ops import monitoring
+from fleet.ops import monitoring, sla
 
 DRIFT_EVENT = "fleet.specialist.drift-detected"
 
@@ -32,7 +32,23 @@ def check_drift(spec: SpecialistSpec, settings: Settings) -> monitoring.DriftRep
         md += f"\n![reference vs current](data:image/png;base64,{base64.b64encode(checked.plot_png).decode()})\n"
     create_markdown_artifact(key=f"{spec.name}-drift", markdown=md, description=f"Drift report {report.id}")
     get_run_logger().info("%s: %s (%s rows)", spec.name, report.status, report.window_rows)
+    if report.sla is not None:
+        sla.record(store, report.sla)
+        if report.sla.breaches:
+            get_run_logger().warning("%s: SLA breached: %s", spec.name, "; ".join(report.sla.breaches))
     return report
+
+
+@task(name="emit-sla-event", cache_policy=NONE)
+def emit_sla(report: sla.SlaReport) -> str | None:
+    """``fleet.sla.violated`` for a window that broke the specialist's SLA."""
+    name = report.specialist
+    event = emit_event(
+        event=sla.SLA_EVENT,
+        resource={"prefect.resource.id": f"fleet.specialist.{name}", "prefect.resource.name": name, "fleet.name": name},
+        payload=report.model_dump(mode="json"),
+    )
+    return str(event.id) if event else None
 
 
 @task(name="emit-drift-event", cache_policy=NONE)

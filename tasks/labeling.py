@@ -14,14 +14,19 @@ from fleet.labeling import flywheel, teacher
 POOL_EVENT = "fleet.pool.grew"
 
 
+@task(name="fallback-labels", cache_policy=NONE)
+def fallback_labels(spec: SpecialistSpec, settings: Settings) -> int:
+    """The fallback's answers to escalated requests, as labels of their pooled rows (before the teacher is
+    asked, so it is not asked about them)."""
+    learned = flywheel.learn_from_fallback(spec, settings.store_handle())
+    get_run_logger().info("%s: %d escalated request(s) labelled by the fallback's answers", spec.name, learned)
+    return learned
+
+
 @task(name="teacher-label", cache_policy=NONE)
 def teacher_label(spec: SpecialistSpec, settings: Settings) -> teacher.TeacherRun | None:
-    """Teacher labels for the unlabelled pool (None when no teacher is named); first, the fallback's answers
-    to escalated requests (``flywheel.learn_from_fallback``)."""
+    """Teacher labels for the unlabelled pool (None when no teacher is named)."""
     log = get_run_logger()
-    learned = flywheel.learn_from_fallback(spec, settings.store_handle())
-    if learned:
-        log.info("%s: %d escalated request(s) labelled by the fallback's answers", spec.name, learned)
     if spec.labeling.teacher is None:
         log.info("%s: labeling.teacher is not set; the pool waits for review", spec.name)
         return None

@@ -63,6 +63,8 @@ class ChatClient:
             ) from None
         except (openai.OpenAIError, ValueError):  # ValueError: a body that is not JSON
             raise BaselineError(f"baseline {self.name}: {self.spec.url} did not answer JSON") from None
+        if isinstance(resp, str | bytes):  # the client hands back a body it could not read as JSON
+            raise BaselineError(f"baseline {self.name}: {self.spec.url} did not answer JSON")
         if not isinstance(getattr(resp, "choices", None), list) or not resp.choices:
             raise BaselineError(f"baseline {self.name}: unexpected answer shape from {self.spec.url}")
         usage = resp.usage

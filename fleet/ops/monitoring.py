@@ -19,7 +19,9 @@ from fleet.data import versions
 from fleet.data.sources import load_raw
 from fleet.kinds import kind_of
 from fleet.metrics.drift import Reference, Signal, TrafficWindow
+from fleet.ops import sla as sla_checks
 from fleet.ops import traffic
+from fleet.ops.sla import SlaReport
 from fleet.report.markdown import render
 from fleet.stages import profiles, registry
 
@@ -41,6 +43,7 @@ class DriftReport(BaseModel):
     reason: str = ""
     fired: list[str] = Field(default_factory=list)
     signals: dict[str, Signal] = Field(default_factory=dict)
+    sla: SlaReport | None = None
 
 
 @dataclass
@@ -71,6 +74,23 @@ def _feedback(spec: SpecialistSpec, store: ObjectStore, window: pd.DataFrame, no
     return (int((joined[kind.target] == joined["_answer"]).sum()), len(joined)) if len(joined) else None
 
 
+def _sla(
+    spec: SpecialistSpec,
+    store: ObjectStore,
+    version: str,
+    window: pd.DataFrame,
+    estimate: float | None,
+    feedback: tuple[int, int] | None,
+    now: datetime | None,
+) -> SlaReport | None:
+    """The window against the specialist's SLA (None when it promises nothing or the window is empty)."""
+    promised = spec.sla.p95_ms is not None or spec.sla.max_error_rate is not None or spec.sla.min_quality is not None
+    refused = sla_checks.errors_in(store, spec.name, spec.drift.window_hours, now) if promised else 0
+    if not promised or (window.empty and not refused):
+        return None
+    return sla_checks.measure(spec, version, window, refused, estimate, feedback)
+
+
 def check(spec: SpecialistSpec, store: ObjectStore, now: datetime | None = None) -> DriftCheck:
     """The drift verdict on the latest traffic window (``status``: drift, no-drift or insufficient-data)."""
     version, ref = champion_reference(spec, store)
@@ -85,12 +105,15 @@ def check(spec: SpecialistSpec, store: ObjectStore, now: datetime | None = None)
     )
     if len(window) < d.min_window_rows:
         report.reason = f"{len(window)} rows in the last {d.window_hours:g} h < min_window_rows {d.min_window_rows}"
+        report.sla = _sla(spec, store, version, window, None, None, now)
         return DriftCheck(report)
     window = window.tail(d.max_window_rows)
     kind = kind_of(spec)
     # input drift on distinct texts: repeats of one message are not evidence of a new distribution
     emb = profiles.embeddings(spec, list(dict.fromkeys(window["text"].tolist())), Reference.from_bytes(ref).max_length)
-    verdict = kind.drift(spec, ref, TrafficWindow(window, emb, _feedback(spec, store, window, now)))
+    feedback = _feedback(spec, store, window, now)
+    verdict = kind.drift(spec, ref, TrafficWindow(window, emb, feedback))
+    estimate = verdict.signals.get("estimated_performance")
     report = report.model_copy(
         update={
             "status": "drift" if verdict.drifted else "no-drift",
@@ -98,6 +121,7 @@ def check(spec: SpecialistSpec, store: ObjectStore, now: datetime | None = None)
             "fired": verdict.fired,
             "signals": verdict.signals,
             "window_rows": verdict.window_rows,
+            "sla": _sla(spec, store, version, window, estimate.statistic if estimate else None, feedback, now),
         }
     )
     return DriftCheck(report, kind.drift_figure(spec, ref, window))

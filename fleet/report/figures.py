@@ -81,3 +81,20 @@ def reference_vs_current_png(title: str, panels: list[tuple[str, Any, Any, Any]]
         ax.legend()
     fig.suptitle(title)
     return to_png(fig)
+
+
+def cumulative_cost_png(series: dict[str, tuple[Sequence[float], Sequence[float]]]) -> bytes:
+    """One panel per name: cumulative cost by month, the fleet (solid) against all-fallback (dashed)."""
+    names = list(series)
+    fig = figure(figsize=(3.6 * max(len(names), 1), 3.2), dpi=100)
+    axes = fig.subplots(1, max(len(names), 1), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        fleet, fallback = series[name]
+        months = np.arange(1, len(fleet) + 1)
+        ax.plot(months, fleet, label="fleet", color="#4C72B0")
+        ax.plot(months, fallback, label="all-fallback", color="#C44E52", linestyle="--")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("month")
+        ax.set_ylabel("cumulative cost")
+        ax.legend(fontsize=7)
+    return to_png(fig)

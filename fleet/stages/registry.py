@@ -116,6 +116,49 @@ def decision_record(name: str, version) -> DecisionRecord | None:
         return None
 
 
+def fine_tunes(name: str) -> list[dict]:
+    """Every registered version's fine-tune: ``at`` (registration, UTC), ``seconds`` (its training loop),
+    ``device`` and ``threads`` (from its environment tags). [] for a specialist never registered."""
+    from datetime import UTC, datetime
+
+    try:
+        found = client().search_model_versions(f"name='{name}'")
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return []
+        raise RegistryError(f"registered model {name!r}: search failed: {exc.message}") from None
+    out = []
+    for v in found:
+        tags = v.tags or {}
+        if "train_key" not in tags:
+            continue  # an incomplete registration
+        metrics = client().get_run(v.run_id).data.metrics if v.run_id else {}
+        threads = tags.get("env.torch_threads", "1")
+        out.append(
+            {
+                "at": datetime.fromtimestamp(int(v.creation_timestamp) / 1000, UTC),
+                "seconds": float(metrics.get("train_seconds", 0.0)),
+                "device": tags.get("env.device", "cpu"),
+                "threads": int(threads) if threads.isdigit() else 1,
+            }
+        )
+    return out
+
+
+def log_fleet_metrics(experiment_name: str, run_name: str, metrics: dict[str, float], files: dict[str, bytes]) -> str:
+    """A run of fleet-wide figures (``fleet tco``) in its own experiment; returns the run id."""
+    exp = client().get_experiment_by_name(experiment_name)
+    exp_id = exp.experiment_id if exp is not None else client().create_experiment(experiment_name)
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        for fname, blob in files.items():
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / fname
+                path.write_bytes(blob)
+                mlflow.log_artifact(str(path))
+        return run.info.run_id
+
+
 def registered_names() -> list[str]:
     return [m.name for m in client().search_registered_models()]
 

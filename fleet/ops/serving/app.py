@@ -30,6 +30,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -42,7 +43,7 @@ from fleet.core.results import Outputs
 from fleet.core.settings import Settings
 from fleet.core.spec import SpecialistSpec
 from fleet.core.storage import ObjectStore
-from fleet.ops import escalation
+from fleet.ops import escalation, sla
 from fleet.ops.escalation import Fallback
 from fleet.ops.serving.batcher import Batcher, Busy
 from fleet.ops.serving.hub import Hub
@@ -191,9 +192,11 @@ class Server:
             results = await asyncio.wait_for(self.batcher(served.group).submit(name, texts), self.limits.timeout_s)
         except Busy as exc:
             self.metrics.requests.labels(name, "busy").inc()
+            self.refused(name)
             raise HTTPException(503, f"busy: {exc}", headers={"Retry-After": "1"}) from None
         except TimeoutError:
             self.metrics.requests.labels(name, "timeout").inc()
+            self.refused(name)
             raise HTTPException(504, f"no answer within {self.limits.timeout_s:g} s") from None
         outputs, version = Outputs.concat([o for o, _ in results]), results[0][1]
         routed = await self.cascade(name, served, texts, outputs)
@@ -205,7 +208,7 @@ class Server:
         if self.traffic is not None:
             extra = escalation.traffic_fields(routed, kind, texts)
             rows = kind.traffic_rows(texts, outputs)  # the specialist's own answers: what drift watches
-            stamp = {"client": client, "latency_ms": round(elapsed * 1000, 2)}
+            stamp = {"client": client, "latency_ms": round(elapsed * 1000, 2), "request": uuid.uuid4().hex[:16]}
             self.traffic.add(name, version, [r | stamp | e for r, e in zip(rows, extra)])
         marks = escalation.answer_fields(routed, kind)
         answers = [a | m for a, m in zip(kind.to_frame(routed.outputs).to_dict("records"), marks)]
@@ -252,6 +255,29 @@ class Server:
         except TimeoutError:
             failed.error = f"no fallback answer within {s.timeout_s:g} s"
             return failed
+
+    def refused(self, name: str) -> None:
+        """Count a request answered with an error (what an SLA's error rate reads, written with the traffic)."""
+        if self.traffic is not None:
+            self.traffic.refused(name)
+
+    def watch_sla(self, every_s: float, stop: threading.Event) -> None:
+        """Every ``every_s`` s: which specialists an SLA breach sends wholly to the fallback (``fleet.ops.sla``)."""
+        while not stop.wait(every_s):
+            if self.traffic is None:
+                continue
+            for name, spec in self.specs.items():
+                served = self.hub.served.get(name)
+                if served is None or spec.sla.on_quality_breach != "escalate-all":
+                    continue
+                try:
+                    on = sla.escalating(self.traffic.store, name, served.version)
+                except Exception as exc:  # the store away: keep what was decided
+                    log.warning("%s: SLA state unreadable (%s)", name, exc)
+                    continue
+                if on != (name in self.escalate_all):
+                    log.warning("%s: all traffic to the fallback: %s", name, "on (SLA breach)" if on else "off")
+                    (self.escalate_all.add if on else self.escalate_all.discard)(name)
 
     def stalled(self) -> list[str]:
         return [b.group.base_folder for b in self.batchers.values() if b.stalled(self.limits.stall_s)]
@@ -377,6 +403,7 @@ def create_app(
         stop = threading.Event()
         watcher = threading.Thread(target=hub.watch, args=(reload_s, stop), daemon=True, name="champion-watch")
         watcher.start()
+        threading.Thread(target=server.watch_sla, args=(reload_s, stop), daemon=True, name="sla-watch").start()
         yield
         stop.set()
         for fb in server.fallbacks.values():

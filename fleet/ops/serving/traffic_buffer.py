@@ -14,7 +14,7 @@ import threading
 from collections import defaultdict
 
 from fleet.core.storage import ObjectStore
-from fleet.ops import traffic
+from fleet.ops import sla, traffic
 
 log = logging.getLogger("fleet.ops.serving")
 
@@ -34,6 +34,7 @@ class TrafficBuffer:
         self.buffered = 0
         self.dropped = 0  # rows never logged: the buffer was full
         self.written = 0
+        self.errors: dict[str, int] = defaultdict(int)  # requests refused (busy, timeout) per specialist, unwritten
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -52,6 +53,10 @@ class TrafficBuffer:
                 self._wake.set()
         return True
 
+    def refused(self, name: str) -> None:
+        with self._lock:
+            self.errors[name] += 1
+
     def _take(self) -> dict[tuple[str, str], list[dict]]:
         with self._lock:
             taken, self.rows, self.buffered = self.rows, defaultdict(list), 0
@@ -60,6 +65,16 @@ class TrafficBuffer:
     def flush(self) -> bool:
         """Write what is buffered, one part file per specialist and version; False when a write failed."""
         ok = True
+        with self._lock:
+            errors, self.errors = dict(self.errors), defaultdict(int)
+        try:
+            sla.log_errors(self.store, errors)
+        except Exception as exc:  # the store away: the counts come back for the next flush
+            log.warning("refused-request counts not written: %s", exc)
+            with self._lock:
+                for name, n in errors.items():
+                    self.errors[name] += n
+            ok = False
         for (name, version), rows in self._take().items():
             try:
                 traffic.log_predictions(self.store, name, rows, version, key=self.key)
