@@ -383,8 +383,8 @@ def predict(
     fleet: Path = FleetOpt,
     cascade: bool = typer.Option(True, help="Escalate unsure answers to the fleet file's serving.fallback."),
 ) -> None:
-    """Answer texts with a specialist's registered model; prints its answer (a classifier: label, score), who
-    answered (specialist, or fallback when the cascade escalated) and the text.
+    """Answer texts with a specialist's registered model; prints its answer (a classifier: label, score) and the
+    text; an answer the cascade sent to the fleet file's serving.fallback is said so on stderr.
 
     The version's files are loaded by its kind, as serving loads them: no code from the registry is run."""
     settings = _settings()
@@ -413,13 +413,14 @@ def predict(
     routed = escalation.route(spec, kind, list(texts), outputs, escalation.threshold_of(tags))
     frame = kind.to_frame(routed.outputs)
     for text, answer, who, problem in zip(texts, frame.to_dict("records"), routed.answered_by, routed.errors):
-        if problem:
-            err.print(f"[yellow]fallback failed[/] ({problem}): the specialist's answer is shown", highlight=False)
+        if problem:  # on stderr: stdout stays the answers, for pipes
+            err.print(f"fallback failed ({escape(problem)}): the specialist's answer to {text[:40]!r}", highlight=False)
+        elif who == escalation.FALLBACK:
+            err.print(f"answered by the fallback (the specialist was unsure): {text[:40]!r}", highlight=False)
         if "output" in frame:  # a generative specialist: its answer as it wrote it
             print(answer["output"])
-        else:  # plain TSV, for pipes: the answer's fields, who answered, then the text
-            fields = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in answer.values()]
-            print("\t".join([*fields, who]) + f"\t{text}")
+        else:  # plain TSV, for pipes: the answer's fields, then the text
+            print("\t".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in answer.values()) + f"\t{text}")
     if log:
         extra = escalation.traffic_fields(routed, kind, list(texts))
         rows = [r | {"client": "cli:predict"} | e for r, e in zip(kind.traffic_rows(list(texts), outputs), extra)]

@@ -5,7 +5,7 @@ No strong general model runs on these machines, so tests and ``benchmarks/portfo
 It answers the expected answer of a text it was given (``gold``: text -> answer) with a set accuracy, decided
 per text from a seeded hash (the same text always gets the same answer), and otherwise a wrong one (another
 label of the set, or for JSON answers the expected object with its first field blanked); a text it was not
-given gets ``unknown``. It reports token usage (about four characters per token) so the caller bills it at a
+given gets ``unknown``. The label set of a classification prompt is read from the prompt (``labels`` otherwise). It reports token usage (about four characters per token) so the caller bills it at a
 frontier model's prices. It is **a simulated model**: its figures are named so wherever they appear.
 
 Failure modes for the cascade's tests: ``mode`` = ``ok``, ``slow`` (sleeps ``delay_s``), ``rate-limited``
@@ -38,12 +38,15 @@ class SimulatedLLM:
         labels: list[str] | None = None,
         seed: int = 0,
         token: str | None = None,
+        port: int | None = None,
+        key=None,
     ):
-        self.gold = {norm(k): v for k, v in gold.items()}
+        self.key = key or norm  # how a text is looked up (e.g. the fleet's own cleaning)
+        self.gold = {self.key(k): v for k, v in gold.items()}
         self.accuracy, self.labels, self.seed, self.token = accuracy, labels or [], seed, token
         self.mode, self.delay_s = "ok", 5.0
         self.calls = 0
-        self.port = free_port()
+        self.port = port or free_port()
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -63,6 +66,10 @@ class SimulatedLLM:
         self.server.shutdown()
         self.server.server_close()
 
+    def learn(self, gold: dict[str, str]) -> None:
+        """Know more expected answers (e.g. a curated split's, once it exists)."""
+        self.gold.update({self.key(k): v for k, v in gold.items()})
+
     def right(self, text: str) -> bool:
         h = hashlib.sha256(f"{self.seed}\0{text}".encode()).digest()
         return int.from_bytes(h[:8], "big") / 2**64 < self.accuracy
@@ -71,14 +78,16 @@ class SimulatedLLM:
         """The answer to a user message: a classification prompt holds the text as a JSON string after
         ``Text:``; any other message is the text itself (a generative specialist's prompt)."""
         m = re.search(r"Text: (\".*\")\s*\n", content, flags=re.S)
-        text = norm(json.loads(m.group(1))) if m else norm(content)
+        text = self.key(json.loads(m.group(1)) if m else content)
         expected = self.gold.get(text)
         if expected is None:
             return "unknown"
         if self.right(text):
             return expected
-        if self.labels:
-            others = [lab for lab in self.labels if lab != expected]
+        asked = re.search(r"one of these labels: ([^\n]*?)\.\n", content)  # the fleet's classification prompt
+        labels = asked.group(1).split(", ") if asked else self.labels
+        if labels:
+            others = [lab for lab in labels if lab != expected] or labels
             return others[int(hashlib.sha256(text.encode()).hexdigest(), 16) % len(others)]
         try:
             obj = json.loads(expected)

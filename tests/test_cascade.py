@@ -233,3 +233,14 @@ def test_a_decision_record_without_a_cascade_still_reads():
         }
     )
     assert record.cascade is None
+
+
+def test_a_text_with_unicode_line_separators_keeps_the_traffic_log_readable(tmp_path):
+    """A served text may hold U+2028, U+0085 or a form feed: JSON keeps them inside a string on one line, and
+    every log reader splits on newlines only (str.splitlines broke such a line in two: a tweet corpus did)."""
+    store = LocalStore(tmp_path / "store")
+    odd = "first\u2028second\x85third\x0cfourth\x1cfifth"
+    key = traffic.log_predictions(store, "sms", [{"text": odd, "label": "ham"}, {"text": "plain", "label": "ham"}], "1")
+    assert key is not None
+    rows = traffic.read_part(store, key)
+    assert [r["label"] for r in rows] == ["ham", "ham"] and "second" in rows[0]["text"]

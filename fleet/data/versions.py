@@ -78,7 +78,7 @@ def load_split(store: ObjectStore, specialist: str, version: str, split: str) ->
     if not exists(store, specialist, version):
         raise CurationError(f"{store.url}/{where}: no such dataset version (or an unfinished write)")
     raw = store.get_bytes(f"{where}/{split}.jsonl").decode()
-    records = [json.loads(line) for line in raw.splitlines() if line]
+    records = [json.loads(line) for line in raw.split("\n") if line.strip()]
     return pd.DataFrame(records) if records else pd.DataFrame(columns=["row", "text", "label"])
 
 

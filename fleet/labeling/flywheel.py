@@ -65,7 +65,12 @@ def _answers_prefix(name: str, version: str) -> str:
 def champion_answers(spec: SpecialistSpec, store: ObjectStore, champ: Champion, rows: pd.DataFrame) -> pd.DataFrame:
     """The champion's answer, confidence and uncertainty on each row; rows answered before are not answered again."""
     prefix = _answers_prefix(spec.name, champ.version)
-    known = [json.loads(line) for key in store.list(prefix) for line in store.get_bytes(key).decode().splitlines()]
+    known = [
+        json.loads(line)
+        for key in store.list(prefix)
+        for line in store.get_bytes(key).decode().split("\n")
+        if line.strip()
+    ]
     have = pd.DataFrame(known, columns=pd.Index(ANSWER_COLUMNS)).drop_duplicates("id", keep="last")
     todo = rows[~rows["id"].isin(set(have["id"]))]
     if len(todo):

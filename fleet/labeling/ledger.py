@@ -72,7 +72,7 @@ def events(store: ObjectStore, name: str) -> pd.DataFrame:
     """Every recorded event, oldest part first."""
     rows = []
     for key in store.list(_prefix(name)):
-        rows += [json.loads(line) for line in store.get_bytes(key).decode().splitlines() if line.strip()]
+        rows += [json.loads(line) for line in store.get_bytes(key).decode().split("\n") if line.strip()]
     return pd.DataFrame(rows, columns=pd.Index(COLUMNS)) if rows else pd.DataFrame(columns=pd.Index(COLUMNS))
 
 

@@ -27,6 +27,7 @@ from fleet.metrics import cascade as cm
 from fleet.stages import score_cache
 
 log = logging.getLogger("fleet.stages.cascade")
+FEW_ROWS = 100  # fewer validation rows than this: the threshold is said to be uncertain
 
 
 def fallback_of(spec: SpecialistSpec, train: pd.DataFrame) -> Baseline:
@@ -140,4 +141,10 @@ def calibrate(
         fallback_quality=fig.fallback_quality,
         cost_per_1k=fig.cost_per_1k,
         fallback_reused=reused,
+        note=(
+            f"The threshold was chosen on {len(val)} validation rows only: expect the test split's figures to "
+            "differ from the validation's (a larger validation split, split.validation, steadies it)."
+            if len(val) < FEW_ROWS
+            else ""
+        ),
     )
