@@ -325,6 +325,7 @@ def tco_part(env: dict, settings, fleet_a: Path, requests: int) -> dict:
     from datetime import UTC, datetime
 
     from fleet.kinds import load_fleet
+    from fleet.labeling import ledger, trust
     from fleet.ops import tco
     from fleet.stages import registry
 
@@ -337,7 +338,8 @@ def tco_part(env: dict, settings, fleet_a: Path, requests: int) -> dict:
         champ = registry.champion_version(spec.name)
         record = registry.decision_record(spec.name, champ)
         runs = [tco.TrainingRun(**r) for r in registry.fine_tunes(spec.name)]
-        b = tco.bill(spec, store, month, runs, record)
+        labelling = trust.spent_in_month(store, spec.name, month), ledger.reviews_in_month(store, spec.name, month)
+        b = tco.bill(spec, store, month, runs, record, *labelling)
         bills.append(b)
         p = tco.project(b, spec, requests // len(specs), 24)
         if p is not None:

@@ -12,6 +12,7 @@ from prefect.cache_policies import NONE
 from fleet.core.settings import Settings
 from fleet.core.spec import FleetSpec
 from fleet.core.storage import put_json
+from fleet.labeling import ledger, trust
 from fleet.ops import tco
 from fleet.stages import registry
 
@@ -34,7 +35,8 @@ def monthly_bill(fleet: FleetSpec, settings: Settings, month: str, requests_per_
         champ = registry.champion_version(spec.name)
         record = registry.decision_record(spec.name, champ) if champ is not None else None
         runs = [tco.TrainingRun(**r) for r in registry.fine_tunes(spec.name)]
-        bills.append(tco.bill(spec, store, month, runs, record))
+        labelling = trust.spent_in_month(store, spec.name, month), ledger.reviews_in_month(store, spec.name, month)
+        bills.append(tco.bill(spec, store, month, runs, record, *labelling))
     volume = requests_per_month if requests_per_month is not None else sum(b.requests for b in bills)
     shares = _share(bills, volume)
     projections = [

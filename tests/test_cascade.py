@@ -244,3 +244,20 @@ def test_a_text_with_unicode_line_separators_keeps_the_traffic_log_readable(tmp_
     assert key is not None
     rows = traffic.read_part(store, key)
     assert [r["label"] for r in rows] == ["ham", "ham"] and "second" in rows[0]["text"]
+
+
+def test_timed_answers_keep_every_per_row_field_in_the_rows_order():
+    """The evaluation's timing reorders answers (singles, timed batches, the rest by length): a generative
+    answer's confidence must come back with its row, or the cascade would read zeros (it did)."""
+    from fleet.core.sections import EvaluationSpec
+    from fleet.metrics.timing import measure
+
+    texts = [f"text {'x' * (i % 7)} {i}" for i in range(30)]
+
+    def predict(batch: list[str]) -> Outputs:
+        ids = [int(t.rsplit(" ", 1)[1]) for t in batch]
+        return Outputs(predictions=[str(i) for i in ids], tokens=ids, confidence=[-i / 100 for i in ids])
+
+    out, _ = measure(predict, texts, EvaluationSpec(latency_samples=3, timing_rows=10, serving_batch_size=4))
+    assert out.predictions == [str(i) for i in range(30)]
+    assert out.tokens == list(range(30)) and out.confidence == [-i / 100 for i in range(30)]

@@ -94,6 +94,9 @@ def test_few_shot_prompts_answer_the_same_with_their_shared_prefix_computed_once
     whole = predict.generate(tokenizer, model, prompts, 24, 2)
     assert cached.predictions == whole.predictions and cached.tokens == whole.tokens
     assert all(cached.predictions)
+    # each answer's mean token log-probability (the cascade's confidence), the same either way
+    assert cached.confidence is not None and all(-20 < c <= 0 for c in cached.confidence)
+    assert cached.confidence == pytest.approx(whole.confidence, abs=1e-3)
 
 
 def pairs_file(tmp_path, rows):

@@ -118,3 +118,12 @@ def import_marker(name: str, payload: bytes) -> str:
 def claim_import(store: ObjectStore, name: str, payload: bytes, meta: dict) -> bool:
     """Mark an import file as applied; False when the same bytes were applied before."""
     return store.create_if_absent(import_marker(name, payload), json.dumps(meta, sort_keys=True).encode())
+
+
+def reviews_in_month(store: ObjectStore, name: str, month: str) -> int:
+    """Human decisions (labels and skips) recorded in a calendar month (``YYYY-MM``, UTC)."""
+    ev = events(store, name)
+    if ev.empty:
+        return 0
+    people = ev[ev["source"].isin(["human", "skip"])]
+    return int(people["at"].astype(str).str.startswith(month).sum())

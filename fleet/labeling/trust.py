@@ -128,3 +128,16 @@ def spent_today(store: ObjectStore, name: str, now: datetime | None = None) -> f
         except (StorageError, ValueError, AttributeError, TypeError):
             continue  # an unreadable account does not stop labelling; its run was counted when it ran
     return total
+
+
+def spent_in_month(store: ObjectStore, name: str, month: str) -> float:
+    """What the teacher's runs of a calendar month (``YYYY-MM``, UTC) cost (their stored accounts)."""
+    day_prefix = month.replace("-", "")
+    total = 0.0
+    for key in store.list(runs_prefix(name)):
+        if key.split("/")[-2].startswith(day_prefix):
+            try:
+                total += float(get_json(store, key).get("cost", 0.0))
+            except (StorageError, ValueError, AttributeError, TypeError):
+                continue
+    return total

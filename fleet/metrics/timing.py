@@ -39,14 +39,12 @@ def _cost(n: int, wall: float, cpu: float, ev: EvaluationSpec, on_gpu: bool) -> 
 
 
 def _in_order(n: int, rows: list[int], parts: list[Outputs]) -> Outputs:
+    """``parts`` (answers to ``rows``, in that order) as the answers to rows 0..n-1: every per-row field kept
+    (a generative answer's tokens and confidence too, which the cascade reads)."""
     merged = Outputs.concat(parts)
-    preds: list[str] = [""] * n
-    probs: list[list[float]] = [[] for _ in range(n)]
-    for pos, i in enumerate(rows):
-        preds[i] = merged.predictions[pos]
-        if merged.probabilities is not None:
-            probs[i] = merged.probabilities[pos]
-    return Outputs(predictions=preds, probabilities=probs if merged.probabilities is not None else None)
+    position = {i: pos for pos, i in enumerate(rows)}
+    assert sorted(position) == list(range(n)), "every row answered once"
+    return merged.rows([position[i] for i in range(n)])
 
 
 def measure(

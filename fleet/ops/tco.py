@@ -30,8 +30,7 @@ from pydantic import BaseModel, Field
 
 from fleet.core.results import DecisionRecord
 from fleet.core.spec import SpecialistSpec
-from fleet.core.storage import ObjectStore, StorageError, get_json
-from fleet.labeling import ledger, trust
+from fleet.core.storage import ObjectStore
 from fleet.ops import traffic
 
 PARTS = ("training", "inference", "fallback", "teacher", "reviews")
@@ -94,34 +93,18 @@ def training_cost(spec: SpecialistSpec, runs: list[TrainingRun], month: str) -> 
     return total
 
 
-def teacher_cost(store: ObjectStore, name: str, month: str) -> float:
-    start, _ = month_bounds(month)
-    total = 0.0
-    for key in store.list(trust.runs_prefix(name)):
-        if key.split("/")[-2].startswith(f"{start.year:04d}{start.month:02d}"):
-            try:
-                total += float(get_json(store, key).get("cost", 0.0))
-            except (StorageError, ValueError, AttributeError, TypeError):
-                continue
-    return total
-
-
-def reviews(store: ObjectStore, name: str, month: str) -> int:
-    ev = ledger.events(store, name)
-    if ev.empty:
-        return 0
-    people = ev[ev["source"].isin(["human", "skip"])]
-    return int(people["at"].astype(str).str.startswith(month).sum())
-
-
 def bill(
     spec: SpecialistSpec,
     store: ObjectStore,
     month: str,
     runs: list[TrainingRun],
     champion: DecisionRecord | None,
+    teacher_cost: float = 0.0,
+    reviews: int = 0,
 ) -> SpecialistBill:
-    """One specialist's month (``runs``: its registered fine-tunes; ``champion``: its champion's decision record)."""
+    """One specialist's month (``runs``: its registered fine-tunes; ``champion``: its champion's decision record;
+    ``teacher_cost`` and ``reviews``: what its flywheel's teacher runs cost that month and how many human
+    decisions it recorded, ``fleet.labeling``'s accounts)."""
     notes: list[str] = []
     window = _month_rows(store, "traffic", spec.name, month)
     n = len(window)
@@ -143,8 +126,8 @@ def bill(
         "training": training_cost(spec, runs, month),
         "inference": n * (per_1k or 0.0) / 1000,
         "fallback": fallback_spent,
-        "teacher": teacher_cost(store, spec.name, month),
-        "reviews": reviews(store, spec.name, month) * spec.tco.price_per_review,
+        "teacher": teacher_cost,
+        "reviews": reviews * spec.tco.price_per_review,
     }
     return SpecialistBill(
         specialist=spec.name,

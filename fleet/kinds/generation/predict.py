@@ -32,6 +32,21 @@ def _decoded(tokenizer: Any, seq: Any) -> tuple[str, int]:
     return tokenizer.decode(used, skip_special_tokens=True).strip(), len(used)
 
 
+class GreedyLogprob:
+    """A logits processor that changes nothing and keeps, per step and row, the log-probability of the token
+    greedy decoding picks (the last processor: it sees the scores the pick is made from). One number per row
+    and step: keeping ``generate``'s full scores instead would hold batch x vocabulary x steps floats."""
+
+    def __init__(self) -> None:
+        self.steps: list = []
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        self.steps.append((scores.max(dim=-1).values - torch.logsumexp(scores, dim=-1)).float())
+        return scores
+
+
 def generate(
     tokenizer: Any,
     model: Any,
@@ -51,6 +66,9 @@ def generate(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     texts, counts, logprobs = [""] * len(ids), [0] * len(ids), [0.0] * len(ids)
+    from transformers import LogitsProcessorList
+
+    sure = GreedyLogprob()
     with torch.inference_mode():
         cache = model(input_ids=torch.tensor([prefix]), use_cache=True).cache if prefix else None
         for start in range(0, len(order), batch_size):
@@ -66,15 +84,14 @@ def generate(
                 do_sample=False,
                 pad_token_id=pad,
                 eos_token_id=tokenizer.eos_token_id,
-                output_scores=True,
-                return_dict_in_generate=True,
+                logits_processor=LogitsProcessorList([sure]),
                 **extra,
             )
-            new = out.sequences[:, enc["input_ids"].shape[1] :]
-            chosen = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
-            for j, (i, seq) in enumerate(zip(rows, new)):
+            steps = torch.stack(sure.steps, dim=1) if sure.steps else torch.zeros((len(rows), 0))
+            sure.steps.clear()
+            for j, (i, seq) in enumerate(zip(rows, out[:, enc["input_ids"].shape[1] :])):
                 texts[i], counts[i] = _decoded(tokenizer, seq)
-                logprobs[i] = round(float(chosen[j, : counts[i]].mean()) if counts[i] else 0.0, 6)
+                logprobs[i] = round(float(steps[j, : counts[i]].mean()) if counts[i] else 0.0, 6)
     return Outputs(predictions=texts, tokens=counts, confidence=logprobs)
 
 

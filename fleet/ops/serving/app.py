@@ -7,7 +7,12 @@
   readiness (503 while nothing is served or a base made no progress for ``stall_s`` while work waits);
   ``GET /healthz``: the same verdict as readiness, and what is served to a caller with a token;
   ``GET /metrics``: Prometheus (requests, latency histogram, predictions per specialist, batch sizes, mixed
-  batches, dropped log rows); ``GET /docs``: OpenAPI.
+  batches, dropped log rows, answers by who gave them, escalations, fallback errors and cost); ``GET /docs``:
+  OpenAPI.
+
+The cascade: a specialist whose fleet-file settings name a ``serving.fallback`` and whose version carries a
+threshold sends its unsure answers to the fallback (``fleet.ops.escalation``; every answer says
+``answered_by``), or all of them while an SLA breach says escalate-all (``fleet.ops.sla``).
 
 Who may ask: with tokens set (``FLEET_SERVE_TOKEN``, or named ones in ``FLEET_SERVE_TOKENS``), every request
 but the three health paths carries ``Authorization: Bearer <token>``, checked on the headers before the body
@@ -240,8 +245,10 @@ class Server:
         within ``serving.timeout_s`` (a call past it keeps its slot until it ends, so a slow fallback cannot
         pile up threads); a failure is an answer saying so."""
         s = spec.serving
-        fb = self.fallbacks.setdefault(name, Fallback(spec))
-        gate = self.in_flight.setdefault(name, asyncio.Semaphore(s.max_concurrency))
+        if name not in self.fallbacks:  # built once per specialist (its model loads on the first call, off the loop)
+            self.fallbacks[name] = Fallback(spec)
+            self.in_flight[name] = asyncio.Semaphore(s.max_concurrency)
+        fb, gate = self.fallbacks[name], self.in_flight[name]
         failed = escalation.Asked(None, [False] * len(texts))
         try:
             await asyncio.wait_for(gate.acquire(), s.timeout_s)
