@@ -51,12 +51,13 @@ def monthly_bill(fleet: FleetSpec, settings: Settings, month: str, requests_per_
     )
     md = tco.markdown(bills, projections, note)
     png = tco.figure(projections) if projections else b""
+    picture = ""
     if png:
-        md += f"\n![cumulative cost](data:image/png;base64,{base64.b64encode(png).decode()})\n"
+        picture = f"\n![cumulative cost](data:image/png;base64,{base64.b64encode(png).decode()})\n"
         store.put_bytes(f"tco/{month}.png", png)
     result = {"month": month, "requests_per_month": volume, **json.loads(tco.to_json(bills, projections))}
     put_json(store, f"tco/{month}.json", result)
-    create_markdown_artifact(key="fleet-tco", markdown=md, description=f"Fleet TCO {month}")
+    create_markdown_artifact(key="fleet-tco", markdown=md + picture, description=f"Fleet TCO {month}")
     metrics = {f"{b.specialist}.{k}": v for b in bills for k, v in (b.costs | {"total": b.total}).items()}
     metrics |= {f"{b.specialist}.all_fallback": b.all_fallback for b in bills if b.all_fallback is not None}
     metrics |= {f"{p.specialist}.break_even_month": p.break_even_month for p in projections if p.break_even_month}
