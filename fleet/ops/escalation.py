@@ -178,7 +178,7 @@ def route(
         fb.close()
 
 
-def answer_fields(routed: Routed, kind: SpecialistKind) -> list[dict]:
+def answer_fields(routed: Routed) -> list[dict]:
     """Per row, what an answer adds to the kind's fields: who answered, and the failure when the fallback failed."""
     return [
         {"answered_by": by} | ({"fallback_error": e} if e else {}) for by, e in zip(routed.answered_by, routed.errors)

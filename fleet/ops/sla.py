@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from fleet.core.spec import SpecialistSpec
 from fleet.core.storage import ObjectStore, StorageError, get_json, put_json
+from fleet.ops import traffic
 
 SLA_EVENT = "fleet.sla.violated"
 
@@ -54,10 +55,9 @@ def log_errors(store: ObjectStore, counts: dict[str, int], when: datetime | None
 def errors_in(store: ObjectStore, name: str, hours: float, now: datetime | None = None) -> int:
     """Refused requests of the last ``hours`` (unreadable parts are skipped: the rate is then a lower bound)."""
     now = now or datetime.now(UTC)
-    start = now - timedelta(hours=hours)
-    days = {(start + timedelta(days=i)).strftime("%Y-%m-%d") for i in range((now - start).days + 2)}
+    start, days = traffic.window_days(hours, now)
     total = 0
-    for day in sorted(days):
+    for day in days:
         for key in store.list(f"{_errors_prefix(name)}/date={day}"):
             try:
                 rec = get_json(store, key)

@@ -94,14 +94,20 @@ def log_predictions(
     return append(store, "traffic", name, rows, when, key=key)
 
 
+def window_days(hours: float, now: datetime) -> tuple[datetime, list[str]]:
+    """(the start of the last ``hours`` before ``now``, the ``YYYY-MM-DD`` date partitions it spans, in order)."""
+    start = now - timedelta(hours=hours)
+    days = {(start + timedelta(days=i)).strftime("%Y-%m-%d") for i in range((now - start).days + 2)}
+    return start, sorted(days)
+
+
 def read_window(
     store: ObjectStore, kind: str, name: str, hours: float = 24.0, now: datetime | None = None
 ) -> pd.DataFrame:
     """Records of the last ``hours`` (by their ``time``), oldest first."""
     now = now or datetime.now(UTC)
-    start = now - timedelta(hours=hours)
-    days = {(start + timedelta(days=i)).strftime("%Y-%m-%d") for i in range((now - start).days + 2)}
-    rows = [r for day in sorted(days) for key in store.list(f"{kind}/{name}/date={day}") for r in read_part(store, key)]
+    start, days = window_days(hours, now)
+    rows = [r for day in days for key in store.list(f"{kind}/{name}/date={day}") for r in read_part(store, key)]
     df = pd.DataFrame(rows)
     if df.empty:
         return df

@@ -215,7 +215,7 @@ class Server:
             rows = kind.traffic_rows(texts, outputs)  # the specialist's own answers: what drift watches
             stamp = {"client": client, "latency_ms": round(elapsed * 1000, 2), "request": uuid.uuid4().hex[:16]}
             self.traffic.add(name, version, [r | stamp | e for r, e in zip(rows, extra)])
-        marks = escalation.answer_fields(routed, kind)
+        marks = escalation.answer_fields(routed)
         answers = [a | m for a, m in zip(kind.to_frame(routed.outputs).to_dict("records"), marks)]
         return PredictResponse(specialist=name, version=version, answers=answers)
 
